@@ -1,0 +1,115 @@
+// MUX_* environment → one frozen, typed Config; every error names the variable, the value and what is expected.
+import { availableParallelism } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { ConfigError } from './errors.ts';
+import { NODE_ID_PATTERN, MAX_SHARDS } from './protocol/token.ts';
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export type BackendAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+export interface Config {
+  listen: ListenAddress;
+  pushListen: ListenAddress;
+  metricsListen: ListenAddress;
+  shards: number;
+  /** null: start the bundled demo app and use it. */
+  fastcgi: BackendAddress | null;
+  scriptFilename: string;
+  documentRoot: string;
+  fastcgiTimeoutMs: number;
+  pushSecret: string | null;
+  holdTimeoutMs: number;
+  maxPartBytes: number;
+  maxBufferedBytes: number;
+  maxRequestHeadBytes: number;
+  maxRequestBytes: number;
+  shutdownGraceMs: number;
+  events: boolean;
+  nodeId: string;
+  logLevel: LogLevel;
+}
+
+type Env = Record<string, string | undefined>;
+
+function parseListen(env: Env, name: string, fallback: string): ListenAddress {
+  const value = env[name] ?? fallback;
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]*)):(\d{1,5})$/.exec(value) ?? /^()()(\d{1,5})$/.exec(value);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65535) throw new ConfigError(name, value, 'host:port, [ipv6]:port or port (0-65535)');
+  return { host: match[1] || match[2] || '0.0.0.0', port };
+}
+
+function parseInteger(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const value = env[name];
+  if (value === undefined || value === '') return fallback;
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!(n >= min && n <= max)) throw new ConfigError(name, value, `an integer from ${min} to ${max}`);
+  return n;
+}
+
+function parseSecondsAsMs(env: Env, name: string, fallbackSeconds: number): number {
+  const value = env[name];
+  if (value === undefined || value === '') return fallbackSeconds * 1000;
+  const n = /^\d+(\.\d+)?$/.test(value) ? Number(value) : NaN;
+  if (!(n >= 0 && n <= 31_536_000)) throw new ConfigError(name, value, 'seconds, a number from 0 to 31536000');
+  return Math.round(n * 1000);
+}
+
+function parseBackend(env: Env): BackendAddress | null {
+  const value = env.MUX_FASTCGI;
+  if (value === undefined || value === '') return null;
+  if (value.startsWith('unix:')) {
+    const path = value.slice(5);
+    if (!path.startsWith('/')) throw new ConfigError('MUX_FASTCGI', value, 'unix:/absolute/path or host:port');
+    return { kind: 'unix', path };
+  }
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s/]+)):(\d{1,5})$/.exec(value);
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || !(port >= 1 && port <= 65535)) throw new ConfigError('MUX_FASTCGI', value, 'host:port or unix:/absolute/path');
+  return { kind: 'tcp', host: match[1] || match[2], port };
+}
+
+function parseBoolean(env: Env, name: string): boolean {
+  const value = env[name];
+  if (value === undefined || value === '' || /^(0|false|off|no)$/i.test(value)) return false;
+  if (/^(1|true|on|yes|close)$/i.test(value)) return true;
+  throw new ConfigError(name, value, 'on or off (close, 1, true, yes / 0, false, no)');
+}
+
+export function loadConfig(env: Env): Readonly<Config> {
+  const nodeId = env.MUX_NODE_ID || randomBytes(6).toString('base64url');
+  if (!NODE_ID_PATTERN.test(nodeId)) throw new ConfigError('MUX_NODE_ID', nodeId, '1 to 16 characters from [A-Za-z0-9_-]');
+  if (env.MUX_REDIS_URL) {
+    throw new ConfigError('MUX_REDIS_URL', env.MUX_REDIS_URL, 'unset: multi-node routing through Redis is not available in this version');
+  }
+  const logLevel = (env.MUX_LOG_LEVEL || 'info') as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('MUX_LOG_LEVEL', logLevel, `one of ${LOG_LEVELS.join(', ')}`);
+  const pushSecret = env.MUX_PUSH_SECRET || null;
+  return Object.freeze({
+    listen: parseListen(env, 'MUX_LISTEN', '0.0.0.0:8080'),
+    pushListen: parseListen(env, 'MUX_PUSH_LISTEN', '127.0.0.1:8081'),
+    metricsListen: parseListen(env, 'MUX_METRICS_LISTEN', '127.0.0.1:9464'),
+    shards: parseInteger(env, 'MUX_SHARDS', Math.min(availableParallelism(), MAX_SHARDS), 1, MAX_SHARDS),
+    fastcgi: parseBackend(env),
+    scriptFilename: env.MUX_SCRIPT_FILENAME ?? '',
+    documentRoot: env.MUX_DOCUMENT_ROOT ?? '',
+    fastcgiTimeoutMs: parseSecondsAsMs(env, 'MUX_FASTCGI_TIMEOUT', 30),
+    pushSecret,
+    holdTimeoutMs: parseSecondsAsMs(env, 'MUX_HOLD_TIMEOUT', 0),
+    maxPartBytes: parseInteger(env, 'MUX_MAX_PART_BYTES', 1_048_576, 1, 1 << 30),
+    maxBufferedBytes: parseInteger(env, 'MUX_MAX_BUFFERED_BYTES', 1_048_576, 1024, 1 << 30),
+    maxRequestHeadBytes: parseInteger(env, 'MUX_MAX_REQUEST_HEAD_BYTES', 16_384, 1024, 1 << 20),
+    maxRequestBytes: parseInteger(env, 'MUX_MAX_REQUEST_BYTES', 8_388_608, 0, 1 << 30),
+    shutdownGraceMs: parseSecondsAsMs(env, 'MUX_SHUTDOWN_GRACE', 10),
+    events: parseBoolean(env, 'MUX_EVENTS'),
+    nodeId,
+    logLevel,
+  });
+}

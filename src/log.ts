@@ -1,0 +1,14 @@
+// The pino logger factory: JSON lines written straight to fd 1 from whichever thread logs.
+import { pino } from 'pino';
+import type { Logger, LevelWithSilent } from 'pino';
+
+export type { Logger };
+
+export function createLogger(level: LevelWithSilent, bindings: Record<string, unknown> = {}): Logger {
+  // Written synchronously on fd 1, so a worker never funnels lines through the main thread
+  // and nothing is lost when a thread exits.
+  return pino(
+    { level, base: { pid: process.pid, ...bindings }, redact: { paths: ['config.pushSecret'], censor: '[redacted]' } },
+    pino.destination({ dest: 1, sync: true }),
+  );
+}

@@ -1,0 +1,127 @@
+// The parser of a CGI response head (Status, headers, blank line) at the start of a backend's stdout.
+
+import { STATUS_CODES } from 'node:http';
+import { BadCgiHeadError } from '../errors.ts';
+
+export interface CgiHead {
+  status: number;
+  statusText: string;
+  /** names as the backend sent them, in order, without Status */
+  headers: Array<[string, string]>;
+}
+
+const CR = 0x0d;
+const LF = 0x0a;
+const SP = 0x20;
+const HT = 0x09;
+const COLON = 0x3a;
+
+// RFC 9110 token
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+// any control character but tab: a CR or LF here would split the response we build from it
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
+const STATUS = /^([1-9][0-9]{2})(?:[ \t]+(.*))?$/s;
+
+function trimOws(value: string): string {
+  let start = 0;
+  let end = value.length;
+  while (start < end && (value.charCodeAt(start) === SP || value.charCodeAt(start) === HT)) start++;
+  while (end > start && (value.charCodeAt(end - 1) === SP || value.charCodeAt(end - 1) === HT)) end--;
+  return value.slice(start, end);
+}
+
+function quote(text: string): string {
+  return JSON.stringify(text.length > 100 ? `${text.slice(0, 100)}...` : text);
+}
+
+export class CgiHeadParser {
+  readonly #maxHeadBytes: number;
+  #headBytes = 0;
+  /** Start of a line that continues in the next chunk. */
+  #pendingLine: Buffer[] = [];
+  #headers: Array<[string, string]> = [];
+  /** 0 until a Status header was seen */
+  #status = 0;
+  #statusText = '';
+  #hasLocation = false;
+  #isDone = false;
+
+  constructor(maxHeadBytes: number) {
+    this.#maxHeadBytes = maxHeadBytes;
+  }
+
+  /**
+   * Feed stdout bytes until the head is complete. Returns null while incomplete; when complete returns
+   * { head, rest } where rest is the body bytes that followed the blank line in this chunk (possibly empty).
+   * Throws BadCgiHeadError on malformed input or when the head exceeds maxHeadBytes.
+   * Do not call after it returned non-null.
+   */
+  push(chunk: Buffer): { head: CgiHead; rest: Buffer } | null {
+    if (this.#isDone) throw new Error('CgiHeadParser.push() called after the head was complete');
+    let pos = 0;
+    while (pos < chunk.length) {
+      const newline = chunk.indexOf(LF, pos);
+      const end = newline === -1 ? chunk.length : newline + 1;
+      this.#headBytes += end - pos;
+      if (this.#headBytes > this.#maxHeadBytes) {
+        throw new BadCgiHeadError(`the CGI response head exceeds ${this.#maxHeadBytes} bytes without an empty line ending it`);
+      }
+      if (newline === -1) {
+        this.#pendingLine.push(chunk.subarray(pos));
+        return null;
+      }
+      let line = chunk.subarray(pos, newline);
+      if (this.#pendingLine.length > 0) {
+        this.#pendingLine.push(line);
+        line = Buffer.concat(this.#pendingLine);
+        this.#pendingLine = [];
+      }
+      pos = end;
+      let lineEnd = line.length;
+      if (lineEnd > 0 && line[lineEnd - 1] === CR) lineEnd--;
+      if (lineEnd === 0) {
+        this.#isDone = true;
+        return { head: this.#head(), rest: chunk.subarray(pos) };
+      }
+      this.#line(line, lineEnd);
+    }
+    return null;
+  }
+
+  #line(line: Buffer, lineEnd: number): void {
+    if (line[0] === SP || line[0] === HT) {
+      throw new BadCgiHeadError('a CGI header line starts with whitespace: obsolete line folding is not allowed');
+    }
+    const colon = line.indexOf(COLON);
+    if (colon === -1 || colon >= lineEnd) {
+      throw new BadCgiHeadError(`CGI header line ${quote(line.toString('latin1', 0, lineEnd))} has no colon: expected "Name: value"`);
+    }
+    const name = line.toString('latin1', 0, colon);
+    if (!HEADER_NAME.test(name)) {
+      throw new BadCgiHeadError(`CGI header name ${quote(name)} is not a valid token (RFC 9110)`);
+    }
+    const value = trimOws(line.toString('latin1', colon + 1, lineEnd));
+    if (CONTROL.test(value)) {
+      throw new BadCgiHeadError(`CGI header ${name}: ${quote(value)} holds a control character: expected visible characters, spaces and tabs`);
+    }
+    const lowerName = name.toLowerCase();
+    if (lowerName === 'status') {
+      if (this.#status !== 0) throw new BadCgiHeadError('the CGI response head has more than one Status header');
+      const match = STATUS.exec(value);
+      if (match === null) {
+        throw new BadCgiHeadError(`CGI Status: ${quote(value)} is invalid: expected a 3-digit code from 100 to 999 and an optional reason`);
+      }
+      this.#status = Number(match[1]);
+      this.#statusText = match[2] === undefined || match[2] === '' ? (STATUS_CODES[this.#status] ?? '') : match[2];
+      return;
+    }
+    if (lowerName === 'location') this.#hasLocation = true;
+    this.#headers.push([name, value]);
+  }
+
+  #head(): CgiHead {
+    if (this.#status !== 0) return { status: this.#status, statusText: this.#statusText, headers: this.#headers };
+    const status = this.#hasLocation ? 302 : 200;
+    return { status, statusText: STATUS_CODES[status] ?? '', headers: this.#headers };
+  }
+}

@@ -1,0 +1,183 @@
+// The piscina pool of shard threads: their control ports, the router mesh between them, restarts.
+import { MessageChannel, type MessagePort, type Transferable } from 'node:worker_threads';
+import type { Socket } from 'node:net';
+import { Piscina } from 'piscina';
+import type { Config, BackendAddress } from './config.ts';
+import type { Logger } from './log.ts';
+import type { MainMetrics } from './main-metrics.ts';
+import type { ControlMessage, ShardInit, ShardReport } from '../workers/shard.ts';
+import type { ListenerKind } from '../workers/http-front.ts';
+
+const SHARD_FILE = new URL('../workers/shard.ts', import.meta.url).href;
+const MAX_RESTART_DELAY_MS = 5000;
+
+interface ShardSlot {
+  index: number;
+  control: MessagePort | null;
+  isUp: boolean;
+  restarts: number;
+  task: Promise<unknown> | null;
+}
+
+export interface GatheredMetrics {
+  metrics: object[][];
+  up: boolean[];
+}
+
+export class ShardPool {
+  private readonly config: Readonly<Config>;
+  private readonly backend: BackendAddress;
+  private readonly log: Logger;
+  private readonly metrics: MainMetrics;
+  private readonly pool: Piscina;
+  private readonly slots: ShardSlot[];
+  private readonly connectionCounts: Int32Array;
+  private readonly connectionCountsBuffer: SharedArrayBuffer;
+  private readonly metricsRequests = new Map<number, (metrics: object[]) => void>();
+  private nextMetricsId = 1;
+  private isStopping = false;
+  private readyWaiters: (() => void)[] = [];
+
+  constructor(config: Readonly<Config>, backend: BackendAddress, log: Logger, metrics: MainMetrics) {
+    this.config = config;
+    this.backend = backend;
+    this.log = log;
+    this.metrics = metrics;
+    this.connectionCountsBuffer = new SharedArrayBuffer(4 * config.shards);
+    this.connectionCounts = new Int32Array(this.connectionCountsBuffer);
+    this.pool = new Piscina({
+      filename: SHARD_FILE,
+      minThreads: config.shards,
+      maxThreads: config.shards,
+      concurrentTasksPerWorker: 1,
+      idleTimeout: Infinity,
+    });
+    this.slots = Array.from({ length: config.shards }, (_, index) => ({ index, control: null, isUp: false, restarts: 0, task: null }));
+  }
+
+  get size(): number {
+    return this.slots.length;
+  }
+
+  isUp(index: number): boolean {
+    return this.slots[index].isUp;
+  }
+
+  /** Starts every shard; resolves when all are ready. */
+  async start(): Promise<void> {
+    const ready = Promise.all(this.slots.map(() => new Promise<void>((resolve) => this.readyWaiters.push(resolve))));
+    for (const slot of this.slots) this.startShard(slot);
+    await ready;
+  }
+
+  /** Moves an accepted, paused socket to the shard with the fewest connections. */
+  transfer(socket: Socket, listener: ListenerKind): void {
+    let best: ShardSlot | null = null;
+    let bestCount = Infinity;
+    for (const slot of this.slots) {
+      if (!slot.isUp) continue;
+      const count = Atomics.load(this.connectionCounts, slot.index);
+      if (count < bestCount) {
+        best = slot;
+        bestCount = count;
+      }
+    }
+    if (best === null || best.control === null) {
+      socket.destroy();
+      return;
+    }
+    try {
+      best.control.postMessage({ type: 'socket', socket, listener } satisfies ControlMessage, [socket as unknown as Transferable]);
+    } catch (error) {
+      this.log.warn({ err: (error as Error).message }, 'socket could not be moved to a shard');
+      socket.destroy();
+    }
+  }
+
+  /** Every up shard's registry as JSON; a shard that does not answer within timeoutMs is reported down. */
+  async gatherMetrics(timeoutMs: number): Promise<GatheredMetrics> {
+    const up = this.slots.map(() => false);
+    const answers = await Promise.all(this.slots.map((slot) => {
+      if (!slot.isUp || slot.control === null) return null;
+      const id = this.nextMetricsId++;
+      const control = slot.control;
+      return new Promise<object[] | null>((resolve) => {
+        const timer = setTimeout(() => {
+          this.metricsRequests.delete(id);
+          resolve(null);
+        }, timeoutMs);
+        this.metricsRequests.set(id, (metrics) => {
+          clearTimeout(timer);
+          up[slot.index] = true;
+          resolve(metrics);
+        });
+        control.postMessage({ type: 'metrics', id } satisfies ControlMessage);
+      });
+    }));
+    return { metrics: answers.filter((answer) => answer !== null), up };
+  }
+
+  async shutdown(): Promise<void> {
+    this.isStopping = true;
+    for (const slot of this.slots) slot.control?.postMessage({ type: 'shutdown' } satisfies ControlMessage);
+    await Promise.allSettled(this.slots.map((slot) => slot.task));
+    await this.pool.destroy();
+  }
+
+  private startShard(slot: ShardSlot): void {
+    const { port1: control, port2: shardControl } = new MessageChannel();
+    slot.control = control;
+    control.on('message', (report: ShardReport) => this.onReport(slot, report));
+    const init: ShardInit = {
+      index: slot.index,
+      config: this.config,
+      backend: this.backend,
+      control: shardControl,
+      connectionCounts: this.connectionCountsBuffer,
+    };
+    // `as never`: piscina's TransferList type infers the options overload of postMessage.
+    slot.task = this.pool.run(init, { transferList: [shardControl] as never }).then(
+      () => this.onShardExit(slot, null),
+      (error: Error) => this.onShardExit(slot, error),
+    );
+  }
+
+  private onReport(slot: ShardSlot, report: ShardReport): void {
+    if (report.type === 'metrics') {
+      this.metricsRequests.get(report.id)?.(report.metrics);
+      this.metricsRequests.delete(report.id);
+      return;
+    }
+    // A fresh mesh link to every shard that is up; the others link up when they come back.
+    for (const peer of this.slots) {
+      if (peer === slot || !peer.isUp || peer.control === null) continue;
+      const { port1, port2 } = new MessageChannel();
+      slot.control?.postMessage({ type: 'peer', shard: peer.index, port: port1 } satisfies ControlMessage, [port1]);
+      peer.control.postMessage({ type: 'peer', shard: slot.index, port: port2 } satisfies ControlMessage, [port2]);
+    }
+    slot.isUp = true;
+    this.metrics.shardUp.set({ shard: String(slot.index) }, 1);
+    this.log.debug({ shard: slot.index }, 'shard up');
+    this.readyWaiters.shift()?.();
+  }
+
+  private onShardExit(slot: ShardSlot, error: Error | null): void {
+    const wasUp = slot.isUp;
+    slot.isUp = false;
+    slot.control?.close();
+    slot.control = null;
+    Atomics.store(this.connectionCounts, slot.index, 0);
+    this.metrics.shardUp.set({ shard: String(slot.index) }, 0);
+    for (const peer of this.slots) {
+      if (peer !== slot && peer.control !== null) {
+        peer.control.postMessage({ type: 'peer', shard: slot.index, port: null } satisfies ControlMessage);
+      }
+    }
+    if (this.isStopping) return;
+    this.metrics.shardRestarts.inc();
+    slot.restarts++;
+    const delay = wasUp ? 0 : Math.min(100 * 2 ** slot.restarts, MAX_RESTART_DELAY_MS);
+    this.log.error({ shard: slot.index, err: error?.message ?? 'task returned', restartInMs: delay }, 'shard died; restarting it (its clients were disconnected)');
+    setTimeout(() => this.startShard(slot), delay);
+  }
+}

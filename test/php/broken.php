@@ -1,0 +1,28 @@
+<?php
+// Malformed backend output, chosen by ?case=, for the gateway's fault handling.
+$token = $_SERVER['MULTIPLEX_TOKEN'];
+switch ($_GET['case'] ?? '') {
+    case 'no-boundary':
+        header('Content-Type: application/x-multiplex');
+        echo "--x\r\n\r\nhello\r\n--x--\r\n";
+        break;
+    case 'truncated':
+        header('Content-Type: application/x-multiplex; boundary=tb');
+        echo "--tb\r\nMultiplex-Token: $token\r\n\r\nfirst\r\n--tb\r\nMultiplex-Token: $token\r\n\r\nunfinished";
+        break;
+    case 'garbage':
+        header('Content-Type: application/x-multiplex; boundary=gb');
+        echo "--gb\r\nMultiplex-Token: $token\r\n\r\nfirst\r\n--gbGARBAGE\r\n\r\nsecond\r\n--gb--\r\n";
+        break;
+    case 'bad-hold':
+        header('Content-Type: application/x-multiplex; boundary=hb');
+        header('Multiplex-Hold: forever');
+        echo "--hb--\r\n";
+        break;
+    case 'slow':
+        sleep((int)($_GET['seconds'] ?? 5));
+        echo "late\n";
+        break;
+    case 'exit':
+        exit(0);
+}

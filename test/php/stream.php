@@ -1,0 +1,16 @@
+<?php
+// A multiplexed response shaped by the query: hold mode, client type, keep-alive, timeout.
+// Its own first part tells the client its token, so that a test can push to it.
+$token = $_SERVER['MULTIPLEX_TOKEN'];
+$boundary = 'b' . bin2hex(random_bytes(8));
+header("Content-Type: application/x-multiplex; boundary=$boundary");
+if (isset($_GET['hold'])) header('Multiplex-Hold: ' . $_GET['hold']);
+if (isset($_GET['type'])) header('Multiplex-Content-Type: ' . $_GET['type']);
+if (isset($_GET['keepalive'])) header('Multiplex-Keep-Alive: ' . $_GET['keepalive']);
+if (isset($_GET['timeout'])) header('Multiplex-Timeout: ' . $_GET['timeout']);
+if (isset($_GET['status'])) header('Status: ' . $_GET['status']);
+header('X-Backend: php');
+if (!isset($_GET['silent'])) {
+    echo "--$boundary\r\nMultiplex-Token: $token\r\n\r\ntoken=$token\n\r\n";
+}
+echo "--$boundary--\r\n";

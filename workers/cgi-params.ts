@@ -1,0 +1,47 @@
+// A client request → the CGI/1.1 params of its FastCGI request, as nginx's fastcgi_params.
+import type { IncomingMessage } from 'node:http';
+
+export interface ScriptParams {
+  scriptFilename: string;
+  documentRoot: string;
+}
+
+// Hop-by-hop headers, and `Proxy` (httpoxy): never forwarded as HTTP_*.
+const SKIPPED_HEADERS = new Set(['content-type', 'content-length', 'connection', 'keep-alive', 'transfer-encoding', 'te', 'upgrade', 'proxy']);
+
+export function cgiParams(req: IncomingMessage, token: string, script: ScriptParams, contentLength: number | null): Record<string, string> {
+  const url = req.url ?? '/';
+  const queryAt = url.indexOf('?');
+  const path = queryAt < 0 ? url : url.slice(0, queryAt);
+  const socket = req.socket;
+  const host = req.headers.host ?? '';
+  const params: Record<string, string> = {
+    GATEWAY_INTERFACE: 'CGI/1.1',
+    SERVER_SOFTWARE: 'muxgate',
+    SERVER_PROTOCOL: `HTTP/${req.httpVersion}`,
+    REQUEST_METHOD: req.method ?? 'GET',
+    REQUEST_URI: url,
+    DOCUMENT_URI: path,
+    QUERY_STRING: queryAt < 0 ? '' : url.slice(queryAt + 1),
+    SCRIPT_NAME: path,
+    SCRIPT_FILENAME: script.scriptFilename || script.documentRoot + path,
+    DOCUMENT_ROOT: script.documentRoot,
+    REMOTE_ADDR: socket.remoteAddress ?? '',
+    REMOTE_PORT: String(socket.remotePort ?? ''),
+    SERVER_ADDR: socket.localAddress ?? '',
+    SERVER_PORT: String(socket.localPort ?? ''),
+    SERVER_NAME: host.replace(/:\d+$/, ''),
+    REDIRECT_STATUS: '200',
+    MULTIPLEX_TOKEN: token,
+  };
+  if (req.headers['content-type'] !== undefined) params.CONTENT_TYPE = req.headers['content-type'];
+  if (contentLength !== null) params.CONTENT_LENGTH = String(contentLength);
+  for (const name in req.headers) {
+    // Tokens come from muxgate only: a client's Multiplex-* header never reaches the backend.
+    // Underscored names are dropped as nginx does: X_Foo must not pose as X-Foo.
+    if (SKIPPED_HEADERS.has(name) || name.startsWith('multiplex-') || name.includes('_')) continue;
+    const value = req.headers[name];
+    params['HTTP_' + name.toUpperCase().replaceAll('-', '_')] = Array.isArray(value) ? value.join(', ') : (value ?? '');
+  }
+  return params;
+}

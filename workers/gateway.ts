@@ -1,0 +1,272 @@
+// A client request → a FastCGI request; its response relayed as is, or multiplexed into held streams.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Config } from '../src/config.ts';
+import type { Logger } from '../src/log.ts';
+import { MuxError } from '../src/errors.ts';
+import { mintToken } from '../src/protocol/token.ts';
+import { CgiHeadParser, type CgiHead } from '../src/protocol/cgi-response.ts';
+import { MultiplexParser, type MultiplexParserSink, type Part } from '../src/protocol/multiplex-parser.ts';
+import { multiplexBoundary, parseHold, parseKeepAlive, parseMediaType, parseSeconds, type KeepAlive } from '../src/protocol/headers.ts';
+import type { Backend, FastcgiRequest } from './backend.ts';
+import { cgiParams } from './cgi-params.ts';
+import type { HeldStream, HeldStreams } from './held-streams.ts';
+import type { ShardMetrics } from './metrics.ts';
+import type { Router } from './router.ts';
+import { statusClass } from './metrics.ts';
+
+const MAX_CGI_HEAD_BYTES = 65_536;
+const MAX_STDERR_LOGGED = 4096;
+const SSE_KEEP_ALIVE = Buffer.from(':\n\n');
+// Response headers the backend may not set: framing belongs to muxgate.
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-connection']);
+
+export interface GatewayContext {
+  config: Readonly<Config>;
+  shard: number;
+  backend: Backend;
+  streams: HeldStreams;
+  router: Router;
+  metrics: ShardMetrics;
+  log: Logger;
+}
+
+/** Feeds the parts of a backend's multiplexed body to the router. */
+class ResponsePartSink implements MultiplexParserSink {
+  private readonly router: Router;
+  private readonly metrics: ShardMetrics;
+  private readonly log: Logger;
+
+  constructor(router: Router, metrics: ShardMetrics, log: Logger) {
+    this.router = router;
+    this.metrics = metrics;
+    this.log = log;
+  }
+
+  onPart(part: Part): void {
+    this.router.routePart(part, 'response', null);
+  }
+
+  onError(error: MuxError): void {
+    this.metrics.rejectedParts.inc({ source: 'response', reason: error.code });
+    this.log.warn({ code: error.code, err: error.message }, 'backend multiplexed body rejected; the parts before it stand');
+  }
+}
+
+export class Gateway {
+  private readonly ctx: GatewayContext;
+  private readonly partSink: ResponsePartSink;
+  private nextRequestId = 1;
+
+  constructor(ctx: GatewayContext) {
+    this.ctx = ctx;
+    this.partSink = new ResponsePartSink(ctx.router, ctx.metrics, ctx.log);
+  }
+
+  handle(req: IncomingMessage, res: ServerResponse): void {
+    this.forward(req, res).catch((error: unknown) => {
+      this.ctx.log.error({ err: error }, 'request failed');
+      this.fail(res, 502, 'Bad Gateway');
+    });
+  }
+
+  private async forward(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const { config, log, metrics } = this.ctx;
+    const requestId = this.nextRequestId++;
+    const token = mintToken(config.nodeId, this.ctx.shard);
+    const declared = req.headers['content-length'];
+    let contentLength: number | null = declared === undefined ? null : Number(declared);
+    let bufferedBody: Buffer | null = null;
+    if (contentLength === null && req.headers['transfer-encoding'] !== undefined) {
+      // PHP needs CONTENT_LENGTH: a chunked request body is read whole first, as nginx does.
+      bufferedBody = await readBody(req, config.maxRequestBytes);
+      if (bufferedBody === null) return this.fail(res, 413, 'Payload Too Large');
+      contentLength = bufferedBody.length;
+    } else if (contentLength !== null && contentLength > config.maxRequestBytes) {
+      return this.fail(res, 413, 'Payload Too Large');
+    }
+    const startedAt = performance.now();
+    let fcgi: FastcgiRequest;
+    try {
+      fcgi = await this.ctx.backend.request(cgiParams(req, token, config, contentLength));
+    } catch (error) {
+      metrics.fastcgiErrors.inc({ kind: 'connect' });
+      log.warn({ requestId, err: (error as Error).message }, 'backend unavailable');
+      return this.fail(res, 502, 'Bad Gateway');
+    }
+    if (res.destroyed) {
+      fcgi.abort();
+      return;
+    }
+    if (bufferedBody !== null) fcgi.stdin.end(bufferedBody);
+    else if (contentLength !== null && contentLength > 0) req.pipe(fcgi.stdin);
+    else fcgi.stdin.end();
+
+    let stderr = '';
+    fcgi.stderr.on('data', (chunk: Buffer) => {
+      if (stderr.length < MAX_STDERR_LOGGED) stderr += chunk.toString('utf8', 0, MAX_STDERR_LOGGED - stderr.length);
+    });
+    fcgi.stderr.once('end', () => {
+      if (stderr !== '') log.warn({ requestId, uri: req.url, stderr }, 'backend stderr');
+    });
+
+    const headParser = new CgiHeadParser(MAX_CGI_HEAD_BYTES);
+    const timeout = setTimeout(() => {
+      metrics.fastcgiErrors.inc({ kind: 'timeout' });
+      log.warn({ requestId, uri: req.url, timeoutMs: config.fastcgiTimeoutMs }, 'backend response head timed out');
+      fcgi.stdout.removeAllListeners('data');
+      fcgi.abort();
+      this.fail(res, 504, 'Gateway Timeout');
+    }, config.fastcgiTimeoutMs);
+    const onClientGone = () => fcgi.abort();
+    res.once('close', onClientGone);
+
+    const onHeadData = (chunk: Buffer) => {
+      let parsed: ReturnType<CgiHeadParser['push']>;
+      try {
+        parsed = headParser.push(chunk);
+      } catch (error) {
+        clearTimeout(timeout);
+        fcgi.stdout.removeListener('data', onHeadData);
+        fcgi.stdout.resume();
+        metrics.fastcgiErrors.inc({ kind: 'bad_head' });
+        log.warn({ requestId, uri: req.url, err: (error as Error).message }, 'backend sent a malformed CGI head');
+        this.fail(res, 502, 'Bad Gateway');
+        return;
+      }
+      if (parsed === null) return;
+      clearTimeout(timeout);
+      metrics.fastcgiDuration.observe((performance.now() - startedAt) / 1000);
+      fcgi.stdout.removeListener('data', onHeadData);
+      fcgi.stdout.removeListener('end', onEndBeforeHead);
+      this.respond(req, res, fcgi, token, requestId, parsed.head, parsed.rest, onClientGone);
+    };
+    const onEndBeforeHead = () => {
+      clearTimeout(timeout);
+      metrics.fastcgiErrors.inc({ kind: 'no_head' });
+      log.warn({ requestId, uri: req.url, exit: String(fcgi.getExitStatus()) }, 'backend ended without a response head');
+      this.fail(res, 502, 'Bad Gateway');
+    };
+    fcgi.stdout.on('data', onHeadData);
+    fcgi.stdout.once('end', onEndBeforeHead);
+  }
+
+  private respond(req: IncomingMessage, res: ServerResponse, fcgi: FastcgiRequest, token: string, requestId: number,
+    head: CgiHead, rest: Buffer, onClientGone: () => void): void {
+    let contentType: string | undefined;
+    for (const [name, value] of head.headers) if (name.toLowerCase() === 'content-type') contentType = value;
+    let boundary: string | null;
+    try {
+      boundary = multiplexBoundary(contentType);
+    } catch (error) {
+      this.ctx.metrics.fastcgiErrors.inc({ kind: 'bad_head' });
+      this.ctx.log.warn({ requestId, err: (error as Error).message }, 'backend sent a multiplexed response without a usable boundary');
+      fcgi.stdout.resume();
+      return this.fail(res, 502, 'Bad Gateway');
+    }
+    if (boundary === null) return this.relay(res, fcgi, head, rest);
+    let stream: HeldStream;
+    try {
+      stream = this.openStream(req, res, token, head);
+    } catch (error) {
+      this.ctx.metrics.fastcgiErrors.inc({ kind: 'bad_head' });
+      this.ctx.log.warn({ requestId, err: (error as Error).message }, 'backend sent a bad Multiplex-* header');
+      fcgi.stdout.resume();
+      return this.fail(res, 502, 'Bad Gateway');
+    }
+    // The body may feed other streams: the requester leaving does not stop it.
+    res.removeListener('close', onClientGone);
+    const { config } = this.ctx;
+    const parser = new MultiplexParser(boundary, {
+      maxPartBytes: config.maxPartBytes, maxPartHeaderBytes: 16_384, maxTargetsPerPart: 100_000,
+    }, this.partSink);
+    if (rest.length > 0) parser.push(rest);
+    fcgi.stdout.on('data', (chunk: Buffer) => parser.push(chunk));
+    fcgi.stdout.once('end', () => {
+      parser.end();
+      this.ctx.streams.backendDone(stream, config.holdTimeoutMs);
+    });
+  }
+
+  private openStream(req: IncomingMessage, res: ServerResponse, token: string, head: CgiHead): HeldStream {
+    let hold: string | undefined;
+    let clientType = 'text/plain; charset=utf-8';
+    let keepAlive: KeepAlive | null = null;
+    let timeoutMs = 0;
+    let hasCacheControl = false;
+    const headers: string[] = [];
+    for (const [name, value] of head.headers) {
+      const lower = name.toLowerCase();
+      if (lower === 'multiplex-hold') hold = value;
+      else if (lower === 'multiplex-content-type') clientType = value;
+      else if (lower === 'multiplex-keep-alive') keepAlive = parseKeepAlive(value);
+      else if (lower === 'multiplex-timeout') timeoutMs = Math.round(parseSeconds('Multiplex-Timeout', value) * 1000);
+      else if (lower.startsWith('multiplex-') || lower === 'content-type' || lower === 'content-length' || HOP_BY_HOP.has(lower)) continue;
+      else {
+        if (lower === 'cache-control') hasCacheControl = true;
+        headers.push(name, value);
+      }
+    }
+    const holdMode = parseHold(hold);
+    headers.push('Content-Type', clientType);
+    if (holdMode !== 'none') {
+      if (!hasCacheControl) headers.push('Cache-Control', 'no-cache');
+      headers.push('X-Accel-Buffering', 'no');
+    }
+    const isChunked = req.httpVersionMajor === 1 && req.httpVersionMinor >= 1;
+    if (isChunked) headers.push('Transfer-Encoding', 'chunked');
+    let keepAliveData: Buffer | null = null;
+    if (keepAlive !== null) {
+      const isEventStream = parseMediaType(clientType).type === 'text/event-stream';
+      keepAliveData = keepAlive.data ?? (isEventStream ? SSE_KEEP_ALIVE : null);
+    }
+    res.writeHead(head.status, head.statusText, headers);
+    res.flushHeaders();
+    // From here on muxgate frames the chunks itself, once per part for every stream.
+    if (isChunked) res.chunkedEncoding = false;
+    this.ctx.metrics.requests.inc({ listener: 'public', class: statusClass(head.status) });
+    return this.ctx.streams.open(token, res, {
+      hold: holdMode,
+      isChunked,
+      keepAliveMs: keepAlive === null ? 0 : Math.round(keepAlive.seconds * 1000),
+      keepAliveData,
+      timeoutMs,
+      requestUri: req.url ?? '/',
+    });
+  }
+
+  private relay(res: ServerResponse, fcgi: FastcgiRequest, head: CgiHead, rest: Buffer): void {
+    const headers: string[] = [];
+    for (const [name, value] of head.headers) {
+      const lower = name.toLowerCase();
+      if (HOP_BY_HOP.has(lower) || lower.startsWith('multiplex-')) continue;
+      if (lower === 'content-length' && !/^\d{1,15}$/.test(value)) continue;
+      headers.push(name, value);
+    }
+    res.writeHead(head.status, head.statusText, headers);
+    this.ctx.metrics.requests.inc({ listener: 'public', class: statusClass(head.status) });
+    if (rest.length > 0) res.write(rest);
+    fcgi.stdout.pipe(res);
+  }
+
+  private fail(res: ServerResponse, status: number, message: string): void {
+    this.ctx.metrics.requests.inc({ listener: 'public', class: statusClass(status) });
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' });
+    res.end(`${status} ${message}\n`);
+  }
+}
+
+/** The whole request body, or null when it is larger than the limit. */
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | null> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) return null;
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, size);
+}

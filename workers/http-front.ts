@@ -1,0 +1,83 @@
+// node:http servers over the sockets the main thread transfers to this shard.
+import http from 'node:http';
+import type { Socket } from 'node:net';
+import type { Config } from '../src/config.ts';
+import type { ShardMetrics } from './metrics.ts';
+
+export type ListenerKind = 'public' | 'push';
+
+type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
+
+export class HttpFront {
+  private readonly servers: Record<ListenerKind, http.Server>;
+  private readonly connectionCounts: Int32Array;
+  private readonly shard: number;
+  private readonly metrics: ShardMetrics;
+  private readonly sockets = new Set<Socket>();
+  private readonly emptyWaiters: (() => void)[] = [];
+
+  constructor(config: Readonly<Config>, shard: number, connectionCounts: Int32Array, metrics: ShardMetrics,
+    handlers: Record<ListenerKind, Handler>) {
+    this.shard = shard;
+    this.connectionCounts = connectionCounts;
+    this.metrics = metrics;
+    const options: http.ServerOptions = {
+      maxHeaderSize: config.maxRequestHeadBytes,
+      headersTimeout: 20_000,
+      requestTimeout: 120_000,
+      keepAliveTimeout: 5_000,
+    };
+    this.servers = {
+      public: http.createServer(options, handlers.public),
+      push: http.createServer(options, handlers.push),
+    };
+    for (const server of Object.values(this.servers)) {
+      // These servers never listen; 'listening' starts node:http's connection tracking,
+      // which enforces headersTimeout/requestTimeout and lets idle connections be closed.
+      server.emit('listening');
+      server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+        if (!socket.writable || error.code === 'ECONNRESET') return socket.destroy();
+        const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+        this.metrics.requests.inc({ listener: server === this.servers.public ? 'public' : 'push', class: `${status / 100 | 0}xx` });
+        socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      });
+    }
+  }
+
+  get connectionCount(): number {
+    return this.sockets.size;
+  }
+
+  adopt(socket: Socket, kind: ListenerKind): void {
+    this.sockets.add(socket);
+    Atomics.add(this.connectionCounts, this.shard, 1);
+    this.metrics.openConnections.inc();
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      Atomics.sub(this.connectionCounts, this.shard, 1);
+      this.metrics.openConnections.dec();
+      if (this.sockets.size === 0) for (const resolve of this.emptyWaiters.splice(0)) resolve();
+    });
+    this.servers[kind].emit('connection', socket);
+    socket.resume();
+  }
+
+  /** Closes idle keep-alive connections now and the rest as their responses finish; all of them after graceMs. */
+  async close(graceMs: number): Promise<void> {
+    for (const server of Object.values(this.servers)) {
+      server.on('request', (_req, res: http.ServerResponse) => res.setHeader('Connection', 'close'));
+      server.closeIdleConnections();
+    }
+    const poll = setInterval(() => {
+      for (const server of Object.values(this.servers)) server.closeIdleConnections();
+    }, 100);
+    if (this.sockets.size > 0) {
+      await Promise.race([
+        new Promise<void>((resolve) => this.emptyWaiters.push(resolve)),
+        new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref()),
+      ]);
+    }
+    clearInterval(poll);
+    for (const socket of this.sockets) socket.destroy();
+  }
+}

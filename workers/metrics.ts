@@ -1,0 +1,86 @@
+// This shard's prom-client registry; the main thread aggregates every shard's JSON.
+import { Registry, Counter, Gauge, Histogram } from 'prom-client';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+
+export type ShardMetrics = ReturnType<typeof createShardMetrics>;
+
+export function createShardMetrics(shard: number) {
+  const registry = new Registry();
+  const shardLabel = { shard: String(shard) };
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  loopDelay.enable();
+  const metrics = {
+    registry,
+    openConnections: new Gauge({
+      name: 'muxgate_open_connections', help: 'Client connections owned by the shard.',
+      labelNames: ['shard'], registers: [registry],
+    }).labels(shardLabel),
+    heldStreams: new Gauge({
+      name: 'muxgate_held_streams', help: 'Live multiplexed responses (tokens that can receive parts).',
+      labelNames: ['shard'], registers: [registry],
+    }).labels(shardLabel),
+    requests: new Counter({
+      name: 'muxgate_requests_total', help: 'Client requests answered, by status class.',
+      labelNames: ['listener', 'class'], registers: [registry],
+    }),
+    fastcgiDuration: new Histogram({
+      name: 'muxgate_fastcgi_duration_seconds', help: 'Time from sending a FastCGI request to its complete response head.',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [registry],
+    }),
+    fastcgiErrors: new Counter({
+      name: 'muxgate_fastcgi_errors_total', help: 'FastCGI requests that failed, by kind.',
+      labelNames: ['kind'], registers: [registry],
+    }),
+    parts: new Counter({
+      name: 'muxgate_parts_total', help: 'Parts routed, by source (response, push) and route (local, remote, node).',
+      labelNames: ['source', 'route'], registers: [registry],
+    }),
+    rejectedParts: new Counter({
+      name: 'muxgate_rejected_parts_total', help: 'Multiplex bodies cut short by a bad or oversized part, by reason.',
+      labelNames: ['source', 'reason'], registers: [registry],
+    }),
+    deliveries: new Counter({
+      name: 'muxgate_deliveries_total', help: 'Part bodies written to a client stream.', registers: [registry],
+    }),
+    deliveredBytes: new Counter({
+      name: 'muxgate_delivered_bytes_total', help: 'Part body bytes written to client streams (before framing).', registers: [registry],
+    }),
+    undeliverable: new Counter({
+      name: 'muxgate_undeliverable_total', help: 'Part deliveries dropped, by reason (gone, invalid_token, other_node, shard_down).',
+      labelNames: ['reason'], registers: [registry],
+    }),
+    slowConsumerDrops: new Counter({
+      name: 'muxgate_slow_consumer_drops_total', help: 'Clients dropped for having more than MUX_MAX_BUFFERED_BYTES unsent.', registers: [registry],
+    }),
+    streamsEnded: new Counter({
+      name: 'muxgate_streams_ended_total', help: 'Multiplexed responses ended, by reason.',
+      labelNames: ['reason'], registers: [registry],
+    }),
+    routerBatchSize: new Histogram({
+      name: 'muxgate_router_batch_parts', help: 'Parts per message sent to another shard.',
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024], registers: [registry],
+    }),
+    pushToWrite: new Histogram({
+      name: 'muxgate_push_to_write_seconds', help: 'From a part being parsed to its body being written to a client socket.',
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [registry],
+    }),
+    streamEvents: new Counter({
+      name: 'muxgate_stream_events_total', help: 'Stream close events sent to the backend, by result (sent, failed, dropped).',
+      labelNames: ['result'], registers: [registry],
+    }),
+    eventLoopDelay: new Gauge({
+      name: 'muxgate_event_loop_delay_seconds', help: 'Event-loop delay of the shard thread over the last scrape interval (p99).',
+      labelNames: ['shard'], registers: [registry],
+      collect() {
+        this.set(shardLabel, loopDelay.percentile(99) / 1e9);
+        loopDelay.reset();
+      },
+    }),
+  };
+  return metrics;
+}
+
+export function statusClass(status: number): string {
+  return `${Math.floor(status / 100)}xx`;
+}

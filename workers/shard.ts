@@ -1,0 +1,82 @@
+// The shard task: one per thread, owns its sockets and tokens for life; wires the parts below together.
+import type { MessagePort } from 'node:worker_threads';
+import type { Socket } from 'node:net';
+import type { Config, BackendAddress } from '../src/config.ts';
+import { createLogger } from '../src/log.ts';
+import { Backend } from './backend.ts';
+import { Gateway } from './gateway.ts';
+import { HeldStreams } from './held-streams.ts';
+import { HttpFront, type ListenerKind } from './http-front.ts';
+import { createShardMetrics } from './metrics.ts';
+import { PushApi } from './push-api.ts';
+import { Router } from './router.ts';
+import { StreamEvents } from './stream-events.ts';
+
+export interface ShardInit {
+  index: number;
+  config: Config;
+  backend: BackendAddress;
+  control: MessagePort;
+  connectionCounts: SharedArrayBuffer;
+}
+
+/** Main thread → shard. */
+export type ControlMessage =
+  | { type: 'socket'; socket: Socket; listener: ListenerKind }
+  | { type: 'peer'; shard: number; port: MessagePort | null }
+  | { type: 'metrics'; id: number }
+  | { type: 'shutdown' };
+
+/** Shard → main thread. */
+export type ShardReport =
+  | { type: 'ready'; shard: number }
+  | { type: 'metrics'; id: number; metrics: object[] };
+
+export default async function runShard(init: ShardInit): Promise<string> {
+  const { index, config, control } = init;
+  const log = createLogger(config.logLevel, { shard: index });
+  const metrics = createShardMetrics(index);
+  const backend = new Backend(init.backend);
+  const events = config.events ? new StreamEvents(backend, config, metrics, log) : null;
+  const streams = new HeldStreams(metrics, log, config.maxBufferedBytes, (stream, reason) => {
+    if (events !== null && stream.isHeld) events.close(stream.token, reason, stream.options.requestUri);
+  });
+  const router = new Router(index, config.nodeId, config.shards, streams, metrics, log);
+  const gateway = new Gateway({ config, shard: index, backend, streams, router, metrics, log });
+  const pushApi = new PushApi(router, metrics, log, { secret: config.pushSecret, maxPartBytes: config.maxPartBytes });
+  const front = new HttpFront(config, index, new Int32Array(init.connectionCounts), metrics, {
+    public: (req, res) => gateway.handle(req, res),
+    push: (req, res) => pushApi.handle(req, res),
+  });
+
+  const { promise: shutdownRequested, resolve: requestShutdown } = Promise.withResolvers<void>();
+  control.on('message', (message: ControlMessage) => {
+    switch (message.type) {
+      case 'socket':
+        front.adopt(message.socket, message.listener);
+        break;
+      case 'peer':
+        router.setPeer(message.shard, message.port);
+        break;
+      case 'metrics':
+        metrics.registry.getMetricsAsJSON().then((json) => {
+          control.postMessage({ type: 'metrics', id: message.id, metrics: json } satisfies ShardReport);
+        });
+        break;
+      case 'shutdown':
+        requestShutdown();
+        break;
+    }
+  });
+  control.postMessage({ type: 'ready', shard: index } satisfies ShardReport);
+  log.debug('shard ready');
+
+  await shutdownRequested;
+  streams.shutdown();
+  await front.close(config.shutdownGraceMs);
+  if (events !== null) await Promise.race([events.drained(), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+  streams.stop();
+  control.close();
+  log.debug('shard stopped');
+  return `shard ${index} stopped`;
+}

@@ -1,0 +1,92 @@
+// Close events to the backend (MUX_EVENTS): bounded concurrency, a bounded queue, never blocking delivery.
+import type { Config } from '../src/config.ts';
+import type { Logger } from '../src/log.ts';
+import type { Backend } from './backend.ts';
+import type { ShardMetrics } from './metrics.ts';
+
+const MAX_CONCURRENT = 8;
+const MAX_QUEUED = 10_000;
+
+interface CloseEvent {
+  token: string;
+  reason: string;
+  requestUri: string;
+}
+
+export class StreamEvents {
+  private readonly backend: Backend;
+  private readonly config: Readonly<Config>;
+  private readonly metrics: ShardMetrics;
+  private readonly log: Logger;
+  private readonly queue: CloseEvent[] = [];
+  private inFlight = 0;
+  private readonly idleWaiters: (() => void)[] = [];
+
+  constructor(backend: Backend, config: Readonly<Config>, metrics: ShardMetrics, log: Logger) {
+    this.backend = backend;
+    this.config = config;
+    this.metrics = metrics;
+    this.log = log;
+  }
+
+  close(token: string, reason: string, requestUri: string): void {
+    if (this.queue.length >= MAX_QUEUED) {
+      this.metrics.streamEvents.inc({ result: 'dropped' });
+      this.log.warn({ queued: this.queue.length }, 'close event dropped: the event queue is full');
+      return;
+    }
+    this.queue.push({ token, reason, requestUri });
+    this.pump();
+  }
+
+  /** Resolves when every queued event has been sent. */
+  drained(): Promise<void> {
+    if (this.inFlight === 0 && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private pump(): void {
+    while (this.inFlight < MAX_CONCURRENT && this.queue.length > 0) {
+      const event = this.queue.shift()!;
+      this.inFlight++;
+      this.send(event).then((isSent) => {
+        this.metrics.streamEvents.inc({ result: isSent ? 'sent' : 'failed' });
+        this.inFlight--;
+        this.pump();
+        if (this.inFlight === 0 && this.queue.length === 0) for (const resolve of this.idleWaiters.splice(0)) resolve();
+      });
+    }
+  }
+
+  private async send(event: CloseEvent): Promise<boolean> {
+    const queryAt = event.requestUri.indexOf('?');
+    const path = queryAt < 0 ? event.requestUri : event.requestUri.slice(0, queryAt);
+    try {
+      const request = await this.backend.request({
+        GATEWAY_INTERFACE: 'CGI/1.1',
+        SERVER_SOFTWARE: 'muxgate',
+        SERVER_PROTOCOL: 'HTTP/1.1',
+        REQUEST_METHOD: 'POST',
+        REQUEST_URI: event.requestUri,
+        DOCUMENT_URI: path,
+        QUERY_STRING: queryAt < 0 ? '' : event.requestUri.slice(queryAt + 1),
+        SCRIPT_NAME: path,
+        SCRIPT_FILENAME: this.config.scriptFilename || this.config.documentRoot + path,
+        DOCUMENT_ROOT: this.config.documentRoot,
+        CONTENT_LENGTH: '0',
+        REDIRECT_STATUS: '200',
+        MULTIPLEX_EVENT: 'close',
+        MULTIPLEX_TOKEN: event.token,
+        MULTIPLEX_REASON: event.reason,
+      });
+      request.stdin.end();
+      request.stdout.resume();
+      request.stderr.resume();
+      await new Promise((resolve) => request.stdout.once('end', resolve));
+      return true;
+    } catch (error) {
+      this.log.warn({ err: (error as Error).message }, 'close event not delivered to the backend');
+      return false;
+    }
+  }
+}
