@@ -86,9 +86,13 @@ export class ShardPool {
       socket.destroy();
       return;
     }
+    // Counted here, not when the shard adopts it, so that a burst of accepts spreads evenly;
+    // the shard takes it off when the connection closes.
+    Atomics.add(this.connectionCounts, best.index, 1);
     try {
       best.control.postMessage({ type: 'socket', socket, listener } satisfies ControlMessage, [socket as unknown as Transferable]);
     } catch (error) {
+      Atomics.sub(this.connectionCounts, best.index, 1);
       this.log.warn({ err: (error as Error).message }, 'socket could not be moved to a shard');
       socket.destroy();
     }

@@ -50,7 +50,6 @@ export class HttpFront {
 
   adopt(socket: Socket, kind: ListenerKind): void {
     this.sockets.add(socket);
-    Atomics.add(this.connectionCounts, this.shard, 1);
     this.metrics.openConnections.inc();
     socket.once('close', () => {
       this.sockets.delete(socket);

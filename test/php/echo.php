@@ -1,4 +1,5 @@
 <?php
-// Echoes the CGI params muxgate sent, as JSON.
+// Echoes the CGI params muxgate sent and the request body, as JSON.
 header('Content-Type: application/json');
-echo json_encode($_SERVER);
+$body = file_get_contents('php://input');
+echo json_encode(['server' => $_SERVER, 'bodyLength' => strlen($body), 'bodyMd5' => md5($body)]);

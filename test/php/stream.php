@@ -10,6 +10,7 @@ if (isset($_GET['keepalive'])) header('Multiplex-Keep-Alive: ' . $_GET['keepaliv
 if (isset($_GET['timeout'])) header('Multiplex-Timeout: ' . $_GET['timeout']);
 if (isset($_GET['status'])) header('Status: ' . $_GET['status']);
 header('X-Backend: php');
+header("X-Token: $token");
 if (!isset($_GET['silent'])) {
     echo "--$boundary\r\nMultiplex-Token: $token\r\n\r\ntoken=$token\n\r\n";
 }

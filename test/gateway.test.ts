@@ -1,0 +1,149 @@
+// The gateway end to end: real php-fpm behind muxgate with 4 shards, real sockets.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
+import { startMuxgate, type Muxgate } from './helpers/muxgate.ts';
+import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
+
+const PHP_ROOT = join(import.meta.dirname, 'php');
+let fpm: PhpFpm;
+let mux: Muxgate;
+
+before(async () => {
+  fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 30, env: { CHAT_STATE_DIR: mkdtempSync(join(tmpdir(), 'chat-')) } });
+  mux = await startMuxgate({ MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '4' });
+});
+
+after(async () => {
+  assert.equal(await mux.stop(), 0);
+  await fpm.stop();
+});
+
+async function push(parts: Array<{ tokens?: string[]; close?: boolean; body: string }>) {
+  const response = await fetch(mux.pushUrl, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/x-multiplex; boundary=pushB' },
+    body: multiplexBody('pushB', parts),
+  });
+  assert.equal(response.status, 200);
+  return response.json() as Promise<{ parts: number; deliveries: number; gone: string[] }>;
+}
+
+/** Opens a held stream on stream.php and returns the client and its token. */
+async function openStream(query: string, version = '1.1'): Promise<{ client: RawHttp; token: string }> {
+  const client = await RawHttp.get(`${mux.url}/stream.php?${query}`, version);
+  const text = await client.waitFor((t) => /token=\S+\n/.test(t), 5000, 'the token part');
+  return { client, token: /token=(\S+)\n/.exec(text)![1] };
+}
+
+test('the mod_multiplex chat: one sender feeds 10 readers spread over the shards', async () => {
+  const readers = await Promise.all(Array.from({ length: 10 }, () => RawHttp.get(`${mux.url}/chat.php`)));
+  await Promise.all(readers.map((r) => r.waitFor((t) => decodeChunked(t).body === 'welcome\n', 5000, 'welcome')));
+  const metrics = await (await fetch(mux.metricsUrl)).text();
+  const busyShards = [...metrics.matchAll(/^muxgate_held_streams\{shard="(\d)"\} (\d+)/gm)].filter((m) => Number(m[2]) > 0);
+  assert.ok(busyShards.length >= 3, `readers on ${busyShards.length} shards:\n${busyShards.join('\n')}`);
+
+  const reply = await fetch(`${mux.url}/chat.php`, { method: 'POST', body: 'hello, readers' });
+  assert.equal(reply.status, 200);
+  assert.equal(reply.headers.get('content-type'), 'text/plain; charset=utf-8');
+  assert.equal(await reply.text(), 'sent to 10 readers\n');
+  await Promise.all(readers.map((r) => r.waitFor((t) => decodeChunked(t).body === 'welcome\nhello, readers\n', 5000, 'the message')));
+  for (const reader of readers) reader.close();
+});
+
+test('a client cannot choose its token or send Multiplex-* headers to the backend', async () => {
+  const response = await fetch(`${mux.url}/echo.php?a=1`, {
+    headers: { 'Multiplex-Token': 'evil.0.xxxxxxxxxxxxxxxxxxxxxx', 'Multiplex-Hold': 'stream', 'X-Custom': 'yes' },
+  });
+  const { server } = await response.json() as { server: Record<string, string> };
+  assert.notEqual(server.MULTIPLEX_TOKEN, 'evil.0.xxxxxxxxxxxxxxxxxxxxxx');
+  assert.match(server.MULTIPLEX_TOKEN, /^[A-Za-z0-9_-]{1,16}\.[0-9a-z]+\.[A-Za-z0-9_-]{22}$/);
+  assert.equal(server.HTTP_MULTIPLEX_TOKEN, undefined);
+  assert.equal(server.HTTP_MULTIPLEX_HOLD, undefined);
+  assert.equal(server.HTTP_X_CUSTOM, 'yes');
+  assert.equal(server.QUERY_STRING, 'a=1');
+  assert.equal(server.REQUEST_URI, '/echo.php?a=1');
+  assert.equal(server.SCRIPT_FILENAME, join(PHP_ROOT, 'echo.php'));
+  assert.equal(server.SERVER_SOFTWARE, 'muxgate');
+});
+
+test('request bodies reach the backend whole, with Content-Length or chunked', async () => {
+  const body = Buffer.alloc(3_000_000, 'x');
+  body.write('end', body.length - 3);
+  const md5 = createHash('md5').update(body).digest('hex');
+  const sized = await (await fetch(`${mux.url}/echo.php`, { method: 'POST', body })).json() as { bodyLength: number; bodyMd5: string };
+  assert.deepEqual([sized.bodyLength, sized.bodyMd5], [body.length, md5]);
+  const stream = new ReadableStream({
+    start(controller) {
+      for (let at = 0; at < body.length; at += 500_000) controller.enqueue(body.subarray(at, at + 500_000));
+      controller.close();
+    },
+  });
+  const chunked = await (await fetch(`${mux.url}/echo.php`, { method: 'POST', body: stream, duplex: 'half' } as RequestInit)).json() as { bodyLength: number; bodyMd5: string };
+  assert.deepEqual([chunked.bodyLength, chunked.bodyMd5], [body.length, md5]);
+});
+
+test('no hold: the response ends with the backend body, parts to its own token form the body', async () => {
+  const response = await fetch(`${mux.url}/stream.php?status=201`);
+  assert.equal(response.status, 201);
+  assert.equal(response.headers.get('x-backend'), 'php');
+  assert.equal(response.headers.get('x-accel-buffering'), null);
+  assert.equal(await response.text(), `token=${response.headers.get('x-token')}\n`);
+});
+
+test('hold stream: open after the backend is done, fed by pushes, ended by Multiplex-Close with a final chunk', async () => {
+  const { client, token } = await openStream('hold=stream&type=text/event-stream');
+  assert.match(client.text, /^HTTP\/1\.1 200 OK\r\n/);
+  assert.match(client.text, /\r\nContent-Type: text\/event-stream\r\n/i);
+  assert.match(client.text, /\r\nCache-Control: no-cache\r\n/i);
+  assert.match(client.text, /\r\nX-Accel-Buffering: no\r\n/i);
+  assert.match(client.text, /\r\nTransfer-Encoding: chunked\r\n/i);
+  assert.equal((await push([{ tokens: [token], body: 'data: one\n\n' }])).deliveries, 1);
+  await client.waitFor((t) => decodeChunked(t).body.endsWith('data: one\n\n'));
+  const result = await push([{ tokens: [token], body: 'data: last\n\n', close: true }]);
+  assert.deepEqual(result, { parts: 1, deliveries: 1, gone: [] });
+  await client.waitFor((t) => decodeChunked(t).isComplete, 5000, 'the final chunk');
+  assert.ok(decodeChunked(client.text).body.endsWith('data: one\n\ndata: last\n\n'));
+  assert.deepEqual((await push([{ tokens: [token], body: 'late' }])).gone, [token]);
+  client.close();
+});
+
+test('hold response (long-poll): the first part ends the response', async () => {
+  const client = await RawHttp.get(`${mux.url}/stream.php?hold=response&silent=1`);
+  const text = await client.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the head');
+  const token = /\r\nX-Token: (\S+)\r\n/i.exec(text)![1];
+  assert.equal((await push([{ tokens: [token], body: 'the answer' }])).deliveries, 1);
+  await client.waitFor((t) => decodeChunked(t).isComplete, 5000, 'the final chunk');
+  assert.equal(decodeChunked(client.text).body, 'the answer');
+  client.close();
+});
+
+test('keep-alive data is written when the stream is idle', async () => {
+  const { client } = await openStream('hold=stream&type=text/event-stream&keepalive=1');
+  await client.waitFor((t) => decodeChunked(t).body.includes(':\n\n'), 4000, 'the default SSE heartbeat');
+  client.close();
+  const custom = await openStream(`hold=stream&keepalive=${encodeURIComponent('1; data="ping\\n"')}`);
+  await custom.client.waitFor((t) => decodeChunked(t).body.includes('ping\n'), 4000, 'the custom heartbeat');
+  custom.client.close();
+});
+
+test('Multiplex-Timeout ends a held stream with a final chunk', async () => {
+  const { client, token } = await openStream('hold=stream&timeout=0.5');
+  await client.waitFor((t) => decodeChunked(t).isComplete, 4000, 'the final chunk');
+  assert.deepEqual((await push([{ tokens: [token], body: 'x' }])).gone, [token]);
+  client.close();
+});
+
+test('an HTTP/1.0 client gets a close-delimited held stream', async () => {
+  const { client, token } = await openStream('hold=stream', '1.0');
+  assert.doesNotMatch(client.text, /Transfer-Encoding/i);
+  await push([{ tokens: [token], body: 'raw bytes' }]);
+  await client.waitFor((t) => t.endsWith('raw bytes'));
+  await push([{ tokens: [token], body: '!', close: true }]);
+  const text = await client.waitForClose();
+  assert.ok(text.endsWith(`token=${token}\nraw bytes!`));
+});
