@@ -111,12 +111,17 @@ export class Gateway {
 
     const headParser = new CgiHeadParser(MAX_CGI_HEAD_BYTES);
     const timeout = setTimeout(() => {
+      stopWaitingForHead();
+      fcgi.abort();
       metrics.fastcgiErrors.inc({ kind: 'timeout' });
       log.warn({ requestId, uri: req.url, timeoutMs: config.fastcgiTimeoutMs }, 'backend response head timed out');
-      fcgi.stdout.removeAllListeners('data');
-      fcgi.abort();
       this.fail(res, 504, 'Gateway Timeout');
     }, config.fastcgiTimeoutMs);
+    const stopWaitingForHead = () => {
+      clearTimeout(timeout);
+      fcgi.stdout.removeListener('data', onHeadData);
+      fcgi.stdout.removeListener('end', onEndBeforeHead);
+    };
     const onClientGone = () => fcgi.abort();
     res.once('close', onClientGone);
 
@@ -125,8 +130,7 @@ export class Gateway {
       try {
         parsed = headParser.push(chunk);
       } catch (error) {
-        clearTimeout(timeout);
-        fcgi.stdout.removeListener('data', onHeadData);
+        stopWaitingForHead();
         fcgi.stdout.resume();
         metrics.fastcgiErrors.inc({ kind: 'bad_head' });
         log.warn({ requestId, uri: req.url, err: (error as Error).message }, 'backend sent a malformed CGI head');
@@ -134,14 +138,12 @@ export class Gateway {
         return;
       }
       if (parsed === null) return;
-      clearTimeout(timeout);
+      stopWaitingForHead();
       metrics.fastcgiDuration.observe((performance.now() - startedAt) / 1000);
-      fcgi.stdout.removeListener('data', onHeadData);
-      fcgi.stdout.removeListener('end', onEndBeforeHead);
       this.respond(req, res, fcgi, token, requestId, parsed.head, parsed.rest, onClientGone);
     };
     const onEndBeforeHead = () => {
-      clearTimeout(timeout);
+      stopWaitingForHead();
       metrics.fastcgiErrors.inc({ kind: 'no_head' });
       log.warn({ requestId, uri: req.url, exit: String(fcgi.getExitStatus()) }, 'backend ended without a response head');
       this.fail(res, 502, 'Bad Gateway');

@@ -103,3 +103,14 @@ export async function metricValue(metricsUrl: string, sample: string): Promise<n
   }
   return sum;
 }
+
+/** Polls /metrics until the sample satisfies the predicate. */
+export async function waitForMetric(metricsUrl: string, sample: string, predicate: (value: number) => boolean, timeoutMs = 5000): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await metricValue(metricsUrl, sample) ?? 0;
+    if (predicate(value)) return value;
+    if (Date.now() > deadline) throw new Error(`${sample} is ${value} after ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
