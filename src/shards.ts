@@ -1,5 +1,5 @@
 // The piscina pool of shard threads: their control ports, the router mesh between them, restarts.
-import { MessageChannel, type MessagePort, type Transferable } from 'node:worker_threads';
+import { MessageChannel, type MessagePort, type Transferable, type Worker } from 'node:worker_threads';
 import type { Socket } from 'node:net';
 import { Piscina } from 'piscina';
 import type { Config, BackendAddress } from './config.ts';
@@ -15,6 +15,7 @@ interface ShardSlot {
   index: number;
   control: MessagePort | null;
   isUp: boolean;
+  threadId: number;
   restarts: number;
   task: Promise<unknown> | null;
 }
@@ -52,7 +53,7 @@ export class ShardPool {
       concurrentTasksPerWorker: 1,
       idleTimeout: Infinity,
     });
-    this.slots = Array.from({ length: config.shards }, (_, index) => ({ index, control: null, isUp: false, restarts: 0, task: null }));
+    this.slots = Array.from({ length: config.shards }, (_, index) => ({ index, control: null, isUp: false, threadId: -1, restarts: 0, task: null }));
   }
 
   get size(): number {
@@ -61,6 +62,11 @@ export class ShardPool {
 
   isUp(index: number): boolean {
     return this.slots[index].isUp;
+  }
+
+  /** The thread running a shard, for diagnostics (and for tests that kill one). */
+  threadOf(index: number): Worker | undefined {
+    return this.pool.threads.find((thread) => thread.threadId === this.slots[index].threadId);
   }
 
   /** Starts every shard; resolves when all are ready. */
@@ -160,6 +166,7 @@ export class ShardPool {
       peer.control.postMessage({ type: 'peer', shard: slot.index, port: port2 } satisfies ControlMessage, [port2]);
     }
     slot.isUp = true;
+    slot.threadId = report.threadId;
     this.metrics.shardUp.set({ shard: String(slot.index) }, 1);
     this.log.debug({ shard: slot.index }, 'shard up');
     this.readyWaiters.shift()?.();

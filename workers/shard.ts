@@ -1,5 +1,5 @@
 // The shard task: one per thread, owns its sockets and tokens for life; wires the parts below together.
-import type { MessagePort } from 'node:worker_threads';
+import { threadId, type MessagePort } from 'node:worker_threads';
 import type { Socket } from 'node:net';
 import type { Config, BackendAddress } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
@@ -29,7 +29,7 @@ export type ControlMessage =
 
 /** Shard → main thread. */
 export type ShardReport =
-  | { type: 'ready'; shard: number }
+  | { type: 'ready'; shard: number; threadId: number }
   | { type: 'metrics'; id: number; metrics: object[] };
 
 export default async function runShard(init: ShardInit): Promise<string> {
@@ -68,7 +68,7 @@ export default async function runShard(init: ShardInit): Promise<string> {
         break;
     }
   });
-  control.postMessage({ type: 'ready', shard: index } satisfies ShardReport);
+  control.postMessage({ type: 'ready', shard: index, threadId } satisfies ShardReport);
   log.debug('shard ready');
 
   await shutdownRequested;

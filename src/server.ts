@@ -1,0 +1,49 @@
+// One running muxgate: the demo backend if needed, the shards, the listeners and the metrics server.
+import type { AddressInfo } from 'node:net';
+import type { Config } from './config.ts';
+import type { Logger } from './log.ts';
+import { ShardPool } from './shards.ts';
+import { Acceptor } from './acceptor.ts';
+import { MetricsServer } from './metrics-server.ts';
+import { createMainMetrics } from './main-metrics.ts';
+import { startDemoBackend, type DemoBackend } from './demo-backend.ts';
+
+export interface RunningServer {
+  shards: ShardPool;
+  public: AddressInfo;
+  push: AddressInfo;
+  metrics: AddressInfo;
+  /** Stops accepting, ends held streams, waits for in-flight requests (up to the grace period). */
+  stop(): Promise<void>;
+}
+
+export async function startServer(config: Readonly<Config>, log: Logger): Promise<RunningServer> {
+  const metrics = createMainMetrics();
+  let demo: DemoBackend | null = null;
+  if (config.fastcgi === null) {
+    demo = await startDemoBackend();
+    log.info('no MUX_FASTCGI set: serving the bundled demo chat');
+  }
+  const shards = new ShardPool(config, config.fastcgi ?? demo!.address, log, metrics);
+  await shards.start();
+  const publicListener = new Acceptor('public', shards, metrics);
+  const pushListener = new Acceptor('push', shards, metrics);
+  const metricsServer = new MetricsServer(shards, metrics);
+  const [publicAddress, pushAddress, metricsAddress] = await Promise.all([
+    publicListener.listen(config.listen),
+    pushListener.listen(config.pushListen),
+    metricsServer.listen(config.metricsListen),
+  ]);
+  return {
+    shards,
+    public: publicAddress,
+    push: pushAddress,
+    metrics: metricsAddress,
+    async stop() {
+      await Promise.all([publicListener.close(), pushListener.close()]);
+      await shards.shutdown();
+      await metricsServer.close();
+      await demo?.stop();
+    },
+  };
+}

@@ -1,0 +1,66 @@
+// The shard supervisor: a shard thread that dies is restarted; only its own clients notice.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { loadConfig } from '../src/config.ts';
+import { createLogger } from '../src/log.ts';
+import { startServer } from '../src/server.ts';
+import { startPhpFpm } from './helpers/php-fpm.ts';
+import { metricValue } from './helpers/muxgate.ts';
+import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
+
+const PHP_ROOT = join(import.meta.dirname, 'php');
+
+test('a terminated shard is restarted; its clients are disconnected, the others keep their streams', async () => {
+  const fpm = await startPhpFpm({ documentRoot: PHP_ROOT });
+  const config = loadConfig({
+    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '3',
+    MUX_LISTEN: '127.0.0.1:0', MUX_PUSH_LISTEN: '127.0.0.1:0', MUX_METRICS_LISTEN: '127.0.0.1:0', MUX_SHUTDOWN_GRACE: '1',
+  });
+  const server = await startServer(config, createLogger('silent'));
+  const base = `http://127.0.0.1:${server.public.port}`;
+  const metricsUrl = `http://127.0.0.1:${server.metrics.port}/metrics`;
+  const push = async (tokens: string[], body: string) => {
+    const response = await fetch(`http://127.0.0.1:${server.push.port}/push`, {
+      method: 'POST', headers: { 'Content-Type': 'application/x-multiplex; boundary=B' }, body: multiplexBody('B', [{ tokens, body }]),
+    });
+    return response.json() as Promise<{ deliveries: number; gone: string[] }>;
+  };
+  try {
+    const clients = await Promise.all([0, 1, 2].map(async () => {
+      const client = await RawHttp.get(`${base}/stream.php?hold=stream`);
+      const text = await client.waitFor((t) => /token=\S+\n/.test(t));
+      const token = /token=(\S+)\n/.exec(text)![1];
+      return { client, token, shard: Number(token.split('.')[1]) };
+    }));
+    assert.deepEqual(clients.map((c) => c.shard).sort(), [0, 1, 2]);
+    const victim = clients.find((c) => c.shard === 1)!;
+    const survivors = clients.filter((c) => c !== victim);
+
+    await server.shards.threadOf(1)!.terminate();
+    await victim.client.waitForClose();
+    const result = await push(survivors.map((c) => c.token), 'still here');
+    assert.equal(result.deliveries, 2);
+    for (const survivor of survivors) {
+      await survivor.client.waitFor((t) => decodeChunked(t).body.endsWith('still here'));
+      assert.equal(survivor.client.hasClosed, false);
+    }
+
+    const deadline = Date.now() + 5000;
+    while (!server.shards.isUp(1)) {
+      assert.ok(Date.now() < deadline, 'shard 1 did not come back');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.equal(await metricValue(metricsUrl, 'muxgate_shard_restarts_total'), 1);
+    // The restarted shard takes new clients and is linked into the router mesh again.
+    const fresh = await RawHttp.get(`${base}/stream.php?hold=stream`);
+    const token = /token=(\S+)\n/.exec(await fresh.waitFor((t) => /token=\S+\n/.test(t)))![1];
+    assert.equal(token.split('.')[1], '1');
+    assert.deepEqual(await push([token, victim.token], 'welcome back'), { parts: 1, deliveries: 1, gone: [victim.token] });
+    await fresh.waitFor((t) => decodeChunked(t).body.endsWith('welcome back'));
+    for (const c of [...survivors, { client: fresh }]) c.client.close();
+  } finally {
+    await server.stop();
+    await fpm.stop();
+  }
+});
