@@ -2,6 +2,12 @@
 // A multiplexed response shaped by the query: hold mode, client type, keep-alive, timeout.
 // Its own first part tells the client its token, so that a test can push to it.
 $token = $_SERVER['MULTIPLEX_TOKEN'];
+if (isset($_SERVER['MULTIPLEX_EVENT'])) {
+    // A stream event (MUX_EVENTS): record it for the test to read.
+    $line = "{$_SERVER['MULTIPLEX_EVENT']} $token {$_SERVER['MULTIPLEX_REASON']} {$_SERVER['REQUEST_URI']}\n";
+    file_put_contents(getenv('EVENT_LOG'), $line, FILE_APPEND | LOCK_EX);
+    exit;
+}
 $boundary = 'b' . bin2hex(random_bytes(8));
 header("Content-Type: application/x-multiplex; boundary=$boundary");
 if (isset($_GET['hold'])) header('Multiplex-Hold: ' . $_GET['hold']);
