@@ -34,6 +34,7 @@ export interface Config {
   events: boolean;
   nodeId: string;
   logLevel: LogLevel;
+  logPretty: boolean;
 }
 
 type Env = Record<string, string | undefined>;
@@ -79,8 +80,8 @@ function parseBackend(env: Env): BackendAddress | null {
 function parseBoolean(env: Env, name: string): boolean {
   const value = env[name];
   if (value === undefined || value === '' || /^(0|false|off|no)$/i.test(value)) return false;
-  if (/^(1|true|on|yes|close)$/i.test(value)) return true;
-  throw new ConfigError(name, value, 'on or off (close, 1, true, yes / 0, false, no)');
+  if (/^(1|true|on|yes)$/i.test(value) || (name === 'MUX_EVENTS' && /^close$/i.test(value))) return true;
+  throw new ConfigError(name, value, `on or off (${name === 'MUX_EVENTS' ? 'close, ' : ''}1, true, yes / 0, false, no)`);
 }
 
 export function loadConfig(env: Env): Readonly<Config> {
@@ -111,5 +112,6 @@ export function loadConfig(env: Env): Readonly<Config> {
     events: parseBoolean(env, 'MUX_EVENTS'),
     nodeId,
     logLevel,
+    logPretty: parseBoolean(env, 'MUX_LOG_PRETTY'),
   });
 }

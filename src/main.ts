@@ -21,7 +21,7 @@ function url(address: AddressInfo): string {
 }
 
 const config = readConfig();
-const log = createLogger(config.logLevel);
+const log = createLogger(config.logLevel, {}, config.logPretty);
 log.info({ config }, 'starting muxgate');
 try {
   const server = await startServer(config, log);

@@ -1,7 +1,8 @@
 // /metrics, /healthz and /readyz: the shards' registries aggregated with the main thread's.
 import http from 'node:http';
 import { AggregatorRegistry, Registry, openMetricsContentType } from 'prom-client';
-import type { ListenAddress } from './config.ts';
+import type { BackendAddress, ListenAddress } from './config.ts';
+import { probeBackend } from './backend-probe.ts';
 import type { ShardPool } from './shards.ts';
 import type { MainMetrics } from './main-metrics.ts';
 import type { AddressInfo } from 'node:net';
@@ -12,10 +13,12 @@ export class MetricsServer {
   private readonly server: http.Server;
   private readonly shards: ShardPool;
   private readonly metrics: MainMetrics;
+  private readonly backend: BackendAddress;
 
-  constructor(shards: ShardPool, metrics: MainMetrics) {
+  constructor(shards: ShardPool, metrics: MainMetrics, backend: BackendAddress) {
     this.shards = shards;
     this.metrics = metrics;
+    this.backend = backend;
     this.server = http.createServer((req, res) => {
       this.handle(req, res).catch((error: Error) => {
         res.writeHead(500, { 'Content-Type': 'text/plain' });
@@ -41,19 +44,36 @@ export class MetricsServer {
     if (path === '/healthz') return text(res, 200, 'ok\n');
     if (path === '/readyz') {
       const down = Array.from({ length: this.shards.size }, (_, i) => i).filter((i) => !this.shards.isUp(i));
-      return down.length === 0 ? text(res, 200, 'ready\n') : text(res, 503, `shards down: ${down.join(', ')}\n`);
+      if (down.length > 0) return text(res, 503, `not ready: shards down: ${down.join(', ')}\n`);
+      const backendProblem = await probeBackend(this.backend, SHARD_TIMEOUT_MS);
+      if (backendProblem !== null) return text(res, 503, `not ready: backend unreachable: ${backendProblem}\n`);
+      return text(res, 200, 'ready\n');
     }
     if (path !== '/metrics') return text(res, 404, 'not found: try /metrics, /healthz or /readyz\n');
     const gathered = await this.shards.gatherMetrics(SHARD_TIMEOUT_MS);
     gathered.up.forEach((isUp, shard) => this.metrics.shardUp.set({ shard: String(shard) }, isUp ? 1 : 0));
-    const all = [await this.metrics.registry.getMetricsAsJSON(), ...gathered.metrics];
-    const aggregated = AggregatorRegistry.aggregate(all);
+    let all = [await this.metrics.registry.getMetricsAsJSON(), ...gathered.metrics] as MetricJson[][];
     const wantsOpenMetrics = (req.headers.accept ?? '').includes('application/openmetrics-text');
+    if (wantsOpenMetrics) all = all.map((metrics) => metrics.map(asOpenMetricsCounter));
+    const aggregated = AggregatorRegistry.aggregate(all);
     if (wantsOpenMetrics) aggregated.setContentType(openMetricsContentType as typeof Registry.OPENMETRICS_CONTENT_TYPE);
     const body = await aggregated.metrics();
     res.writeHead(200, { 'Content-Type': aggregated.contentType });
     res.end(body);
   }
+}
+
+interface MetricJson {
+  name: string;
+  type: string;
+}
+
+/**
+ * OpenMetrics names a counter family without `_total` and its samples with it. prom-client adds the
+ * suffix to the samples but, for aggregated registries, does not take it off the family name.
+ */
+function asOpenMetricsCounter(metric: MetricJson): MetricJson {
+  return metric.type === 'counter' ? { ...metric, name: metric.name.replace(/_total$/, '') } : metric;
 }
 
 function text(res: http.ServerResponse, status: number, body: string): void {

@@ -24,11 +24,12 @@ export async function startServer(config: Readonly<Config>, log: Logger): Promis
     demo = await startDemoBackend();
     log.info('no MUX_FASTCGI set: serving the bundled demo chat');
   }
-  const shards = new ShardPool(config, config.fastcgi ?? demo!.address, log, metrics);
+  const backend = config.fastcgi ?? demo!.address;
+  const shards = new ShardPool(config, backend, log, metrics);
   await shards.start();
   const publicListener = new Acceptor('public', shards, metrics);
   const pushListener = new Acceptor('push', shards, metrics);
-  const metricsServer = new MetricsServer(shards, metrics);
+  const metricsServer = new MetricsServer(shards, metrics, backend);
   const [publicAddress, pushAddress, metricsAddress] = await Promise.all([
     publicListener.listen(config.listen),
     pushListener.listen(config.pushListen),

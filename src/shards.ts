@@ -35,6 +35,7 @@ export class ShardPool {
   private readonly connectionCounts: Int32Array;
   private readonly connectionCountsBuffer: SharedArrayBuffer;
   private readonly metricsRequests = new Map<number, (metrics: object[]) => void>();
+  private readonly lastMetrics: (object[] | null)[];
   private nextMetricsId = 1;
   private isStopping = false;
   private readyWaiters: (() => void)[] = [];
@@ -53,6 +54,7 @@ export class ShardPool {
       concurrentTasksPerWorker: 1,
       idleTimeout: Infinity,
     });
+    this.lastMetrics = new Array(config.shards).fill(null);
     this.slots = Array.from({ length: config.shards }, (_, index) => ({ index, control: null, isUp: false, threadId: -1, restarts: 0, task: null }));
   }
 
@@ -104,27 +106,36 @@ export class ShardPool {
     }
   }
 
-  /** Every up shard's registry as JSON; a shard that does not answer within timeoutMs is reported down. */
+  /** Blocks a shard's thread for ms, as a runaway computation would (tests of collection timeouts). */
+  stall(index: number, ms: number): void {
+    this.slots[index].control?.postMessage({ type: 'stall', ms } satisfies ControlMessage);
+  }
+
+  /**
+   * Every shard's registry as JSON. A shard that does not answer within timeoutMs is reported
+   * down, and its last answer stands in, so that its counters do not seem to reset.
+   */
   async gatherMetrics(timeoutMs: number): Promise<GatheredMetrics> {
     const up = this.slots.map(() => false);
-    const answers = await Promise.all(this.slots.map((slot) => {
+    await Promise.all(this.slots.map((slot) => {
       if (!slot.isUp || slot.control === null) return null;
       const id = this.nextMetricsId++;
       const control = slot.control;
-      return new Promise<object[] | null>((resolve) => {
+      return new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           this.metricsRequests.delete(id);
-          resolve(null);
+          resolve();
         }, timeoutMs);
         this.metricsRequests.set(id, (metrics) => {
           clearTimeout(timer);
           up[slot.index] = true;
-          resolve(metrics);
+          this.lastMetrics[slot.index] = metrics;
+          resolve();
         });
         control.postMessage({ type: 'metrics', id } satisfies ControlMessage);
       });
     }));
-    return { metrics: answers.filter((answer) => answer !== null), up };
+    return { metrics: this.lastMetrics.filter((metrics) => metrics !== null), up };
   }
 
   async shutdown(): Promise<void> {

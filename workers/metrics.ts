@@ -78,6 +78,20 @@ export function createShardMetrics(shard: number) {
       },
     }),
   };
+  // Known label values start at 0, so that rates and dashboards have data before the first event.
+  for (const listener of ['public', 'push']) for (const cls of ['2xx', '4xx', '5xx']) metrics.requests.inc({ listener, class: cls }, 0);
+  for (const kind of ['connect', 'timeout', 'bad_head', 'no_head']) metrics.fastcgiErrors.inc({ kind }, 0);
+  for (const source of ['response', 'push']) {
+    for (const route of ['local', 'remote']) metrics.parts.inc({ source, route }, 0);
+    for (const reason of ['MUX_ERR_MALFORMED_MULTIPLEX', 'MUX_ERR_PART_TOO_LARGE', 'MUX_ERR_PART_HEADERS_TOO_LARGE']) {
+      metrics.rejectedParts.inc({ source, reason }, 0);
+    }
+  }
+  for (const reason of ['gone', 'invalid_token', 'other_node', 'shard_down']) metrics.undeliverable.inc({ reason }, 0);
+  for (const reason of ['finished', 'client', 'timeout', 'closed', 'shutdown', 'overflow']) metrics.streamsEnded.inc({ reason }, 0);
+  for (const result of ['sent', 'failed', 'dropped']) metrics.streamEvents.inc({ result }, 0);
+  metrics.openConnections.set(0);
+  metrics.heldStreams.set(0);
   return metrics;
 }
 

@@ -25,7 +25,9 @@ export type ControlMessage =
   | { type: 'socket'; socket: Socket; listener: ListenerKind }
   | { type: 'peer'; shard: number; port: MessagePort | null }
   | { type: 'metrics'; id: number }
-  | { type: 'shutdown' };
+  | { type: 'shutdown' }
+  /** Blocks the shard's thread, as a runaway computation would: for tests of the supervisor and metrics. */
+  | { type: 'stall'; ms: number };
 
 /** Shard → main thread. */
 export type ShardReport =
@@ -34,7 +36,7 @@ export type ShardReport =
 
 export default async function runShard(init: ShardInit): Promise<string> {
   const { index, config, control } = init;
-  const log = createLogger(config.logLevel, { shard: index });
+  const log = createLogger(config.logLevel, { shard: index }, config.logPretty);
   const metrics = createShardMetrics(index);
   const backend = new Backend(init.backend);
   const events = config.events ? new StreamEvents(backend, config, metrics, log) : null;
@@ -65,6 +67,9 @@ export default async function runShard(init: ShardInit): Promise<string> {
         break;
       case 'shutdown':
         requestShutdown();
+        break;
+      case 'stall':
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, message.ms);
         break;
     }
   });

@@ -1,0 +1,69 @@
+// Starts a real Prometheus (Debian's package) scraping one target every second, for tests.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export interface Prometheus {
+  url: string;
+  /** Evaluates an instant query; the result vector. */
+  query(expr: string): Promise<Array<{ metric: Record<string, string>; value: [number, string] }>>;
+  stop(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+export async function startPrometheus(target: string): Promise<Prometheus> {
+  const dir = mkdtempSync(join(tmpdir(), 'prometheus-'));
+  const port = await freePort();
+  writeFileSync(join(dir, 'prometheus.yml'), [
+    'global:', '  scrape_interval: 1s', '  evaluation_interval: 1s',
+    'scrape_configs:', '  - job_name: muxgate', '    static_configs:', `      - targets: ['${target}']`, '',
+  ].join('\n'));
+  const child = spawn('prometheus', [
+    `--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`,
+    `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn',
+  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    try {
+      if ((await fetch(`${url}/-/ready`)).ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`prometheus did not become ready: ${stderr}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return {
+    url,
+    async query(expr) {
+      const response = await fetch(`${url}/api/v1/query?query=${encodeURIComponent(expr)}`);
+      const body = await response.json() as { status: string; error?: string; data: { result: [] } };
+      if (body.status !== 'success') throw new Error(`${expr}: ${body.error}`);
+      return body.data.result;
+    },
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise((resolve) => child.once('exit', resolve));
+        child.kill('SIGTERM');
+        await exited;
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

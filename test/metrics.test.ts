@@ -1,0 +1,173 @@
+// Observability: every documented metric exists and moves, promtool accepts the output, a real
+// Prometheus evaluates every dashboard expression, and /metrics survives a blocked shard.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig } from '../src/config.ts';
+import { createLogger } from '../src/log.ts';
+import { startServer } from '../src/server.ts';
+import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
+import { startMuxgate, type Muxgate } from './helpers/muxgate.ts';
+import { startPrometheus } from './helpers/prometheus.ts';
+import { RawHttp, multiplexBody } from './helpers/raw-http.ts';
+
+const ROOT = join(import.meta.dirname, '..');
+const PHP_ROOT = join(import.meta.dirname, 'php');
+let fpm: PhpFpm;
+let mux: Muxgate;
+
+before(async () => {
+  fpm = await startPhpFpm({ documentRoot: PHP_ROOT, env: { EVENT_LOG: join(mkdtempSync(join(tmpdir(), 'ev-')), 'events.log') } });
+  mux = await startMuxgate({
+    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '4', MUX_EVENTS: 'close',
+    MUX_MAX_BUFFERED_BYTES: '65536', MUX_FASTCGI_TIMEOUT: '1',
+  });
+});
+
+after(async () => {
+  await mux.stop();
+  await fpm.stop();
+});
+
+/** The metric names the README documents. */
+function documentedMetrics(): string[] {
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('## Metrics and logs'), readme.indexOf('## Benchmarks'));
+  return [...new Set([...section.matchAll(/^\| (.+?) \|/gm)].flatMap((row) => [...row[1].matchAll(/`(muxgate_[a-z_]+)`/g)].map((m) => m[1])))];
+}
+
+/** name → sum of its samples (histograms: their _count). */
+async function snapshot(): Promise<Map<string, number>> {
+  const text = await (await fetch(mux.metricsUrl)).text();
+  const values = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const match = /^(muxgate_[a-z_]+?)(_count|_bucket|_sum)?(\{[^}]*\})? (\S+)$/.exec(line);
+    if (match === null || match[2] === '_bucket' || match[2] === '_sum') continue;
+    values.set(match[1], (values.get(match[1]) ?? 0) + Number(match[4]));
+  }
+  return values;
+}
+
+async function push(body: string) {
+  return fetch(mux.pushUrl, { method: 'POST', headers: { 'Content-Type': 'application/x-multiplex; boundary=M' }, body });
+}
+
+async function driveTraffic(): Promise<RawHttp[]> {
+  const streams = await Promise.all(Array.from({ length: 8 }, () => RawHttp.get(`${mux.url}/stream.php?hold=stream`)));
+  const tokens = await Promise.all(streams.map(async (s) => /token=(\S+)\n/.exec(await s.waitFor((t) => /token=\S+\n/.test(t)))![1]));
+  await push(multiplexBody('M', [{ tokens, body: 'to everyone' }, { tokens: ['nobody', tokens[0].slice(0, -3) + 'zzz'], body: 'lost' }]));
+  await push('--M\r\nMultiplex-Token: x\r\n\r\nbroken\r\n--Mjunk');
+  assert.equal((await fetch(`${mux.url}/broken.php?case=slow&seconds=2`)).status, 504);
+  await (await fetch(`${mux.url}/stream.php`)).text();
+  const timed = await RawHttp.get(`${mux.url}/stream.php?hold=stream&timeout=0.2`);
+  await timed.waitForClose().catch(() => timed.close());
+  // A client that stops reading is dropped once 64 KiB are waiting for it.
+  const stalled = await RawHttp.get(`${mux.url}/stream.php?hold=stream`);
+  const stalledToken = /token=(\S+)\n/.exec(await stalled.waitFor((t) => /token=\S+\n/.test(t)))![1];
+  stalled.socket.pause();
+  const big = 'x'.repeat(512 * 1024);
+  for (let i = 0; i < 40 && !stalled.hasClosed; i++) await push(multiplexBody('M', [{ tokens: [stalledToken], body: big }]));
+  await stalled.waitForClose(10_000);
+  streams[0].close();
+  return streams.slice(1);
+}
+
+let openStreams: RawHttp[] = [];
+
+test('every documented metric is exported and moves when what it counts happens', async () => {
+  const documented = documentedMetrics();
+  assert.ok(documented.length >= 18, `README documents ${documented.length} metrics`);
+  const before = await snapshot();
+  for (const name of documented) assert.ok(before.has(name), `${name} is documented but not exported`);
+  openStreams = await driveTraffic();
+  await mux.waitForLog((l) => l.msg === 'slow consumer dropped');
+  const after = await snapshot();
+  const unmoved = documented.filter((name) => !(after.get(name)! > before.get(name)!));
+  // Restarts are proven in shards.test.ts; the rest must all have moved.
+  assert.deepEqual(unmoved.filter((name) => name !== 'muxgate_shard_restarts_total' && name !== 'muxgate_shard_up'
+    && name !== 'muxgate_event_loop_delay_seconds'), []);
+  assert.equal(after.get('muxgate_shard_up'), 4);
+  assert.ok(after.get('muxgate_held_streams')! >= 7);
+});
+
+test('promtool accepts the exposition', async () => {
+  const text = await (await fetch(mux.metricsUrl)).text();
+  const output = execFileSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+  assert.equal(output.trim(), '');
+  const openMetrics = await fetch(mux.metricsUrl, { headers: { Accept: 'application/openmetrics-text; version=1.0.0' } });
+  assert.match(openMetrics.headers.get('content-type') ?? '', /application\/openmetrics-text/);
+  assert.match(await openMetrics.text(), /# EOF\n$/);
+});
+
+test('a real Prometheus gets data for every expression of the Grafana dashboard', async () => {
+  const dashboard = JSON.parse(readFileSync(join(ROOT, 'grafana/dashboards/muxgate.json'), 'utf8')) as { panels: Array<{ title: string; targets: Array<{ expr: string }> }> };
+  const prometheus = await startPrometheus(new URL(mux.metricsUrl).host);
+  try {
+    // Scrapes before and after more traffic, so that rates have two points that differ.
+    await waitForScrapes(prometheus, 3);
+    await push(multiplexBody('M', [{ tokens: ['gone.0.AAAAAAAAAAAAAAAAAAAAAA'], body: 'x' }]));
+    await (await fetch(`${mux.url}/stream.php`)).text();
+    await waitForScrapes(prometheus, 6);
+    const empty: string[] = [];
+    for (const panel of dashboard.panels) {
+      for (const target of panel.targets) {
+        const expr = target.expr.replaceAll('$__rate_interval', '1m');
+        const result = await prometheus.query(expr);
+        if (result.length === 0) empty.push(`${panel.title}: ${expr}`);
+      }
+    }
+    assert.deepEqual(empty, []);
+  } finally {
+    await prometheus.stop();
+    for (const stream of openStreams) stream.close();
+  }
+});
+
+async function waitForScrapes(prometheus: Awaited<ReturnType<typeof startPrometheus>>, count: number) {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const result = await prometheus.query('count_over_time(up{job="muxgate"}[5m])');
+    if (result.length > 0 && Number(result[0].value[1]) >= count) return;
+    assert.ok(Date.now() < deadline, `Prometheus did not scrape ${count} times`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
+test('/metrics is still served, promptly, while a shard is blocked; /readyz tells', async () => {
+  const config = loadConfig({
+    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_SHARDS: '2',
+    MUX_LISTEN: '127.0.0.1:0', MUX_PUSH_LISTEN: '127.0.0.1:0', MUX_METRICS_LISTEN: '127.0.0.1:0', MUX_LOG_LEVEL: 'silent',
+  });
+  const server = await startServer(config, createLogger('silent'));
+  const metricsUrl = `http://127.0.0.1:${server.metrics.port}`;
+  try {
+    assert.equal((await fetch(`${metricsUrl}/readyz`)).status, 200);
+    await fetch(`${metricsUrl}/metrics`);
+    server.shards.stall(1, 2500);
+    const started = Date.now();
+    const text = await (await fetch(`${metricsUrl}/metrics`)).text();
+    assert.ok(Date.now() - started < 2000, `served after ${Date.now() - started} ms`);
+    assert.match(text, /^muxgate_shard_up\{shard="1"\} 0$/m);
+    assert.match(text, /^muxgate_shard_up\{shard="0"\} 1$/m);
+    // The blocked shard's last answer stands in: its series do not vanish.
+    assert.match(text, /^muxgate_held_streams\{shard="1"\} 0$/m);
+    assert.equal((await fetch(`${metricsUrl}/healthz`)).status, 200);
+  } finally {
+    await server.stop();
+  }
+  const unreachable = loadConfig({
+    MUX_FASTCGI: '127.0.0.1:1', MUX_SHARDS: '1',
+    MUX_LISTEN: '127.0.0.1:0', MUX_PUSH_LISTEN: '127.0.0.1:0', MUX_METRICS_LISTEN: '127.0.0.1:0', MUX_LOG_LEVEL: 'silent',
+  });
+  const lonely = await startServer(unreachable, createLogger('silent'));
+  try {
+    const readyz = await fetch(`http://127.0.0.1:${lonely.metrics.port}/readyz`);
+    assert.equal(readyz.status, 503);
+    assert.match(await readyz.text(), /backend unreachable/);
+  } finally {
+    await lonely.stop();
+  }
+});
