@@ -32,6 +32,9 @@ export interface Config {
   maxRequestBytes: number;
   shutdownGraceMs: number;
   events: boolean;
+  /** Parts kept per channel for resuming streams; 0 with channelHistoryMs 0: no history. */
+  channelHistory: number;
+  channelHistoryMs: number;
   nodeId: string;
   logLevel: LogLevel;
   logPretty: boolean;
@@ -84,6 +87,16 @@ function parseBoolean(env: Env, name: string): boolean {
   throw new ConfigError(name, value, `on or off (${name === 'MUX_EVENTS' ? 'close, ' : ''}1, true, yes / 0, false, no)`);
 }
 
+const MAX_HISTORY = 100_000;
+/** With only an age limit, a channel still keeps at most this many parts. */
+const AGE_ONLY_HISTORY = 1000;
+
+function parseChannelHistory(env: Env): { channelHistory: number; channelHistoryMs: number } {
+  const count = parseInteger(env, 'MUX_CHANNEL_HISTORY', 0, 0, MAX_HISTORY);
+  const ms = parseSecondsAsMs(env, 'MUX_CHANNEL_HISTORY_SECONDS', 0);
+  return { channelHistory: count === 0 && ms > 0 ? AGE_ONLY_HISTORY : count, channelHistoryMs: ms };
+}
+
 export function loadConfig(env: Env): Readonly<Config> {
   const nodeId = env.MUX_NODE_ID || randomBytes(6).toString('base64url');
   if (!NODE_ID_PATTERN.test(nodeId)) throw new ConfigError('MUX_NODE_ID', nodeId, '1 to 16 characters from [A-Za-z0-9_-]');
@@ -110,6 +123,7 @@ export function loadConfig(env: Env): Readonly<Config> {
     maxRequestBytes: parseInteger(env, 'MUX_MAX_REQUEST_BYTES', 8_388_608, 0, 1 << 30),
     shutdownGraceMs: parseSecondsAsMs(env, 'MUX_SHUTDOWN_GRACE', 10),
     events: parseBoolean(env, 'MUX_EVENTS'),
+    ...parseChannelHistory(env),
     nodeId,
     logLevel,
     logPretty: parseBoolean(env, 'MUX_LOG_PRETTY'),

@@ -1,4 +1,4 @@
-// One part on its way to this shard's streams: the body, framed for HTTP/1.1 chunked at most once.
+// One part on its way to this shard's streams: framed at most once per kind of stream.
 
 const CRLF = 0x0d0a;
 
@@ -7,18 +7,27 @@ export class Delivery {
   readonly isClose: boolean;
   /** Epoch milliseconds when the part was parsed, for the push-to-write latency. */
   readonly parsedAt: number;
+  /** The node-wide channel id of a channel part (0: not a channel part). */
+  readonly channelId: number;
   private chunk: Buffer | null = null;
+  private event: Buffer | null = null;
+  private eventChunk: Buffer | null = null;
 
-  constructor(body: Buffer, isClose: boolean, parsedAt: number) {
+  constructor(body: Buffer, isClose: boolean, parsedAt: number, channelId: number) {
     this.body = body;
     this.isClose = isClose;
     this.parsedAt = parsedAt;
+    this.channelId = channelId;
   }
 
-  /** The body as one HTTP/1.1 chunk, built on first use and shared by every chunked stream. */
-  chunked(): Buffer {
-    if (this.chunk === null) this.chunk = frameChunk(this.body);
-    return this.chunk;
+  /** The bytes for a stream: chunked or raw, with an SSE `id:` line for event streams that resume. */
+  frame(isChunked: boolean, hasEventIds: boolean): Buffer {
+    if (hasEventIds && this.channelId > 0) {
+      if (!isChunked) return (this.event ??= Buffer.concat([Buffer.from(`id: ${this.channelId}\n`), this.body]));
+      return (this.eventChunk ??= frameChunk(this.frame(false, true)));
+    }
+    if (!isChunked) return this.body;
+    return (this.chunk ??= frameChunk(this.body));
   }
 }
 

@@ -6,7 +6,10 @@ import { MuxError } from '../src/errors.ts';
 import { mintToken } from '../src/protocol/token.ts';
 import { CgiHeadParser, type CgiHead } from '../src/protocol/cgi-response.ts';
 import { MultiplexParser, type MultiplexParserSink, type Part } from '../src/protocol/multiplex-parser.ts';
-import { multiplexBoundary, parseHold, parseKeepAlive, parseMediaType, parseSeconds, type KeepAlive } from '../src/protocol/headers.ts';
+import {
+  multiplexBoundary, parseChannelSubscriptions, parseHold, parseKeepAlive, parseMediaType, parseSeconds,
+  type ChannelSubscription, type KeepAlive,
+} from '../src/protocol/headers.ts';
 import type { Backend, FastcgiRequest } from './backend.ts';
 import { cgiParams } from './cgi-params.ts';
 import type { HeldStream, HeldStreams } from './held-streams.ts';
@@ -194,6 +197,7 @@ export class Gateway {
     let clientType = 'text/plain; charset=utf-8';
     let keepAlive: KeepAlive | null = null;
     let timeoutMs = 0;
+    let channels: ChannelSubscription[] = [];
     let hasCacheControl = false;
     const headers: string[] = [];
     for (const [name, value] of head.headers) {
@@ -202,6 +206,7 @@ export class Gateway {
       else if (lower === 'multiplex-content-type') clientType = value;
       else if (lower === 'multiplex-keep-alive') keepAlive = parseKeepAlive(value);
       else if (lower === 'multiplex-timeout') timeoutMs = Math.round(parseSeconds('Multiplex-Timeout', value) * 1000);
+      else if (lower === 'multiplex-channel') channels = channels.concat(parseChannelSubscriptions(value));
       else if (lower.startsWith('multiplex-') || lower === 'content-type' || lower === 'content-length' || HOP_BY_HOP.has(lower)) continue;
       else {
         if (lower === 'cache-control') hasCacheControl = true;
@@ -216,23 +221,36 @@ export class Gateway {
     }
     const isChunked = req.httpVersionMajor === 1 && req.httpVersionMinor >= 1;
     if (isChunked) headers.push('Transfer-Encoding', 'chunked');
-    let keepAliveData: Buffer | null = null;
-    if (keepAlive !== null) {
-      const isEventStream = parseMediaType(clientType).type === 'text/event-stream';
-      keepAliveData = keepAlive.data ?? (isEventStream ? SSE_KEEP_ALIVE : null);
-    }
+    const isEventStream = parseMediaType(clientType).type === 'text/event-stream';
+    const keepAliveData = keepAlive === null ? null : keepAlive.data ?? (isEventStream ? SSE_KEEP_ALIVE : null);
     res.writeHead(head.status, head.statusText, headers);
     res.flushHeaders();
     // From here on muxgate frames the chunks itself, once per part for every stream.
     if (isChunked) res.chunkedEncoding = false;
     this.ctx.metrics.requests.inc({ listener: 'public', class: statusClass(head.status) });
-    return this.ctx.streams.open(token, res, {
+    const stream = this.ctx.streams.open(token, res, {
       hold: holdMode,
       isChunked,
+      isEventStream,
       keepAliveMs: keepAlive === null ? 0 : Math.round(keepAlive.seconds * 1000),
       keepAliveData,
       timeoutMs,
+      channels,
       requestUri: req.url ?? '/',
+    });
+    this.resume(stream);
+    return stream;
+  }
+
+  /** A stream that subscribes with `since` first gets the channel parts it missed, then live ones. */
+  private resume(stream: HeldStream): void {
+    const resumed = stream.options.channels.filter((channel) => channel.since !== null);
+    if (resumed.length === 0 || !this.ctx.config.channelHistory) return;
+    const since = Math.min(...resumed.map((channel) => channel.since!));
+    const { streams } = this.ctx;
+    streams.beginCatchUp(stream, since);
+    this.ctx.router.requestReplay(resumed.map((channel) => channel.name), since, (replay) => {
+      streams.finishCatchUp(stream, replay.parts, replay.isComplete);
     });
   }
 

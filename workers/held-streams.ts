@@ -1,18 +1,23 @@
-// token → live multiplexed response: writes, hold modes, heartbeats, timeouts, slow consumers.
+// token → live multiplexed response: writes, hold modes, channels, resume, heartbeats, timeouts, slow consumers.
 import type { ServerResponse } from 'node:http';
 import type { Logger } from '../src/log.ts';
-import type { HoldMode } from '../src/protocol/headers.ts';
+import type { ChannelSubscription, HoldMode } from '../src/protocol/headers.ts';
 import type { ShardMetrics } from './metrics.ts';
+import { ChannelIndex } from './channel-index.ts';
 import { Delivery, LAST_CHUNK, frameChunk } from './delivery.ts';
+import type { LoggedPart } from './channel-log.ts';
 
 export type EndReason = 'client' | 'timeout' | 'closed' | 'shutdown' | 'overflow' | 'finished';
 
 export interface StreamOptions {
   hold: HoldMode;
   isChunked: boolean;
+  /** text/event-stream: channel parts carry an `id:` line when history is kept. */
+  isEventStream: boolean;
   keepAliveMs: number;
   keepAliveData: Buffer | null;
   timeoutMs: number;
+  channels: ChannelSubscription[];
   /** What a close event sent to the backend names as the stream's request. */
   requestUri: string;
 }
@@ -28,6 +33,10 @@ export class HeldStream {
   deadline = 0;
   keepAliveFrame: Buffer | null = null;
   lastDelivery: Delivery | null = null;
+  /** The highest channel id written: a resumed stream skips what it already got. */
+  lastChannelId = 0;
+  /** Live channel parts held back while the history replay is on its way. */
+  catchUp: Delivery[] | null = null;
 
   constructor(token: string, res: ServerResponse, options: StreamOptions, now: number) {
     this.token = token;
@@ -46,10 +55,10 @@ export class HeldStream {
 
 const TICK_MS = 250;
 
-/** Results of HeldStreams.deliver. */
+/** Results of a write. */
 export const NOT_LIVE = 0;
 export const DELIVERED = 1;
-/** The stream already got this part: a token named twice in one part gets it once. */
+/** The stream already got this part: a stream named twice gets it once. */
 export const DUPLICATE = 2;
 export type DeliverResult = typeof NOT_LIVE | typeof DELIVERED | typeof DUPLICATE;
 
@@ -57,18 +66,22 @@ export class HeldStreams {
   private readonly streams = new Map<string, HeldStream>();
   /** Streams with a heartbeat or a deadline, visited by the tick. */
   private readonly timed = new Set<HeldStream>();
+  readonly channels = new ChannelIndex();
   private readonly metrics: ShardMetrics;
   private readonly log: Logger;
   private readonly maxBufferedBytes: number;
+  private readonly hasEventIds: boolean;
   private readonly onEnded: (stream: HeldStream, reason: EndReason) => void;
   private readonly ticker: NodeJS.Timeout;
   /** Shutting down: a stream is no longer held once its backend body ends. */
   private isClosing = false;
 
-  constructor(metrics: ShardMetrics, log: Logger, maxBufferedBytes: number, onEnded: (stream: HeldStream, reason: EndReason) => void) {
+  constructor(metrics: ShardMetrics, log: Logger, maxBufferedBytes: number, isKeepingHistory: boolean,
+    onEnded: (stream: HeldStream, reason: EndReason) => void) {
     this.metrics = metrics;
     this.log = log;
     this.maxBufferedBytes = maxBufferedBytes;
+    this.hasEventIds = isKeepingHistory;
     this.onEnded = onEnded;
     this.ticker = setInterval(() => this.tick(), TICK_MS).unref();
   }
@@ -77,37 +90,93 @@ export class HeldStreams {
     return this.streams.size;
   }
 
-  /** Registers a stream whose head has been sent; parts for its token are written from now on. */
+  /** Registers a stream whose head has been sent; parts for its token and channels are written from now on. */
   open(token: string, res: ServerResponse, options: StreamOptions): HeldStream {
     const stream = new HeldStream(token, res, options, Date.now());
     this.streams.set(token, stream);
     if (stream.keepAliveFrame !== null) this.timed.add(stream);
+    for (const channel of options.channels) this.channels.subscribe(stream, channel.name);
+    this.metrics.subscriptions.inc(options.channels.length);
     res.once('close', () => this.end(stream, 'client'));
     this.metrics.heldStreams.inc();
-    this.log.debug({ token, hold: options.hold }, 'stream opened');
+    this.log.debug({ token, hold: options.hold, channels: options.channels.length }, 'stream opened');
     return stream;
   }
 
-  /** Writes one part to the token's stream. */
-  deliver(token: string, delivery: Delivery): DeliverResult {
+  deliverToToken(token: string, delivery: Delivery): DeliverResult {
     const stream = this.streams.get(token);
-    if (stream === undefined) return NOT_LIVE;
+    return stream === undefined ? NOT_LIVE : this.write(stream, delivery);
+  }
+
+  /**
+   * Writes a channel part to every local subscriber of the channel. Returns how many subscribers have
+   * it now (some may have got it through their token); `tally.written` counts the new writes.
+   */
+  deliverToChannel(channel: string, delivery: Delivery, tally: { written: number }): number {
+    const streams = this.channels.streamsOf(channel);
+    if (streams === undefined) return 0;
+    let reached = 0;
+    let written = 0;
+    for (const stream of streams) {
+      const result = this.write(stream, delivery);
+      if (result === DELIVERED) written++;
+      if (result !== NOT_LIVE) reached++;
+    }
+    this.metrics.channelDeliveries.inc(written);
+    tally.written += written;
+    return reached;
+  }
+
+  /** Holds live channel parts back until the replay of what the stream missed has been written. */
+  beginCatchUp(stream: HeldStream, since: number): void {
+    stream.catchUp = [];
+    stream.lastChannelId = since;
+  }
+
+  finishCatchUp(stream: HeldStream, missed: readonly LoggedPart[], isComplete: boolean): void {
+    const held = stream.catchUp;
+    stream.catchUp = null;
+    if (stream.hasEnded || held === null) return;
+    this.metrics.historyReplays.inc({ result: isComplete ? 'hit' : 'miss' });
+    if (!isComplete) {
+      this.log.info({ since: stream.lastChannelId }, 'a resuming stream asked for parts the history no longer holds');
+      if (stream.options.isEventStream) {
+        const notice = Buffer.from(`event: muxgate-gap\ndata: {"since":${stream.lastChannelId}}\n\n`);
+        this.writeRaw(stream, stream.options.isChunked ? frameChunk(notice) : notice);
+      }
+    }
+    for (const part of missed) {
+      if (stream.hasEnded) return;
+      this.write(stream, new Delivery(part.body, part.isClose, part.at, part.id));
+    }
+    for (const delivery of held) {
+      if (stream.hasEnded) return;
+      this.write(stream, delivery);
+    }
+  }
+
+  /** Writes one part to a stream, once, in channel order. */
+  write(stream: HeldStream, delivery: Delivery): DeliverResult {
     if (stream.lastDelivery === delivery) return DUPLICATE;
     stream.lastDelivery = delivery;
+    const channelId = delivery.channelId;
+    if (channelId > 0) {
+      if (stream.catchUp !== null) {
+        stream.catchUp.push(delivery);
+        return DELIVERED;
+      }
+      if (channelId <= stream.lastChannelId) return DUPLICATE;
+      stream.lastChannelId = channelId;
+    }
     const body = delivery.body;
     if (body.length > 0) {
-      stream.res.write(stream.options.isChunked ? delivery.chunked() : body);
-      stream.lastWriteAt = Date.now();
+      const frame = delivery.frame(stream.options.isChunked, this.hasEventIds && stream.options.isEventStream);
+      this.writeRaw(stream, frame);
       this.metrics.deliveredBytes.inc(body.length);
     }
     this.metrics.deliveries.inc();
-    if (stream.res.writableLength > this.maxBufferedBytes) {
-      this.metrics.slowConsumerDrops.inc();
-      this.log.warn({ unsentBytes: stream.res.writableLength, limit: this.maxBufferedBytes }, 'slow consumer dropped');
-      this.end(stream, 'overflow');
-    } else if (delivery.isClose || stream.options.hold === 'response') {
-      this.end(stream, 'closed');
-    }
+    if (stream.hasEnded) return DELIVERED;
+    if (delivery.isClose || stream.options.hold === 'response') this.end(stream, 'closed');
     return DELIVERED;
   }
 
@@ -131,6 +200,8 @@ export class HeldStreams {
     stream.hasEnded = true;
     this.streams.delete(stream.token);
     this.timed.delete(stream);
+    for (const channel of stream.options.channels) this.channels.unsubscribe(stream, channel.name);
+    this.metrics.subscriptions.dec(stream.options.channels.length);
     this.metrics.heldStreams.dec();
     this.metrics.streamsEnded.inc({ reason });
     const res = stream.res;
@@ -154,14 +225,23 @@ export class HeldStreams {
     clearInterval(this.ticker);
   }
 
+  private writeRaw(stream: HeldStream, bytes: Buffer): void {
+    stream.res.write(bytes);
+    stream.lastWriteAt = Date.now();
+    if (stream.res.writableLength > this.maxBufferedBytes) {
+      this.metrics.slowConsumerDrops.inc();
+      this.log.warn({ unsentBytes: stream.res.writableLength, limit: this.maxBufferedBytes }, 'slow consumer dropped');
+      this.end(stream, 'overflow');
+    }
+  }
+
   private tick(): void {
     const now = Date.now();
     for (const stream of this.timed) {
       if (stream.deadline > 0 && now >= stream.deadline) {
         this.end(stream, 'timeout');
       } else if (stream.keepAliveFrame !== null && now - stream.lastWriteAt >= stream.options.keepAliveMs) {
-        stream.res.write(stream.keepAliveFrame);
-        stream.lastWriteAt = now;
+        this.writeRaw(stream, stream.keepAliveFrame);
       }
     }
   }

@@ -32,7 +32,7 @@ export function createShardMetrics(shard: number) {
       labelNames: ['kind'], registers: [registry],
     }),
     parts: new Counter({
-      name: 'muxgate_parts_total', help: 'Parts routed, by source (response, push) and route (local, remote, node).',
+      name: 'muxgate_parts_total', help: 'Parts routed, by source (response, push) and route (local, remote, channel).',
       labelNames: ['source', 'route'], registers: [registry],
     }),
     rejectedParts: new Counter({
@@ -69,6 +69,17 @@ export function createShardMetrics(shard: number) {
       name: 'muxgate_stream_events_total', help: 'Stream close events sent to the backend, by result (sent, failed, dropped).',
       labelNames: ['result'], registers: [registry],
     }),
+    subscriptions: new Gauge({
+      name: 'muxgate_channel_subscriptions', help: 'Channel subscriptions of the shard\'s held streams.',
+      labelNames: ['shard'], registers: [registry],
+    }).labels(shardLabel),
+    channelDeliveries: new Counter({
+      name: 'muxgate_channel_deliveries_total', help: 'Part bodies written to streams because of a channel they subscribe to.', registers: [registry],
+    }),
+    historyReplays: new Counter({
+      name: 'muxgate_channel_history_replays_total', help: 'Resuming streams, by whether the history still held what they missed (hit, miss).',
+      labelNames: ['result'], registers: [registry],
+    }),
     eventLoopDelay: new Gauge({
       name: 'muxgate_event_loop_delay_seconds', help: 'Event-loop delay of the shard thread over the last scrape interval (p99).',
       labelNames: ['shard'], registers: [registry],
@@ -82,7 +93,7 @@ export function createShardMetrics(shard: number) {
   for (const listener of ['public', 'push']) for (const cls of ['2xx', '4xx', '5xx']) metrics.requests.inc({ listener, class: cls }, 0);
   for (const kind of ['connect', 'timeout', 'bad_head', 'no_head']) metrics.fastcgiErrors.inc({ kind }, 0);
   for (const source of ['response', 'push']) {
-    for (const route of ['local', 'remote']) metrics.parts.inc({ source, route }, 0);
+    for (const route of ['local', 'remote', 'channel']) metrics.parts.inc({ source, route }, 0);
     for (const reason of ['MUX_ERR_MALFORMED_MULTIPLEX', 'MUX_ERR_PART_TOO_LARGE', 'MUX_ERR_PART_HEADERS_TOO_LARGE']) {
       metrics.rejectedParts.inc({ source, reason }, 0);
     }
@@ -90,6 +101,8 @@ export function createShardMetrics(shard: number) {
   for (const reason of ['gone', 'invalid_token', 'other_node', 'shard_down']) metrics.undeliverable.inc({ reason }, 0);
   for (const reason of ['finished', 'client', 'timeout', 'closed', 'shutdown', 'overflow']) metrics.streamsEnded.inc({ reason }, 0);
   for (const result of ['sent', 'failed', 'dropped']) metrics.streamEvents.inc({ result }, 0);
+  for (const result of ['hit', 'miss']) metrics.historyReplays.inc({ result }, 0);
+  metrics.subscriptions.set(0);
   metrics.openConnections.set(0);
   metrics.heldStreams.set(0);
   return metrics;

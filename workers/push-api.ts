@@ -10,6 +10,9 @@ import type { PushReceipt } from './push-receipt.ts';
 import type { ShardMetrics } from './metrics.ts';
 import { statusClass } from './metrics.ts';
 
+/** How long an answer waits for other shards' acknowledgements (only a dying shard takes that long). */
+const ACK_TIMEOUT_MS = 2000;
+
 export interface PushApiOptions {
   secret: string | null;
   maxPartBytes: number;
@@ -89,7 +92,7 @@ export class PushApi {
       req.removeListener('data', onData);
       req.removeListener('end', onEnd);
       // Parts already routed to other shards are still counted in the answer.
-      receipt.settled().then(() => this.conclude(req, res, sink, parser.partCount));
+      receipt.settled(ACK_TIMEOUT_MS).then(() => this.conclude(req, res, sink, parser.partCount));
     };
     const onEnd = () => {
       parser.end();
@@ -103,7 +106,10 @@ export class PushApi {
   private conclude(req: IncomingMessage, res: ServerResponse, sink: PushSink, parts: number): void {
     const receipt = sink.receipt;
     this.router.releaseReceipt(receipt);
-    const result = { parts, deliveries: receipt.deliveries, gone: [...new Set(receipt.gone)] };
+    const result: Record<string, unknown> = { parts, deliveries: receipt.deliveries, gone: [...new Set(receipt.gone)] };
+    if (Object.keys(receipt.channels).length > 0) result.channels = receipt.channels;
+    // Acknowledgements that never came: a shard died with the parts; they may or may not have been written.
+    if (receipt.pending > 0) result.unconfirmed = receipt.pending;
     const error = sink.error;
     if (error === null) return this.answer(res, 200, result);
     const isTooLarge = error.code === 'MUX_ERR_PART_TOO_LARGE';

@@ -1,10 +1,12 @@
-// What one push request has achieved, exact even when its tokens live on other shards.
+// What one push request has achieved, exact even when its targets live on other shards.
 
 export class PushReceipt {
   readonly id: number;
   deliveries = 0;
   readonly gone: string[] = [];
-  /** Items sent to other shards and not yet acknowledged. */
+  /** Channel name → streams that got the push's parts through it. */
+  readonly channels: Record<string, number> = {};
+  /** Acknowledgements still expected from other shards. */
   pending = 0;
   private settle: (() => void) | null = null;
 
@@ -12,18 +14,27 @@ export class PushReceipt {
     this.id = id;
   }
 
-  acknowledge(deliveries: number, gone: readonly string[]): void {
+  countChannel(channel: string, deliveries: number): void {
+    this.channels[channel] = (this.channels[channel] ?? 0) + deliveries;
+  }
+
+  acknowledge(deliveries: number, gone: readonly string[], channels: Record<string, number> | null): void {
     this.deliveries += deliveries;
     for (const token of gone) this.gone.push(token);
+    if (channels !== null) for (const channel in channels) this.countChannel(channel, channels[channel]);
     this.pending--;
     if (this.pending === 0 && this.settle !== null) this.settle();
   }
 
-  /** Resolves when every item sent to another shard has been acknowledged. */
-  settled(): Promise<void> {
+  /** Resolves when every acknowledgement has arrived, or after timeoutMs (a shard died meanwhile). */
+  settled(timeoutMs: number): Promise<void> {
     if (this.pending === 0) return Promise.resolve();
     return new Promise((resolve) => {
-      this.settle = resolve;
+      const timer = setTimeout(resolve, timeoutMs);
+      this.settle = () => {
+        clearTimeout(timer);
+        resolve();
+      };
     });
   }
 }

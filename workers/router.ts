@@ -1,57 +1,75 @@
-// Parts to local streams or, batched per destination per event-loop turn, to the owning shard.
+// Parts to local streams or, batched per destination per event-loop turn, to the owning shard;
+// channel parts through the sequencer (shard 0), which numbers them and broadcasts them to every shard.
 import type { MessagePort } from 'node:worker_threads';
 import type { Part } from '../src/protocol/multiplex-parser.ts';
 import { parseTokenRoute } from '../src/protocol/token.ts';
 import type { Logger } from '../src/log.ts';
 import type { ShardMetrics } from './metrics.ts';
 import { type HeldStreams, DELIVERED, NOT_LIVE } from './held-streams.ts';
+import type { ChannelLog, LoggedPart, Replay } from './channel-log.ts';
 import { Delivery } from './delivery.ts';
 import { PushReceipt } from './push-receipt.ts';
 
 export type PartSource = 'response' | 'push';
 
-const FLAG_CLOSE = 1;
-/** Per item in a batch's `meta`: body end offset, flags, parsedAt, receipt id (0: none). */
-const META_FIELDS = 4;
+/** The shard that numbers channel parts and keeps their history. */
+export const SEQUENCER = 0;
 
-/** A batch of parts for one shard: bodies packed in one transferred buffer. */
+const FLAG_CLOSE = 1;
+/** Sent to the sequencer: number it, then broadcast it. */
+const FLAG_TO_SEQUENCE = 2;
+/** Per item in a batch's `meta`: body end offset, flags, parsedAt, receipt id (0: none), receipt's shard, channel id. */
+const META_FIELDS = 6;
+
+/** Parts for one shard: bodies packed in one transferred buffer. */
 export interface PartBatch {
   type: 'parts';
   from: number;
+  /** Per item: comma-joined tokens ('' for none). */
   tokens: string[];
+  /** Per item: comma-joined channels ('' for none). */
+  channels: string[];
   meta: Float64Array;
   bytes: ArrayBuffer;
 }
 
-/** Acknowledgements of receipt-carrying items, batched back to the pushing shard. */
+/** Acknowledgements of receipt-carrying items, batched back to the shard holding the receipt. */
 export interface AckBatch {
   type: 'acks';
-  from: number;
   receipts: number[];
   deliveries: number[];
   gone: string[][];
+  channels: (Record<string, number> | null)[];
 }
 
-export type PeerMessage = PartBatch | AckBatch;
+export interface ReplayRequest {
+  type: 'replay';
+  from: number;
+  id: number;
+  channels: string[];
+  since: number;
+}
 
-function emptyAcks(from: number): AckBatch {
-  return { type: 'acks', from, receipts: [], deliveries: [], gone: [] };
+export interface ReplayAnswer {
+  type: 'replayed';
+  id: number;
+  parts: LoggedPart[];
+  isComplete: boolean;
+}
+
+export type PeerMessage = PartBatch | AckBatch | ReplayRequest | ReplayAnswer;
+
+function emptyAcks(): AckBatch {
+  return { type: 'acks', receipts: [], deliveries: [], gone: [], channels: [] };
 }
 
 class Outbox {
   tokens: string[] = [];
+  channels: string[] = [];
   bodies: Buffer[] = [];
-  flags: number[] = [];
-  parsedAt: number[] = [];
-  receipts: number[] = [];
+  numbers: number[] = [];
   bytes = 0;
-  acks: AckBatch;
-  /** Receipt id → joined token lists sent and not yet acknowledged, oldest first (answered as gone if the shard dies). */
-  unacknowledged = new Map<number, string[]>();
-
-  constructor(from: number) {
-    this.acks = emptyAcks(from);
-  }
+  acks = emptyAcks();
 
   get isEmpty(): boolean {
     return this.tokens.length === 0 && this.acks.receipts.length === 0;
@@ -64,25 +82,30 @@ export class Router {
   private readonly streams: HeldStreams;
   private readonly metrics: ShardMetrics;
   private readonly log: Logger;
+  /** Only on the sequencer shard. */
+  private readonly channelLog: ChannelLog | null;
   private readonly peers: (MessagePort | null)[];
-  private readonly outboxes: Outbox[];
+  private outboxes: Outbox[];
   private readonly receipts = new Map<number, PushReceipt>();
-  private nextReceiptId = 1;
+  private readonly replays = new Map<number, (replay: Replay) => void>();
+  private nextId = 1;
   private isFlushScheduled = false;
   private readonly flushBound = () => this.flush();
 
-  constructor(shard: number, nodeId: string, shardCount: number, streams: HeldStreams, metrics: ShardMetrics, log: Logger) {
+  constructor(shard: number, nodeId: string, shardCount: number, streams: HeldStreams, channelLog: ChannelLog | null,
+    metrics: ShardMetrics, log: Logger) {
     this.shard = shard;
     this.nodeId = nodeId;
     this.streams = streams;
+    this.channelLog = channelLog;
     this.metrics = metrics;
     this.log = log;
     this.peers = new Array(shardCount).fill(null);
-    this.outboxes = Array.from({ length: shardCount }, () => new Outbox(shard));
+    this.outboxes = Array.from({ length: shardCount }, () => new Outbox());
   }
 
   createReceipt(): PushReceipt {
-    const receipt = new PushReceipt(this.nextReceiptId++);
+    const receipt = new PushReceipt(this.nextId++);
     this.receipts.set(receipt.id, receipt);
     return receipt;
   }
@@ -93,69 +116,140 @@ export class Router {
 
   /** Connects (or, with null, disconnects) the port to another shard. */
   setPeer(shard: number, port: MessagePort | null): void {
-    const previous = this.peers[shard];
-    if (previous) previous.close();
+    this.peers[shard]?.close();
     this.peers[shard] = port;
     if (port === null) {
       this.failOutbox(shard);
+      if (shard === SEQUENCER) for (const answer of this.replays.values()) answer({ parts: [], isComplete: false });
+      this.replays.clear();
       return;
     }
     port.on('message', (message: PeerMessage) => this.receive(message));
   }
 
   routePart(part: Part, source: PartSource, receipt: PushReceipt | null): void {
+    if (part.channels.length > 0) return this.routeChannelPart(part, source, receipt);
     const tokens = part.tokens;
     let local: Delivery | null = null;
-    let remoteCount = 0;
+    let isRemote = false;
     let deliveries = 0;
     for (let i = 0; i < tokens.length; i++) {
       const token = tokens[i];
       const route = parseTokenRoute(token);
       if (route === null || route.nodeId !== this.nodeId) {
-        this.metrics.undeliverable.inc({ reason: route === null ? 'invalid_token' : 'other_node' });
-        if (receipt !== null) receipt.gone.push(token);
-        continue;
-      }
-      if (route.shard === this.shard) {
-        if (local === null) local = new Delivery(part.body, part.isClose, Date.now());
-        const result = this.streams.deliver(token, local);
-        if (result === DELIVERED) {
-          deliveries++;
-        } else if (result === NOT_LIVE) {
-          this.metrics.undeliverable.inc({ reason: 'gone' });
-          if (receipt !== null) receipt.gone.push(token);
-        }
-      } else if (this.enqueue(route.shard, token, part, receipt)) {
-        remoteCount++;
+        this.undeliverable(route === null ? 'invalid_token' : 'other_node', token, receipt);
+      } else if (route.shard === this.shard) {
+        local ??= new Delivery(part.body, part.isClose, Date.now(), 0);
+        const result = this.streams.deliverToToken(token, local);
+        if (result === DELIVERED) deliveries++;
+        else if (result === NOT_LIVE) this.undeliverable('gone', token, receipt);
+      } else if (this.enqueue(route.shard, token, '', part.body, part.isClose ? FLAG_CLOSE : 0, Date.now(), receipt, this.shard, 0)) {
+        isRemote = true;
+      } else {
+        this.undeliverable('shard_down', token, receipt);
       }
     }
     if (local !== null) this.metrics.pushToWrite.observe((Date.now() - local.parsedAt) / 1000);
     if (receipt !== null) receipt.deliveries += deliveries;
-    this.metrics.parts.inc({ source, route: remoteCount > 0 ? 'remote' : 'local' });
+    this.metrics.parts.inc({ source, route: isRemote ? 'remote' : 'local' });
   }
 
-  private enqueue(shard: number, token: string, part: Part, receipt: PushReceipt | null): boolean {
-    const outbox = this.outboxes[shard];
-    if (outbox === undefined || this.peers[shard] === null) {
-      this.metrics.undeliverable.inc({ reason: 'shard_down' });
-      if (receipt !== null) receipt.gone.push(token);
-      return false;
+  /** Asks the sequencer for the channel parts numbered above `since`. */
+  requestReplay(channels: string[], since: number, answer: (replay: Replay) => void): void {
+    if (this.channelLog !== null) return answer(this.channelLog.replay(channels, since));
+    const port = this.peers[SEQUENCER];
+    if (port === null) return answer({ parts: [], isComplete: false });
+    const id = this.nextId++;
+    this.replays.set(id, answer);
+    port.postMessage({ type: 'replay', from: this.shard, id, channels, since } satisfies ReplayRequest);
+  }
+
+  private routeChannelPart(part: Part, source: PartSource, receipt: PushReceipt | null): void {
+    this.metrics.parts.inc({ source, route: 'channel' });
+    const tokens = part.tokens.join(',');
+    const channels = part.channels.join(',');
+    const flags = part.isClose ? FLAG_CLOSE : 0;
+    const receiptId = receipt?.id ?? 0;
+    // The sequencer broadcasts the part to every shard, and every shard acknowledges it.
+    if (receipt !== null) receipt.pending += this.peers.length;
+    if (this.channelLog !== null) {
+      this.sequence(tokens, channels, part.body, flags, Date.now(), receiptId, this.shard);
+    } else if (!this.enqueue(SEQUENCER, tokens, channels, part.body, flags | FLAG_TO_SEQUENCE, Date.now(), null, this.shard, 0, receiptId)) {
+      if (receipt !== null) receipt.pending -= this.peers.length;
+      for (const token of part.tokens) this.undeliverable('shard_down', token, receipt);
+      if (part.tokens.length === 0) this.metrics.undeliverable.inc({ reason: 'shard_down' });
     }
+  }
+
+  /** On the sequencer: number the part, remember it, and hand each shard its tokens and the channels. */
+  private sequence(tokens: string, channels: string, body: Buffer, flags: number, parsedAt: number, receiptId: number, origin: number): void {
+    const channelId = this.channelLog!.append(channels.split(','), body, (flags & FLAG_CLOSE) !== 0);
+    const byShard: string[][] = this.peers.map(() => []);
+    const invalid: string[] = [];
+    if (tokens !== '') {
+      for (const token of tokens.split(',')) {
+        const route = parseTokenRoute(token);
+        if (route === null || route.nodeId !== this.nodeId || route.shard >= byShard.length) {
+          this.metrics.undeliverable.inc({ reason: route === null ? 'invalid_token' : 'other_node' });
+          invalid.push(token);
+        } else {
+          byShard[route.shard].push(token);
+        }
+      }
+    }
+    const itemFlags = flags & FLAG_CLOSE;
+    for (let shard = 0; shard < byShard.length; shard++) {
+      const shardTokens = byShard[shard].join(',');
+      if (shard === this.shard) {
+        this.deliverItem(shardTokens, channels, new Delivery(body, itemFlags !== 0, parsedAt, channelId), receiptId, origin, invalid);
+      } else if (!this.enqueue(shard, shardTokens, channels, body, itemFlags, parsedAt, null, origin, channelId, receiptId)) {
+        // That shard is down: its tokens were not delivered; say so on its behalf.
+        this.metrics.undeliverable.inc({ reason: 'shard_down' }, byShard[shard].length);
+        if (receiptId !== 0) this.acknowledge(origin, receiptId, 0, byShard[shard], null);
+      }
+    }
+  }
+
+  private undeliverable(reason: string, token: string, receipt: PushReceipt | null): void {
+    this.metrics.undeliverable.inc({ reason });
+    if (receipt !== null) receipt.gone.push(token);
+  }
+
+  /** Queues an item for another shard; false when that shard is down. */
+  private enqueue(shard: number, tokens: string, channels: string, body: Buffer, flags: number, parsedAt: number,
+    receipt: PushReceipt | null, origin: number, channelId: number, receiptId = receipt?.id ?? 0): boolean {
+    const outbox = this.outboxes[shard];
+    if (outbox === undefined || this.peers[shard] === null) return false;
     // Consecutive tokens of one part for one shard share one item (and one copy of the body).
     const last = outbox.tokens.length - 1;
-    if (last >= 0 && outbox.bodies[last] === part.body && outbox.receipts[last] === (receipt?.id ?? 0)) {
-      outbox.tokens[last] += ',' + token;
+    const n = last * META_FIELDS;
+    if (last >= 0 && channels === '' && outbox.channels[last] === '' && outbox.bodies[last] === body
+      && outbox.numbers[n + 3] === receiptId && outbox.numbers[n + 4] === origin) {
+      outbox.tokens[last] += ',' + tokens;
       return true;
     }
-    outbox.tokens.push(token);
-    outbox.bodies.push(part.body);
-    outbox.flags.push(part.isClose ? FLAG_CLOSE : 0);
-    outbox.parsedAt.push(Date.now());
-    outbox.receipts.push(receipt?.id ?? 0);
-    outbox.bytes += part.body.length;
+    outbox.tokens.push(tokens);
+    outbox.channels.push(channels);
+    outbox.bodies.push(body);
+    outbox.numbers.push(0, flags, parsedAt, receiptId, origin, channelId);
+    outbox.bytes += body.length;
     if (receipt !== null) receipt.pending++;
     this.scheduleFlush();
     return true;
+  }
+
+  private acknowledge(origin: number, receiptId: number, deliveries: number, gone: string[], channels: Record<string, number> | null): void {
+    if (origin === this.shard) {
+      this.receipts.get(receiptId)?.acknowledge(deliveries, gone, channels);
+      return;
+    }
+    const outbox = this.outboxes[origin];
+    if (outbox === undefined) return;
+    outbox.acks.receipts.push(receiptId);
+    outbox.acks.deliveries.push(deliveries);
+    outbox.acks.gone.push(gone);
+    outbox.acks.channels.push(channels);
+    this.scheduleFlush();
   }
 
   private scheduleFlush(): void {
@@ -168,78 +262,87 @@ export class Router {
     this.isFlushScheduled = false;
     for (let shard = 0; shard < this.outboxes.length; shard++) {
       const outbox = this.outboxes[shard];
-      const port = this.peers[shard];
       if (outbox.isEmpty) continue;
+      const port = this.peers[shard];
       if (port === null) {
         this.failOutbox(shard);
         continue;
       }
       if (outbox.acks.receipts.length > 0) {
         port.postMessage(outbox.acks);
-        outbox.acks = emptyAcks(this.shard);
+        outbox.acks = emptyAcks();
       }
       const count = outbox.tokens.length;
       if (count === 0) continue;
       const bytes = new ArrayBuffer(outbox.bytes);
       const packed = new Uint8Array(bytes);
-      const meta = new Float64Array(count * META_FIELDS);
+      const meta = Float64Array.from(outbox.numbers);
       let offset = 0;
       for (let i = 0; i < count; i++) {
-        const body = outbox.bodies[i];
-        packed.set(body, offset);
-        offset += body.length;
+        packed.set(outbox.bodies[i], offset);
+        offset += outbox.bodies[i].length;
         meta[i * META_FIELDS] = offset;
-        meta[i * META_FIELDS + 1] = outbox.flags[i];
-        meta[i * META_FIELDS + 2] = outbox.parsedAt[i];
-        const receiptId = outbox.receipts[i];
-        meta[i * META_FIELDS + 3] = receiptId;
-        if (receiptId !== 0) {
-          const sent = outbox.unacknowledged.get(receiptId);
-          if (sent === undefined) outbox.unacknowledged.set(receiptId, [outbox.tokens[i]]);
-          else sent.push(outbox.tokens[i]);
-        }
       }
-      const batch: PartBatch = { type: 'parts', from: this.shard, tokens: outbox.tokens, meta, bytes };
+      const batch: PartBatch = { type: 'parts', from: this.shard, tokens: outbox.tokens, channels: outbox.channels, meta, bytes };
       port.postMessage(batch, [bytes, meta.buffer]);
       this.metrics.routerBatchSize.observe(count);
-      outbox.tokens = [];
-      outbox.bodies = [];
-      outbox.flags = [];
-      outbox.parsedAt = [];
-      outbox.receipts = [];
-      outbox.bytes = 0;
+      const acks = outbox.acks;
+      this.outboxes[shard] = new Outbox();
+      this.outboxes[shard].acks = acks;
     }
   }
 
   private receive(message: PeerMessage): void {
-    if (message.type === 'acks') {
-      const unacknowledged = this.outboxes[message.from]?.unacknowledged;
-      for (let i = 0; i < message.receipts.length; i++) {
-        const id = message.receipts[i];
-        const sent = unacknowledged?.get(id);
-        if (sent !== undefined && (sent.shift(), sent.length === 0)) unacknowledged?.delete(id);
-        this.receipts.get(id)?.acknowledge(message.deliveries[i], message.gone[i]);
+    switch (message.type) {
+      case 'parts':
+        return this.receiveParts(message);
+      case 'acks':
+        for (let i = 0; i < message.receipts.length; i++) {
+          this.receipts.get(message.receipts[i])?.acknowledge(message.deliveries[i], message.gone[i], message.channels[i]);
+        }
+        return;
+      case 'replay': {
+        const replay = this.channelLog?.replay(message.channels, message.since) ?? { parts: [], isComplete: false };
+        // Sent now, before any broadcast still queued: the stream skips ids it already has.
+        this.peers[message.from]?.postMessage({ type: 'replayed', id: message.id, ...replay } satisfies ReplayAnswer);
+        return;
       }
-      return;
+      case 'replayed': {
+        const answer = this.replays.get(message.id);
+        this.replays.delete(message.id);
+        const parts = message.parts.map((part) => ({ ...part, body: Buffer.from(part.body.buffer, part.body.byteOffset, part.body.length) }));
+        answer?.({ parts, isComplete: message.isComplete });
+        return;
+      }
     }
-    this.deliverBatch(message);
   }
 
-  private deliverBatch(batch: PartBatch): void {
+  private receiveParts(batch: PartBatch): void {
     const meta = batch.meta;
     const bytes = Buffer.from(batch.bytes);
-    const acks = this.outboxes[batch.from]?.acks;
     let start = 0;
     for (let i = 0; i < batch.tokens.length; i++) {
-      const end = meta[i * META_FIELDS];
-      const delivery = new Delivery(bytes.subarray(start, end), (meta[i * META_FIELDS + 1] & FLAG_CLOSE) !== 0, meta[i * META_FIELDS + 2]);
+      const n = i * META_FIELDS;
+      const end = meta[n];
+      const body = bytes.subarray(start, end);
       start = end;
-      const receiptId = meta[i * META_FIELDS + 3];
-      const tokens = batch.tokens[i].split(',');
-      let deliveries = 0;
-      let gone: string[] | null = null;
-      for (const token of tokens) {
-        const result = this.streams.deliver(token, delivery);
+      const flags = meta[n + 1];
+      if ((flags & FLAG_TO_SEQUENCE) !== 0) {
+        this.sequence(batch.tokens[i], batch.channels[i], body, flags, meta[n + 2], meta[n + 3], meta[n + 4]);
+        continue;
+      }
+      const delivery = new Delivery(body, (flags & FLAG_CLOSE) !== 0, meta[n + 2], meta[n + 5]);
+      this.deliverItem(batch.tokens[i], batch.channels[i], delivery, meta[n + 3], meta[n + 4], null);
+    }
+  }
+
+  /** Writes an item to this shard's streams, once per stream, and acknowledges it if a push waits for it. */
+  private deliverItem(tokens: string, channels: string, delivery: Delivery, receiptId: number, origin: number, alsoGone: string[] | null): void {
+    let deliveries = 0;
+    let gone: string[] | null = alsoGone;
+    if (tokens !== '') {
+      for (const token of tokens.split(',')) {
+        const result = this.streams.deliverToToken(token, delivery);
         if (result === DELIVERED) {
           deliveries++;
         } else if (result === NOT_LIVE) {
@@ -247,33 +350,35 @@ export class Router {
           if (receiptId !== 0) (gone ??= []).push(token);
         }
       }
-      if (deliveries > 0) this.metrics.pushToWrite.observe((Date.now() - delivery.parsedAt) / 1000);
-      if (receiptId !== 0 && acks !== undefined) {
-        acks.receipts.push(receiptId);
-        acks.deliveries.push(deliveries);
-        acks.gone.push(gone ?? []);
-        this.scheduleFlush();
-      }
     }
+    let channelCounts: Record<string, number> | null = null;
+    if (channels !== '') {
+      channelCounts = {};
+      const tally = { written: 0 };
+      for (const channel of channels.split(',')) channelCounts[channel] = this.streams.deliverToChannel(channel, delivery, tally);
+      deliveries += tally.written;
+    }
+    if (deliveries > 0) this.metrics.pushToWrite.observe((Date.now() - delivery.parsedAt) / 1000);
+    if (receiptId !== 0) this.acknowledge(origin, receiptId, deliveries, gone ?? [], channelCounts);
   }
 
-  /** The shard is gone: what was queued or sent to it and not acknowledged was not delivered. */
+  /** The shard is gone: what was queued for it was not delivered. */
   private failOutbox(shard: number): void {
     const outbox = this.outboxes[shard];
-    if (outbox === undefined) return;
+    if (outbox === undefined || outbox.tokens.length === 0) return;
     for (let i = 0; i < outbox.tokens.length; i++) {
-      const tokens = outbox.tokens[i].split(',');
-      this.metrics.undeliverable.inc({ reason: 'shard_down' }, tokens.length);
-      const receipt = this.receipts.get(outbox.receipts[i]);
-      if (receipt !== undefined) receipt.acknowledge(0, tokens);
+      const tokens = outbox.tokens[i] === '' ? [] : outbox.tokens[i].split(',');
+      this.metrics.undeliverable.inc({ reason: 'shard_down' }, Math.max(tokens.length, 1));
+      const receiptId = outbox.numbers[i * META_FIELDS + 3];
+      const origin = outbox.numbers[i * META_FIELDS + 4];
+      if (receiptId === 0) continue;
+      // A part for the sequencer was to be acknowledged by every shard; the others now never will.
+      const isToSequence = (outbox.numbers[i * META_FIELDS + 1] & FLAG_TO_SEQUENCE) !== 0;
+      for (let k = isToSequence ? this.peers.length : 1; k > 0; k--) this.acknowledge(origin, receiptId, 0, k === 1 ? tokens : [], null);
     }
-    for (const [id, sent] of outbox.unacknowledged) {
-      const receipt = this.receipts.get(id);
-      for (const joined of sent) receipt?.acknowledge(0, joined.split(','));
-    }
-    if (outbox.tokens.length > 0 || outbox.unacknowledged.size > 0) {
-      this.log.warn({ peer: shard, queued: outbox.tokens.length, unacknowledged: outbox.unacknowledged.size }, 'peer shard gone: its parts are undeliverable');
-    }
-    this.outboxes[shard] = new Outbox(this.shard);
+    this.log.warn({ peer: shard, items: outbox.tokens.length }, 'peer shard gone: the parts queued for it are undeliverable');
+    const acks = outbox.acks;
+    this.outboxes[shard] = new Outbox();
+    this.outboxes[shard].acks = acks;
   }
 }

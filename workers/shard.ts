@@ -9,7 +9,8 @@ import { HeldStreams } from './held-streams.ts';
 import { HttpFront, type ListenerKind } from './http-front.ts';
 import { createShardMetrics } from './metrics.ts';
 import { PushApi } from './push-api.ts';
-import { Router } from './router.ts';
+import { Router, SEQUENCER } from './router.ts';
+import { ChannelLog } from './channel-log.ts';
 import { StreamEvents } from './stream-events.ts';
 
 export interface ShardInit {
@@ -40,10 +41,11 @@ export default async function runShard(init: ShardInit): Promise<string> {
   const metrics = createShardMetrics(index);
   const backend = new Backend(init.backend);
   const events = config.events ? new StreamEvents(backend, config, metrics, log) : null;
-  const streams = new HeldStreams(metrics, log, config.maxBufferedBytes, (stream, reason) => {
+  const channelLog = index === SEQUENCER ? new ChannelLog(config.channelHistory, config.channelHistoryMs) : null;
+  const streams = new HeldStreams(metrics, log, config.maxBufferedBytes, config.channelHistory > 0, (stream, reason) => {
     if (events !== null && stream.isHeld) events.close(stream.token, reason, stream.options.requestUri);
   });
-  const router = new Router(index, config.nodeId, config.shards, streams, metrics, log);
+  const router = new Router(index, config.nodeId, config.shards, streams, channelLog, metrics, log);
   const gateway = new Gateway({ config, shard: index, backend, streams, router, metrics, log });
   const pushApi = new PushApi(router, metrics, log, { secret: config.pushSecret, maxPartBytes: config.maxPartBytes });
   const front = new HttpFront(config, index, new Int32Array(init.connectionCounts), metrics, {
@@ -81,6 +83,7 @@ export default async function runShard(init: ShardInit): Promise<string> {
   await front.close(config.shutdownGraceMs);
   if (events !== null) await Promise.race([events.drained(), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
   streams.stop();
+  channelLog?.stop();
   control.close();
   log.debug('shard stopped');
   return `shard ${index} stopped`;

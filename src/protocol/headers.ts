@@ -9,6 +9,9 @@ const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 // RFC 2046: 1-70 bchars, the last one not a space
 const BOUNDARY = /^[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]$/;
 
+/** Channel names: what a part's and a response's Multiplex-Channel may name. */
+export const CHANNEL_NAME = /^[A-Za-z0-9_.:@-]{1,128}$/;
+
 function isOws(ch: string): boolean {
   return ch === ' ' || ch === '\t';
 }
@@ -188,4 +191,30 @@ export function multiplexBoundary(contentType: string | undefined): string | nul
     );
   }
   return boundary;
+}
+
+export interface ChannelSubscription {
+  name: string;
+  /** Resume after this channel id (`name; since=<id>`), or null for live parts only. */
+  since: number | null;
+}
+
+/** `Multiplex-Channel: a, b; since=42`: the channels a held stream subscribes to. */
+export function parseChannelSubscriptions(value: string): ChannelSubscription[] {
+  const subscriptions: ChannelSubscription[] = [];
+  for (const item of parseList(value)) {
+    const [rawName, ...params] = item.split(';');
+    const name = trimOws(rawName!);
+    if (!CHANNEL_NAME.test(name)) {
+      throw new BadHeaderValueError('Multiplex-Channel', value, 'channel names of 1 to 128 characters from [A-Za-z0-9_.:@-]');
+    }
+    let since: number | null = null;
+    for (const param of params) {
+      const match = /^\s*since\s*=\s*(\d{1,15})\s*$/i.exec(param);
+      if (match === null) throw new BadHeaderValueError('Multiplex-Channel', value, 'name or name; since=<channel id>');
+      since = Number(match[1]);
+    }
+    if (!subscriptions.some((s) => s.name === name)) subscriptions.push({ name, since });
+  }
+  return subscriptions;
 }

@@ -2,6 +2,7 @@
 
 import { MalformedMultiplexError, PartHeadersTooLargeError, PartTooLargeError } from '../errors.ts';
 import type { MuxError } from '../errors.ts';
+import { CHANNEL_NAME } from './headers.ts';
 
 export interface Part {
   tokens: string[];
@@ -43,7 +44,6 @@ const COLON = 0x3a;
 const EMPTY = Buffer.alloc(0);
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const TOKEN = /^[A-Za-z0-9_.-]{1,64}$/;
-const CHANNEL = /^[A-Za-z0-9_.:@-]{1,128}$/;
 
 /** Trims spaces and tabs (RFC 9110 OWS), nothing else. */
 function trimOws(value: string): string {
@@ -336,7 +336,7 @@ export class MultiplexParser {
     if (lowerName === 'multiplex-token') {
       this.#addTargets(line.toString('latin1', colon + 1, lineEnd), this.#tokens, TOKEN, 'Multiplex-Token', 'a token: 1-64 characters from [A-Za-z0-9_.-]');
     } else if (lowerName === 'multiplex-channel') {
-      this.#addTargets(line.toString('latin1', colon + 1, lineEnd), this.#channels, CHANNEL, 'Multiplex-Channel', 'a channel name: 1-128 characters from [A-Za-z0-9_.:@-]');
+      this.#addTargets(line.toString('latin1', colon + 1, lineEnd), this.#channels, CHANNEL_NAME, 'Multiplex-Channel', 'a channel name: 1-128 characters from [A-Za-z0-9_.:@-]');
     } else if (lowerName === 'multiplex-close') {
       const value = trimOws(line.toString('latin1', colon + 1, lineEnd)).toLowerCase();
       if (value === 'true' || value === '1' || value === 'yes') this.#isClose = true;

@@ -15,6 +15,7 @@ if (isset($_GET['type'])) header('Multiplex-Content-Type: ' . $_GET['type']);
 if (isset($_GET['keepalive'])) header('Multiplex-Keep-Alive: ' . $_GET['keepalive']);
 if (isset($_GET['timeout'])) header('Multiplex-Timeout: ' . $_GET['timeout']);
 if (isset($_GET['status'])) header('Status: ' . $_GET['status']);
+if (isset($_GET['channel'])) header('Multiplex-Channel: ' . $_GET['channel']);
 header('X-Backend: php');
 header("X-Token: $token");
 if (!isset($_GET['silent'])) {

@@ -1,0 +1,171 @@
+// Channels: stateless rooms across shards, once-only delivery, push answers per channel,
+// resume from history without gap or duplicate, and a model-checked property.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import fc from 'fast-check';
+import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
+import { startMuxgate, type Muxgate } from './helpers/muxgate.ts';
+import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
+
+const PHP_ROOT = join(import.meta.dirname, 'php');
+let fpm: PhpFpm;
+let mux: Muxgate;
+
+before(async () => {
+  fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 30 });
+  mux = await startMuxgate({
+    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '3', MUX_CHANNEL_HISTORY: '5', MUX_LOG_LEVEL: 'info',
+  });
+});
+
+after(async () => {
+  await mux.stop();
+  await fpm.stop();
+});
+
+interface SseEvent { id?: string; event?: string; data?: string }
+
+function events(client: RawHttp): SseEvent[] {
+  return decodeChunked(client.text).body.split('\n\n').filter((block) => block.trim() !== '').map((block) => {
+    const event: SseEvent = {};
+    for (const line of block.split('\n')) {
+      const colon = line.indexOf(':');
+      if (colon > 0) event[line.slice(0, colon) as keyof SseEvent] = line.slice(colon + 1).trimStart();
+    }
+    return event;
+  });
+}
+
+async function join_(room: string, lastEventId?: string): Promise<{ client: RawHttp; token: string }> {
+  const client = await RawHttp.get(`${mux.url}/room.php?room=${room}`, '1.1', lastEventId === undefined ? [] : [`Last-Event-ID: ${lastEventId}`]);
+  const head = await client.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the head');
+  return { client, token: /\r\nX-Token: (\S+)\r\n/i.exec(head)![1] };
+}
+
+async function say(room: string, text: string): Promise<void> {
+  const response = await fetch(`${mux.url}/room.php?room=${room}`, { method: 'POST', body: text });
+  assert.equal(await response.text(), 'sent');
+}
+
+async function push(body: string) {
+  const response = await fetch(mux.pushUrl, { method: 'POST', headers: { 'Content-Type': 'application/x-multiplex; boundary=C' }, body });
+  assert.equal(response.status, 200);
+  return response.json() as Promise<Record<string, unknown>>;
+}
+
+test('a stateless PHP room: a message reaches exactly the room readers on every shard, once each', async () => {
+  const readers = await Promise.all(Array.from({ length: 6 }, () => join_('alpha')));
+  const others = await Promise.all(Array.from({ length: 3 }, () => join_('beta')));
+  assert.equal(new Set(readers.map((r) => r.token.split('.')[1])).size, 3, 'readers on all three shards');
+  await say('alpha', 'hello alpha');
+  await say('alpha', 'second');
+  for (const { client } of readers) {
+    await client.waitFor(() => events(client).length >= 2, 5000, 'two messages');
+    assert.deepEqual(events(client).map((e) => e.data), ['hello alpha', 'second']);
+  }
+  await say('beta', 'only beta');
+  for (const { client } of others) {
+    await client.waitFor(() => events(client).length >= 1);
+    assert.deepEqual(events(client).map((e) => e.data), ['only beta']);
+  }
+  for (const { client } of readers) assert.equal(events(client).length, 2);
+  for (const { client } of [...readers, ...others]) client.close();
+});
+
+test('a part naming a token and a channel reaches a stream subscribed to both once; the push counts per channel', async () => {
+  const [a, b, c] = await Promise.all([join_('gamma'), join_('gamma'), join_('delta')]);
+  const result = await push([
+    `--C\r\nMultiplex-Token: ${a.token}, ${c.token}\r\nMultiplex-Channel: room-gamma, room-delta\r\n\r\ndata: both\n\n\r\n`,
+    '--C\r\nMultiplex-Channel: room-gamma\r\n\r\ndata: gamma only\n\n\r\n',
+    '--C--\r\n',
+  ].join(''));
+  assert.equal(result.parts, 2);
+  assert.equal(result.deliveries, 5);
+  assert.deepEqual(result.gone, []);
+  assert.deepEqual(result.channels, { 'room-gamma': 4, 'room-delta': 1 });
+  await a.client.waitFor(() => events(a.client).length >= 2);
+  await b.client.waitFor(() => events(b.client).length >= 2);
+  await c.client.waitFor(() => events(c.client).length >= 1);
+  assert.deepEqual(events(a.client).map((e) => e.data), ['both', 'gamma only']);
+  assert.deepEqual(events(c.client).map((e) => e.data), ['both']);
+  for (const s of [a, b, c]) s.client.close();
+});
+
+test('resume: a reader that reconnects with Last-Event-ID gets exactly what it missed, in order, then live parts', async () => {
+  const first = await join_('epsilon');
+  await say('epsilon', 'm1');
+  await say('epsilon', 'm2');
+  await first.client.waitFor(() => events(first.client).length === 2);
+  const lastId = events(first.client)[1].id!;
+  assert.match(lastId, /^\d+$/);
+  first.client.close();
+  await say('epsilon', 'm3');
+  await say('epsilon', 'm4');
+  await say('epsilon', 'm5');
+  const again = await join_('epsilon', lastId);
+  await again.client.waitFor(() => events(again.client).length >= 3, 5000, 'the missed parts');
+  await say('epsilon', 'm6');
+  await again.client.waitFor(() => events(again.client).length >= 4, 5000, 'the live part');
+  const seen = events(again.client);
+  assert.deepEqual(seen.map((e) => e.data), ['m3', 'm4', 'm5', 'm6']);
+  const ids = seen.map((e) => Number(e.id));
+  assert.ok(ids.every((id, i) => i === 0 || id > ids[i - 1]), `ids increase: ${ids}`);
+  assert.ok(ids[0] > Number(lastId));
+  again.client.close();
+});
+
+test('resume beyond the history: the stream is told it missed parts', async () => {
+  const first = await join_('zeta');
+  await say('zeta', 'old');
+  await first.client.waitFor(() => events(first.client).length === 1);
+  const lastId = events(first.client)[0].id!;
+  first.client.close();
+  for (let i = 0; i < 7; i++) await say('zeta', `n${i}`);
+  const again = await join_('zeta', lastId);
+  await again.client.waitFor(() => events(again.client).length >= 6, 5000, 'the gap notice and the kept parts');
+  const seen = events(again.client);
+  assert.equal(seen[0].event, 'muxgate-gap');
+  assert.deepEqual(JSON.parse(seen[0].data!), { since: Number(lastId) });
+  assert.deepEqual(seen.slice(1).map((e) => e.data), ['n2', 'n3', 'n4', 'n5', 'n6']);
+  again.client.close();
+});
+
+test('property: across shards, every live subscriber gets every part published after it subscribed, once, in order', async () => {
+  type Op = { kind: 'subscribe'; channel: number } | { kind: 'unsubscribe'; pick: number } | { kind: 'publish'; channel: number };
+  const op = fc.oneof(
+    fc.record({ kind: fc.constant('subscribe' as const), channel: fc.integer({ min: 0, max: 2 }) }),
+    fc.record({ kind: fc.constant('unsubscribe' as const), pick: fc.nat() }),
+    fc.record({ kind: fc.constant('publish' as const), channel: fc.integer({ min: 0, max: 2 }) }),
+  );
+  let run = 0;
+  await fc.assert(fc.asyncProperty(fc.array(op, { minLength: 5, maxLength: 25 }), async (ops: Op[]) => {
+    run++;
+    const live: Array<{ client: RawHttp; channel: number; expected: string[] }> = [];
+    let message = 0;
+    try {
+      for (const step of ops) {
+        if (step.kind === 'subscribe') {
+          const client = await RawHttp.get(`${mux.url}/stream.php?hold=stream&silent=1&channel=p${run}-${step.channel}`);
+          await client.waitFor((t) => t.includes('\r\n\r\n'));
+          live.push({ client, channel: step.channel, expected: [] });
+        } else if (step.kind === 'unsubscribe' && live.length > 0) {
+          live.splice(step.pick % live.length, 1)[0].client.close();
+        } else if (step.kind === 'publish') {
+          const body = `<${++message}>`;
+          const result = await push(`--C\r\nMultiplex-Channel: p${run}-${step.channel}\r\n\r\n${body}\r\n--C--\r\n`);
+          const subscribers = live.filter((s) => s.channel === step.channel);
+          assert.equal(result.deliveries, subscribers.length);
+          for (const s of subscribers) s.expected.push(body);
+        }
+      }
+      for (const s of live) {
+        const expected = s.expected.join('');
+        await s.client.waitFor((t) => decodeChunked(t).body.length >= expected.length, 5000, expected);
+        assert.equal(decodeChunked(s.client.text).body, expected);
+      }
+    } finally {
+      for (const s of live) s.client.close();
+    }
+  }), { numRuns: 15 });
+});
