@@ -1,0 +1,82 @@
+// patches/fastcgi-client+0.2.0.patch: records split across TCP reads must not crash the client.
+// Unpatched, fastcgi-client parses a record head (or an end-request body) from whatever bytes
+// are left in a read, throwing RangeError inside the socket's 'data' handler. Apply the patch
+// with `git apply patches/fastcgi-client+0.2.0.patch` (.ci/run does) before running this test.
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { test } from 'node:test';
+import fastcgiClient from 'fastcgi-client';
+
+// The package's types declare `export default`, but it is `module.exports = createClient`.
+const createClient = fastcgiClient as unknown as typeof fastcgiClient.default;
+
+const FCGI_END_REQUEST = 3;
+const FCGI_STDOUT = 6;
+const HEAD = 'Content-Type: text/plain\r\n\r\n';
+
+function record(type: number, body: Buffer, paddingLength = (8 - (body.length % 8)) % 8): Buffer {
+  const head = Buffer.alloc(8);
+  head[0] = 1;
+  head[1] = type;
+  head.writeUInt16BE(1, 2);
+  head.writeUInt16BE(body.length, 4);
+  head[6] = paddingLength;
+  return Buffer.concat([head, body, Buffer.alloc(paddingLength)]);
+}
+
+const output = record(FCGI_STDOUT, Buffer.from(HEAD + 'hello'));
+const emptyOutput = record(FCGI_STDOUT, Buffer.alloc(0));
+const endRequest = record(FCGI_END_REQUEST, Buffer.alloc(8));
+const response = Buffer.concat([output, emptyOutput, endRequest]);
+
+const cases = [
+  { name: 'a record and the first bytes of the next head', split: output.length + 3 },
+  { name: 'an empty record and part of the next head', split: output.length + emptyOutput.length + 5 },
+  { name: 'an end-request head and part of its body', split: response.length - 5 },
+];
+
+for (const { name, split } of cases) {
+  test(`a read ending in ${name} waits for the rest`, { timeout: 10_000 }, async () => {
+    // The second piece is written only after the client has consumed the first, so the
+    // two pieces cannot arrive in one read.
+    let writeRest = (): void => {};
+    const sockets = new Set<Socket>();
+    const server = createServer((socket: Socket) => {
+      sockets.add(socket);
+      socket.setNoDelay(true);
+      socket.once('data', () => {
+        socket.write(response.subarray(0, split));
+        writeRest = () => socket.end(response.subarray(split));
+      });
+    });
+    // Unpatched, the throw escapes the client: end the wait so the sockets still get closed.
+    let onCrash = (_error: Error): void => {};
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    try {
+      const { port } = server.address() as AddressInfo;
+      const client = createClient({ host: '127.0.0.1', port, skipCheckServer: true });
+      await once(client, 'ready');
+      const result = await new Promise<{ stdout: string; exitStatus: unknown }>((resolve, reject) => {
+        onCrash = reject;
+        process.on('uncaughtExceptionMonitor', onCrash);
+        client.request({ REQUEST_METHOD: 'GET', SCRIPT_FILENAME: '/split.php' }, (error, request) => {
+          if (error) return reject(error);
+          let stdout = '';
+          request.stdout.setEncoding('utf8').on('data', (text: string) => {
+            stdout += text;
+            writeRest();
+          });
+          request.stdout.once('end', () => resolve({ stdout, exitStatus: request.getExitStatus() }));
+        });
+      });
+      assert.equal(result.stdout, HEAD + 'hello');
+      assert.equal(result.exitStatus, 0);
+    } finally {
+      process.off('uncaughtExceptionMonitor', onCrash);
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    }
+  });
+}
