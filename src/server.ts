@@ -17,11 +17,17 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-export async function startServer(config: Readonly<Config>, log: Logger): Promise<RunningServer> {
+/** Channel parts the demo keeps for browsers that reconnect or reload, unless MUX_CHANNEL_HISTORY says otherwise. */
+const DEMO_HISTORY = 100;
+
+export async function startServer(configured: Readonly<Config>, log: Logger): Promise<RunningServer> {
   const metrics = createMainMetrics();
+  let config = configured;
   let demo: DemoBackend | null = null;
   if (config.fastcgi === null) {
     demo = await startDemoBackend();
+    // The demo announces who left (close events) and resumes reconnecting browsers (history).
+    config = Object.freeze({ ...config, events: true, channelHistory: config.channelHistory || DEMO_HISTORY });
     log.info('no MUX_FASTCGI set: serving the bundled demo chat');
   }
   const backend = config.fastcgi ?? demo!.address;

@@ -2,10 +2,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Config } from '../src/config.ts';
 import type { Logger } from '../src/log.ts';
-import { MuxError } from '../src/errors.ts';
 import { mintToken } from '../src/protocol/token.ts';
 import { CgiHeadParser, type CgiHead } from '../src/protocol/cgi-response.ts';
-import { MultiplexParser, type MultiplexParserSink, type Part } from '../src/protocol/multiplex-parser.ts';
+import { MultiplexParser } from '../src/protocol/multiplex-parser.ts';
+import type { ResponsePartSink } from './response-part-sink.ts';
 import {
   multiplexBoundary, parseChannelSubscriptions, parseHold, parseKeepAlive, parseMediaType, parseSeconds,
   type ChannelSubscription, type KeepAlive,
@@ -29,40 +29,17 @@ export interface GatewayContext {
   backend: Backend;
   streams: HeldStreams;
   router: Router;
+  partSink: ResponsePartSink;
   metrics: ShardMetrics;
   log: Logger;
 }
 
-/** Feeds the parts of a backend's multiplexed body to the router. */
-class ResponsePartSink implements MultiplexParserSink {
-  private readonly router: Router;
-  private readonly metrics: ShardMetrics;
-  private readonly log: Logger;
-
-  constructor(router: Router, metrics: ShardMetrics, log: Logger) {
-    this.router = router;
-    this.metrics = metrics;
-    this.log = log;
-  }
-
-  onPart(part: Part): void {
-    this.router.routePart(part, 'response', null);
-  }
-
-  onError(error: MuxError): void {
-    this.metrics.rejectedParts.inc({ source: 'response', reason: error.code });
-    this.log.warn({ code: error.code, err: error.message }, 'backend multiplexed body rejected; the parts before it stand');
-  }
-}
-
 export class Gateway {
   private readonly ctx: GatewayContext;
-  private readonly partSink: ResponsePartSink;
   private nextRequestId = 1;
 
   constructor(ctx: GatewayContext) {
     this.ctx = ctx;
-    this.partSink = new ResponsePartSink(ctx.router, ctx.metrics, ctx.log);
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
@@ -183,7 +160,7 @@ export class Gateway {
     const { config } = this.ctx;
     const parser = new MultiplexParser(boundary, {
       maxPartBytes: config.maxPartBytes, maxPartHeaderBytes: 16_384, maxTargetsPerPart: 100_000,
-    }, this.partSink);
+    }, this.ctx.partSink);
     if (rest.length > 0) parser.push(rest);
     fcgi.stdout.on('data', (chunk: Buffer) => parser.push(chunk));
     fcgi.stdout.once('end', () => {

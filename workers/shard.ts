@@ -12,6 +12,7 @@ import { PushApi } from './push-api.ts';
 import { Router, SEQUENCER } from './router.ts';
 import { ChannelLog } from './channel-log.ts';
 import { StreamEvents } from './stream-events.ts';
+import { ResponsePartSink } from './response-part-sink.ts';
 
 export interface ShardInit {
   index: number;
@@ -40,13 +41,14 @@ export default async function runShard(init: ShardInit): Promise<string> {
   const log = createLogger(config.logLevel, { shard: index }, config.logPretty);
   const metrics = createShardMetrics(index);
   const backend = new Backend(init.backend);
-  const events = config.events ? new StreamEvents(backend, config, metrics, log) : null;
   const channelLog = index === SEQUENCER ? new ChannelLog(config.channelHistory, config.channelHistoryMs) : null;
   const streams = new HeldStreams(metrics, log, config.maxBufferedBytes, config.channelHistory > 0, (stream, reason) => {
     if (events !== null && stream.isHeld) events.close(stream.token, reason, stream.options.requestUri);
   });
   const router = new Router(index, config.nodeId, config.shards, streams, channelLog, metrics, log);
-  const gateway = new Gateway({ config, shard: index, backend, streams, router, metrics, log });
+  const partSink = new ResponsePartSink(router, metrics, log);
+  const events = config.events ? new StreamEvents(backend, config, metrics, log, partSink) : null;
+  const gateway = new Gateway({ config, shard: index, backend, streams, router, partSink, metrics, log });
   const pushApi = new PushApi(router, metrics, log, { secret: config.pushSecret, maxPartBytes: config.maxPartBytes });
   const front = new HttpFront(config, index, new Int32Array(init.connectionCounts), metrics, {
     public: (req, res) => gateway.handle(req, res),

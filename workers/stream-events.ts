@@ -1,5 +1,10 @@
 // Close events to the backend (MUX_EVENTS): bounded concurrency, a bounded queue, never blocking delivery.
+// A multiplexed answer to an event is routed like any response (a chat tells the room who left).
 import type { Config } from '../src/config.ts';
+import { CgiHeadParser } from '../src/protocol/cgi-response.ts';
+import { multiplexBoundary } from '../src/protocol/headers.ts';
+import { MultiplexParser } from '../src/protocol/multiplex-parser.ts';
+import type { ResponsePartSink } from './response-part-sink.ts';
 import type { Logger } from '../src/log.ts';
 import type { Backend } from './backend.ts';
 import type { ShardMetrics } from './metrics.ts';
@@ -18,11 +23,13 @@ export class StreamEvents {
   private readonly config: Readonly<Config>;
   private readonly metrics: ShardMetrics;
   private readonly log: Logger;
+  private readonly partSink: ResponsePartSink;
   private readonly queue: CloseEvent[] = [];
   private inFlight = 0;
   private readonly idleWaiters: (() => void)[] = [];
 
-  constructor(backend: Backend, config: Readonly<Config>, metrics: ShardMetrics, log: Logger) {
+  constructor(backend: Backend, config: Readonly<Config>, metrics: ShardMetrics, log: Logger, partSink: ResponsePartSink) {
+    this.partSink = partSink;
     this.backend = backend;
     this.config = config;
     this.metrics = metrics;
@@ -58,6 +65,29 @@ export class StreamEvents {
     }
   }
 
+  private async routeAnswer(stdout: AsyncIterable<Buffer>): Promise<void> {
+    const headParser = new CgiHeadParser(65_536);
+    let parser: MultiplexParser | null = null;
+    let isHeadDone = false;
+    for await (const chunk of stdout) {
+      if (isHeadDone) {
+        parser?.push(chunk);
+        continue;
+      }
+      const parsed = headParser.push(chunk);
+      if (parsed === null) continue;
+      isHeadDone = true;
+      const contentType = parsed.head.headers.find(([name]) => name.toLowerCase() === 'content-type')?.[1];
+      const boundary = multiplexBoundary(contentType);
+      if (boundary === null) continue;
+      parser = new MultiplexParser(boundary, {
+        maxPartBytes: this.config.maxPartBytes, maxPartHeaderBytes: 16_384, maxTargetsPerPart: 100_000,
+      }, this.partSink);
+      parser.push(parsed.rest);
+    }
+    parser?.end();
+  }
+
   private async send(event: CloseEvent): Promise<boolean> {
     const queryAt = event.requestUri.indexOf('?');
     const path = queryAt < 0 ? event.requestUri : event.requestUri.slice(0, queryAt);
@@ -80,9 +110,8 @@ export class StreamEvents {
         MULTIPLEX_REASON: event.reason,
       });
       request.stdin.end();
-      request.stdout.resume();
       request.stderr.resume();
-      await new Promise((resolve) => request.stdout.once('end', resolve));
+      await this.routeAnswer(request.stdout);
       return true;
     } catch (error) {
       this.log.warn({ err: (error as Error).message }, 'close event not delivered to the backend');
