@@ -171,6 +171,7 @@
       // Storage may be disabled; the nickname is only a convenience.
     }
     if (location.hash.slice(1) !== room) history.replaceState(null, '', '#' + room);
+    sessionStorage.setItem('muxgate-chat-joined', room);
     connect(room, nick);
   });
 
@@ -180,6 +181,7 @@
   }
 
   $('leave').addEventListener('click', () => {
+    sessionStorage.removeItem('muxgate-chat-joined');
     disconnect();
     chat.hidden = true;
     joinForm.hidden = false;
@@ -223,5 +225,10 @@
     // Storage may be disabled.
   }
   roomInput.value = roomFromHash() || 'lobby';
-  (nickInput.value ? roomInput : nickInput).focus();
+  // A reload of a page that had joined goes straight back into its room, resuming where it was.
+  if (nickInput.value && sessionStorage.getItem('muxgate-chat-joined') === roomInput.value) {
+    connect(roomInput.value, nickInput.value);
+  } else {
+    (nickInput.value ? roomInput : nickInput).focus();
+  }
 })();
