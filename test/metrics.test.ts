@@ -23,7 +23,7 @@ before(async () => {
   fpm = await startPhpFpm({ documentRoot: PHP_ROOT, env: { EVENT_LOG: join(mkdtempSync(join(tmpdir(), 'ev-')), 'events.log') } });
   mux = await startMuxgate({
     MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '4', MUX_EVENTS: 'close',
-    MUX_MAX_BUFFERED_BYTES: '65536', MUX_FASTCGI_TIMEOUT: '1',
+    MUX_MAX_BUFFERED_BYTES: '65536', MUX_FASTCGI_TIMEOUT: '1', MUX_CHANNEL_HISTORY: '10',
   });
 });
 
@@ -62,6 +62,12 @@ async function driveTraffic(): Promise<RawHttp[]> {
   await push('--M\r\nMultiplex-Token: x\r\n\r\nbroken\r\n--Mjunk');
   assert.equal((await fetch(`${mux.url}/broken.php?case=slow&seconds=2`)).status, 504);
   await (await fetch(`${mux.url}/stream.php`)).text();
+  const subscriber = await RawHttp.get(`${mux.url}/stream.php?hold=stream&channel=news`);
+  await subscriber.waitFor((t) => /token=\S+\n/.test(t));
+  await push('--M\r\nMultiplex-Channel: news\r\n\r\nheadline\r\n--M--\r\n');
+  const resumed = await RawHttp.get(`${mux.url}/stream.php?hold=stream&channel=${encodeURIComponent('news; since=0')}`);
+  await resumed.waitFor((t) => t.includes('headline'));
+  resumed.close();
   const timed = await RawHttp.get(`${mux.url}/stream.php?hold=stream&timeout=0.2`);
   await timed.waitForClose().catch(() => timed.close());
   // A client that stops reading is dropped once 64 KiB are waiting for it.
@@ -72,7 +78,7 @@ async function driveTraffic(): Promise<RawHttp[]> {
   for (let i = 0; i < 40 && !stalled.hasClosed; i++) await push(multiplexBody('M', [{ tokens: [stalledToken], body: big }]));
   await stalled.waitForClose(10_000);
   streams[0].close();
-  return streams.slice(1);
+  return [...streams.slice(1), subscriber];
 }
 
 let openStreams: RawHttp[] = [];

@@ -139,7 +139,8 @@
     source.addEventListener('leave', (event) => {
       remember(event);
       const data = parse(event);
-      if (data) addNotice('leave', data.nick + ' left', data.at);
+      // A reload of this very page also closes a stream: not worth telling oneself.
+      if (data && data.nick !== nick) addNotice('leave', data.nick + ' left', data.at);
     });
     source.addEventListener('message', (event) => {
       remember(event);
