@@ -32,6 +32,9 @@ export interface Config {
   maxRequestBytes: number;
   shutdownGraceMs: number;
   events: boolean;
+  /** Close events in flight, and waiting, per shard. */
+  eventsConcurrency: number;
+  eventsQueue: number;
   /** Parts kept per channel for resuming streams; 0 with channelHistoryMs 0: no history. */
   channelHistory: number;
   channelHistoryMs: number;
@@ -123,6 +126,8 @@ export function loadConfig(env: Env): Readonly<Config> {
     maxRequestBytes: parseInteger(env, 'MUX_MAX_REQUEST_BYTES', 8_388_608, 0, 1 << 30),
     shutdownGraceMs: parseSecondsAsMs(env, 'MUX_SHUTDOWN_GRACE', 10),
     events: parseBoolean(env, 'MUX_EVENTS'),
+    eventsConcurrency: parseInteger(env, 'MUX_EVENTS_CONCURRENCY', 8, 1, 1000),
+    eventsQueue: parseInteger(env, 'MUX_EVENTS_QUEUE', 10_000, 0, 1_000_000),
     ...parseChannelHistory(env),
     nodeId,
     logLevel,

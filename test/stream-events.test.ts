@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
-import { startMuxgate, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
+import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, multiplexBody } from './helpers/raw-http.ts';
 
 const PHP_ROOT = join(import.meta.dirname, 'php');
@@ -66,4 +66,66 @@ test('a response that is not held sends no event', async () => {
   probe.client.close();
   await eventFor(probe.token);
   assert.ok(!readFileSync(EVENT_LOG, 'utf8').includes(token));
+});
+
+test('a mass disconnect: events bounded by MUX_EVENTS_CONCURRENCY, none lost below the queue limit, overflow counted', async () => {
+  const log = join(mkdtempSync(join(tmpdir(), 'mass-')), 'events.log');
+  const massFpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 20, env: { EVENT_LOG: log } });
+  const massMux = await startMuxgate({
+    MUX_FASTCGI: `${massFpm.host}:${massFpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '2', MUX_EVENTS: 'close',
+    MUX_EVENTS_CONCURRENCY: '3', MUX_EVENTS_QUEUE: '1500', MUX_LOG_LEVEL: 'info',
+  });
+  try {
+    const open = async (count: number, eventSleepUs: number) => {
+      const clients: RawHttp[] = [];
+      for (let i = 0; i < count; i += 100) {
+        clients.push(...await Promise.all(Array.from({ length: Math.min(100, count - i) }, async () => {
+          const client = await RawHttp.get(`${massMux.url}/stream.php?hold=stream&silent=1&eventsleep=${eventSleepUs}`);
+          await client.waitFor((t) => t.includes('\r\n\r\n'));
+          return client;
+        })));
+      }
+      return clients;
+    };
+    const lines = () => (existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').filter(Boolean) : []);
+    const waitForEvents = async (count: number) => {
+      const deadline = Date.now() + 60_000;
+      while (lines().length < count) {
+        assert.ok(Date.now() < deadline, `${lines().length} of ${count} events`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    };
+
+    // 2,000 streams (1,000 per shard, each queue holds 1,500): every event arrives.
+    for (const client of await open(2000, 2000)) client.close();
+    await waitForEvents(2000);
+    const events = lines().map((line) => line.split(' '));
+    assert.equal(new Set(events.map((e) => e[1])).size, 2000, 'one event per stream');
+    assert.ok(events.every((e) => e[2] === 'client'));
+    // At most 3 per shard ran at once: sweep the start/end times.
+    const edges = events.flatMap((e) => [[Number(e[4]), 1], [Number(e[5]), -1]]).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    let running = 0;
+    let peak = 0;
+    for (const [, delta] of edges) peak = Math.max(peak, (running += delta));
+    assert.ok(peak <= 6, `${peak} events ran at once`);
+    assert.ok(peak >= 2, `events ran one at a time (${peak}): the test shows nothing`);
+
+    // 4,000 at once, slower events: beyond 1,500 waiting per shard, events are dropped, counted, logged once per burst.
+    for (const client of await open(4000, 10_000)) client.close();
+    // Every event of the 6,000 streams is sent or dropped, none silently lost.
+    const outcome = async (result: string) => (await metricValue(massMux.metricsUrl, `muxgate_stream_events_total{result="${result}"}`)) ?? 0;
+    const deadline = Date.now() + 90_000;
+    while ((await outcome('sent')) + (await outcome('dropped')) + (await outcome('failed')) < 6000) {
+      assert.ok(Date.now() < deadline, `sent ${await outcome('sent')}, dropped ${await outcome('dropped')}`);
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    const dropped = await outcome('dropped');
+    assert.equal(await outcome('failed'), 0);
+    assert.ok(dropped > 0 && dropped <= 4000 - 2 * 1500, `${dropped} dropped`);
+    assert.equal(lines().length, 6000 - dropped, 'every event sent reached the backend');
+    await massMux.waitForLog((l) => String(l.msg).startsWith('close events dropped'), 5000);
+  } finally {
+    await massMux.stop();
+    await massFpm.stop();
+  }
 });

@@ -9,9 +9,6 @@ import type { Logger } from '../src/log.ts';
 import type { Backend } from './backend.ts';
 import type { ShardMetrics } from './metrics.ts';
 
-const MAX_CONCURRENT = 8;
-const MAX_QUEUED = 10_000;
-
 interface CloseEvent {
   token: string;
   reason: string;
@@ -26,6 +23,7 @@ export class StreamEvents {
   private readonly partSink: ResponsePartSink;
   private readonly queue: CloseEvent[] = [];
   private inFlight = 0;
+  private dropped = 0;
   private readonly idleWaiters: (() => void)[] = [];
 
   constructor(backend: Backend, config: Readonly<Config>, metrics: ShardMetrics, log: Logger, partSink: ResponsePartSink) {
@@ -37,13 +35,19 @@ export class StreamEvents {
   }
 
   close(token: string, reason: string, requestUri: string): void {
-    if (this.queue.length >= MAX_QUEUED) {
+    if (this.queue.length >= this.config.eventsQueue) {
       this.metrics.streamEvents.inc({ result: 'dropped' });
-      this.log.warn({ queued: this.queue.length }, 'close event dropped: the event queue is full');
+      // One line per burst, not per event: a mass disconnect would flood the log.
+      if (this.dropped++ === 0) setTimeout(() => this.reportDropped(), 1000).unref();
       return;
     }
     this.queue.push({ token, reason, requestUri });
     this.pump();
+  }
+
+  private reportDropped(): void {
+    this.log.warn({ dropped: this.dropped, queueLimit: this.config.eventsQueue }, 'close events dropped: the event queue was full (MUX_EVENTS_QUEUE)');
+    this.dropped = 0;
   }
 
   /** Resolves when every queued event has been sent. */
@@ -53,7 +57,7 @@ export class StreamEvents {
   }
 
   private pump(): void {
-    while (this.inFlight < MAX_CONCURRENT && this.queue.length > 0) {
+    while (this.inFlight < this.config.eventsConcurrency && this.queue.length > 0) {
       const event = this.queue.shift()!;
       this.inFlight++;
       this.send(event).then((isSent) => {

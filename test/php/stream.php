@@ -3,8 +3,11 @@
 // Its own first part tells the client its token, so that a test can push to it.
 $token = $_SERVER['MULTIPLEX_TOKEN'];
 if (isset($_SERVER['MULTIPLEX_EVENT'])) {
-    // A stream event (MUX_EVENTS): record it for the test to read.
-    $line = "{$_SERVER['MULTIPLEX_EVENT']} $token {$_SERVER['MULTIPLEX_REASON']} {$_SERVER['REQUEST_URI']}\n";
+    // A stream event (MUX_EVENTS): record it, and when it ran, for the test to read.
+    $started = microtime(true);
+    usleep((int)($_GET['eventsleep'] ?? 0));
+    $timing = isset($_GET['eventsleep']) ? sprintf(' %.6f %.6f', $started, microtime(true)) : '';
+    $line = "{$_SERVER['MULTIPLEX_EVENT']} $token {$_SERVER['MULTIPLEX_REASON']} {$_SERVER['REQUEST_URI']}$timing\n";
     file_put_contents(getenv('EVENT_LOG'), $line, FILE_APPEND | LOCK_EX);
     exit;
 }
