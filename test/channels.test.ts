@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
-import { startMuxgate, type Muxgate } from './helpers/muxgate.ts';
+import { startMuxgate, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
 
 const PHP_ROOT = join(import.meta.dirname, 'php');
@@ -151,6 +151,8 @@ test('property: across shards, every live subscriber gets every part published a
           live.push({ client, channel: step.channel, expected: [] });
         } else if (step.kind === 'unsubscribe' && live.length > 0) {
           live.splice(step.pick % live.length, 1)[0].client.close();
+          // Unsubscribed once muxgate has seen the client go (a part racing the close may still be written).
+          await waitForMetric(mux.metricsUrl, 'muxgate_channel_subscriptions', (n) => n === live.length);
         } else if (step.kind === 'publish') {
           const body = `<${++message}>`;
           const result = await push(`--C\r\nMultiplex-Channel: p${run}-${step.channel}\r\n\r\n${body}\r\n--C--\r\n`);

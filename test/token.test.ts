@@ -40,3 +40,15 @@ test('strings muxgate could not have minted have no route', () => {
     assert.equal(parseTokenRoute(bad), null, bad);
   }
 });
+
+test('localTokenShard agrees with parseTokenRoute on minted, foreign and broken tokens', async () => {
+  const { localTokenShard } = await import('../src/protocol/token.ts');
+  const samples = [mintToken('node1', 0), mintToken('node1', 35), mintToken('node1', 1023), mintToken('other', 3),
+    `node1.01.${'A'.repeat(22)}`, `node1.zz.${'A'.repeat(22)}`, `node1.Z.${'A'.repeat(22)}`, `node1..${'A'.repeat(22)}`,
+    `node1.1.${'A'.repeat(21)}`, 'node1.1', '', `node10.1.${'A'.repeat(22)}`];
+  for (const token of samples) {
+    const route = parseTokenRoute(token);
+    const expected = route !== null && route.nodeId === 'node1' ? route.shard : -1;
+    assert.equal(localTokenShard(token, 'node1.'), expected, token);
+  }
+});

@@ -4,7 +4,8 @@ import type { Config } from '../src/config.ts';
 import type { Logger } from '../src/log.ts';
 import { mintToken } from '../src/protocol/token.ts';
 import { CgiHeadParser, type CgiHead } from '../src/protocol/cgi-response.ts';
-import { MultiplexParser } from '../src/protocol/multiplex-parser.ts';
+import { MultiplexParser, type MultiplexParserLimits } from '../src/protocol/multiplex-parser.ts';
+import { partLimits } from './part-limits.ts';
 import type { ResponsePartSink } from './response-part-sink.ts';
 import {
   multiplexBoundary, parseChannelSubscriptions, parseHold, parseKeepAlive, parseMediaType, parseSeconds,
@@ -36,10 +37,12 @@ export interface GatewayContext {
 
 export class Gateway {
   private readonly ctx: GatewayContext;
+  private readonly limits: MultiplexParserLimits;
   private nextRequestId = 1;
 
   constructor(ctx: GatewayContext) {
     this.ctx = ctx;
+    this.limits = partLimits(ctx.config);
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
@@ -158,9 +161,7 @@ export class Gateway {
     // The body may feed other streams: the requester leaving does not stop it.
     res.removeListener('close', onClientGone);
     const { config } = this.ctx;
-    const parser = new MultiplexParser(boundary, {
-      maxPartBytes: config.maxPartBytes, maxPartHeaderBytes: 16_384, maxTargetsPerPart: 100_000,
-    }, this.ctx.partSink);
+    const parser = new MultiplexParser(boundary, this.limits, this.ctx.partSink);
     if (rest.length > 0) parser.push(rest);
     fcgi.stdout.on('data', (chunk: Buffer) => parser.push(chunk));
     fcgi.stdout.once('end', () => {

@@ -55,6 +55,11 @@ export class HeldStream {
 
 const TICK_MS = 250;
 
+/** node:http marks the response that currently owns a socket. */
+interface SocketWithMessage {
+  _httpMessage?: unknown;
+}
+
 /** Results of a write. */
 export const NOT_LIVE = 0;
 export const DELIVERED = 1;
@@ -122,7 +127,7 @@ export class HeldStreams {
       if (result === DELIVERED) written++;
       if (result !== NOT_LIVE) reached++;
     }
-    this.metrics.channelDeliveries.inc(written);
+    this.metrics.hot.channelDeliveries += written;
     tally.written += written;
     return reached;
   }
@@ -172,9 +177,9 @@ export class HeldStreams {
     if (body.length > 0) {
       const frame = delivery.frame(stream.options.isChunked, this.hasEventIds && stream.options.isEventStream);
       this.writeRaw(stream, frame);
-      this.metrics.deliveredBytes.inc(body.length);
+      this.metrics.hot.deliveredBytes += body.length;
     }
-    this.metrics.deliveries.inc();
+    this.metrics.hot.deliveries++;
     if (stream.hasEnded) return DELIVERED;
     if (delivery.isClose || stream.options.hold === 'response') this.end(stream, 'closed');
     return DELIVERED;
@@ -226,7 +231,12 @@ export class HeldStreams {
   }
 
   private writeRaw(stream: HeldStream, bytes: Buffer): void {
-    stream.res.write(bytes);
+    const res = stream.res;
+    const socket = res.socket;
+    // Straight to the socket when this response owns it (the head is out, framing is ours);
+    // through the response while a pipelined request before it still has the socket.
+    if (socket !== null && (socket as SocketWithMessage)._httpMessage === res) socket.write(bytes);
+    else res.write(bytes);
     stream.lastWriteAt = Date.now();
     if (stream.res.writableLength > this.maxBufferedBytes) {
       this.metrics.slowConsumerDrops.inc();

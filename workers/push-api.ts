@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from '../src/log.ts';
 import type { MuxError } from '../src/errors.ts';
-import { MultiplexParser, type MultiplexParserSink, type Part } from '../src/protocol/multiplex-parser.ts';
+import { MultiplexParser, type MultiplexParserLimits, type MultiplexParserSink, type Part } from '../src/protocol/multiplex-parser.ts';
 import { multiplexBoundary } from '../src/protocol/headers.ts';
 import type { Router } from './router.ts';
 import type { PushReceipt } from './push-receipt.ts';
@@ -15,7 +15,7 @@ const ACK_TIMEOUT_MS = 2000;
 
 export interface PushApiOptions {
   secret: string | null;
-  maxPartBytes: number;
+  limits: MultiplexParserLimits;
 }
 
 /** One push request's parser sink: routes parts until an error stops it. */
@@ -46,7 +46,7 @@ export class PushApi {
   private readonly router: Router;
   private readonly metrics: ShardMetrics;
   private readonly log: Logger;
-  private readonly maxPartBytes: number;
+  private readonly limits: MultiplexParserLimits;
   /** Compared as digests, in constant time whatever the length of what was sent. */
   private readonly secretDigest: Buffer | null;
 
@@ -54,7 +54,7 @@ export class PushApi {
     this.router = router;
     this.metrics = metrics;
     this.log = log;
-    this.maxPartBytes = options.maxPartBytes;
+    this.limits = options.limits;
     this.secretDigest = options.secret === null ? null : digest(options.secret);
   }
 
@@ -81,9 +81,7 @@ export class PushApi {
     }
     const receipt = this.router.createReceipt();
     const sink = new PushSink(this.router, receipt);
-    const parser = new MultiplexParser(boundary, {
-      maxPartBytes: this.maxPartBytes, maxPartHeaderBytes: 16_384, maxTargetsPerPart: 100_000,
-    }, sink);
+    const parser = new MultiplexParser(boundary, this.limits, sink);
     const onData = (chunk: Buffer) => {
       parser.push(chunk);
       if (sink.error !== null) finish();

@@ -2,7 +2,7 @@
 // channel parts through the sequencer (shard 0), which numbers them and broadcasts them to every shard.
 import type { MessagePort } from 'node:worker_threads';
 import type { Part } from '../src/protocol/multiplex-parser.ts';
-import { parseTokenRoute } from '../src/protocol/token.ts';
+import { localTokenShard, parseTokenRoute } from '../src/protocol/token.ts';
 import type { Logger } from '../src/log.ts';
 import type { ShardMetrics } from './metrics.ts';
 import { type HeldStreams, DELIVERED, NOT_LIVE } from './held-streams.ts';
@@ -79,6 +79,7 @@ class Outbox {
 export class Router {
   private readonly shard: number;
   private readonly nodeId: string;
+  private readonly nodePrefix: string;
   private readonly streams: HeldStreams;
   private readonly metrics: ShardMetrics;
   private readonly log: Logger;
@@ -96,6 +97,7 @@ export class Router {
     metrics: ShardMetrics, log: Logger) {
     this.shard = shard;
     this.nodeId = nodeId;
+    this.nodePrefix = nodeId + '.';
     this.streams = streams;
     this.channelLog = channelLog;
     this.metrics = metrics;
@@ -135,15 +137,15 @@ export class Router {
     let deliveries = 0;
     for (let i = 0; i < tokens.length; i++) {
       const token = tokens[i];
-      const route = parseTokenRoute(token);
-      if (route === null || route.nodeId !== this.nodeId) {
-        this.undeliverable(route === null ? 'invalid_token' : 'other_node', token, receipt);
-      } else if (route.shard === this.shard) {
+      const shard = localTokenShard(token, this.nodePrefix);
+      if (shard < 0 || shard >= this.peers.length) {
+        this.undeliverable(this.whyNotLocal(token), token, receipt);
+      } else if (shard === this.shard) {
         local ??= new Delivery(part.body, part.isClose, Date.now(), 0);
         const result = this.streams.deliverToToken(token, local);
         if (result === DELIVERED) deliveries++;
         else if (result === NOT_LIVE) this.undeliverable('gone', token, receipt);
-      } else if (this.enqueue(route.shard, token, '', part.body, part.isClose ? FLAG_CLOSE : 0, Date.now(), receipt, this.shard, 0)) {
+      } else if (this.enqueue(shard, token, '', part.body, part.isClose ? FLAG_CLOSE : 0, Date.now(), receipt, this.shard, 0)) {
         isRemote = true;
       } else {
         this.undeliverable('shard_down', token, receipt);
@@ -188,12 +190,12 @@ export class Router {
     const invalid: string[] = [];
     if (tokens !== '') {
       for (const token of tokens.split(',')) {
-        const route = parseTokenRoute(token);
-        if (route === null || route.nodeId !== this.nodeId || route.shard >= byShard.length) {
-          this.metrics.undeliverable.inc({ reason: route === null ? 'invalid_token' : 'other_node' });
+        const shard = localTokenShard(token, this.nodePrefix);
+        if (shard < 0 || shard >= byShard.length) {
+          this.metrics.undeliverable.inc({ reason: this.whyNotLocal(token) });
           invalid.push(token);
         } else {
-          byShard[route.shard].push(token);
+          byShard[shard].push(token);
         }
       }
     }
@@ -208,6 +210,12 @@ export class Router {
         if (receiptId !== 0) this.acknowledge(origin, receiptId, 0, byShard[shard], null);
       }
     }
+  }
+
+  /** Why a token is not one of this node's shards: for the metric's reason label. */
+  private whyNotLocal(token: string): string {
+    const route = parseTokenRoute(token);
+    return route === null ? 'invalid_token' : route.nodeId !== this.nodeId ? 'other_node' : 'shard_down';
   }
 
   private undeliverable(reason: string, token: string, receipt: PushReceipt | null): void {

@@ -9,6 +9,7 @@ import { HeldStreams } from './held-streams.ts';
 import { HttpFront, type ListenerKind } from './http-front.ts';
 import { createShardMetrics } from './metrics.ts';
 import { PushApi } from './push-api.ts';
+import { partLimits } from './part-limits.ts';
 import { Router, SEQUENCER } from './router.ts';
 import { ChannelLog } from './channel-log.ts';
 import { StreamEvents } from './stream-events.ts';
@@ -49,7 +50,7 @@ export default async function runShard(init: ShardInit): Promise<string> {
   const partSink = new ResponsePartSink(router, metrics, log);
   const events = config.events ? new StreamEvents(backend, config, metrics, log, partSink) : null;
   const gateway = new Gateway({ config, shard: index, backend, streams, router, partSink, metrics, log });
-  const pushApi = new PushApi(router, metrics, log, { secret: config.pushSecret, maxPartBytes: config.maxPartBytes });
+  const pushApi = new PushApi(router, metrics, log, { secret: config.pushSecret, limits: partLimits(config) });
   const front = new HttpFront(config, index, new Int32Array(init.connectionCounts), metrics, {
     public: (req, res) => gateway.handle(req, res),
     push: (req, res) => pushApi.handle(req, res),

@@ -4,6 +4,7 @@ import type { Config } from '../src/config.ts';
 import { CgiHeadParser } from '../src/protocol/cgi-response.ts';
 import { multiplexBoundary } from '../src/protocol/headers.ts';
 import { MultiplexParser } from '../src/protocol/multiplex-parser.ts';
+import { partLimits } from './part-limits.ts';
 import type { ResponsePartSink } from './response-part-sink.ts';
 import type { Logger } from '../src/log.ts';
 import type { Backend } from './backend.ts';
@@ -84,9 +85,7 @@ export class StreamEvents {
       const contentType = parsed.head.headers.find(([name]) => name.toLowerCase() === 'content-type')?.[1];
       const boundary = multiplexBoundary(contentType);
       if (boundary === null) continue;
-      parser = new MultiplexParser(boundary, {
-        maxPartBytes: this.config.maxPartBytes, maxPartHeaderBytes: 16_384, maxTargetsPerPart: 100_000,
-      }, this.partSink);
+      parser = new MultiplexParser(boundary, partLimits(this.config), this.partSink);
       parser.push(parsed.rest);
     }
     parser?.end();

@@ -40,3 +40,24 @@ export function parseTokenRoute(token: string): TokenRoute | null {
   if (!(shard >= 0 && shard < MAX_SHARDS) || shard.toString(36) !== shardText) return null;
   return { nodeId, shard };
 }
+
+/**
+ * The shard of a token minted by the node whose prefix (`<node id>.`) is given, or -1: the hot-path
+ * form of parseTokenRoute, without allocating.
+ */
+export function localTokenShard(token: string, nodePrefix: string): number {
+  if (!token.startsWith(nodePrefix)) return -1;
+  const start = nodePrefix.length;
+  let shard = 0;
+  let at = start;
+  for (; at < token.length; at++) {
+    const code = token.charCodeAt(at);
+    if (code === 46) break; // '.'
+    const digit = code >= 48 && code <= 57 ? code - 48 : code >= 97 && code <= 122 ? code - 87 : -1;
+    if (digit < 0) return -1;
+    shard = shard * 36 + digit;
+  }
+  const digits = at - start;
+  if (digits === 0 || (digits > 1 && token.charCodeAt(start) === 48) || shard >= MAX_SHARDS) return -1;
+  return token.length - at - 1 === SECRET_CHARS ? shard : -1;
+}
