@@ -38,13 +38,18 @@ export class Backend {
     this.ready = new Promise((resolve) => this.client.once('ready', resolve));
   }
 
-  /** Opens a RESPONDER request; rejects with BackendUnavailableError when no connection could be made. */
-  async request(params: Record<string, string>): Promise<FastcgiRequest> {
+  /**
+   * Opens a RESPONDER request; rejects with BackendUnavailableError when no connection could be made.
+   * Without a body, stdin is ended at once, in the same write burst as the params: a backend that answers
+   * before reading stdin and closes would otherwise reset the connection under its own answer.
+   */
+  async request(params: Record<string, string>, hasBody: boolean): Promise<FastcgiRequest> {
     await this.ready;
     return new Promise((resolve, reject) => {
       this.client.request(params, (error, request) => {
-        if (error) reject(new BackendUnavailableError(error.message));
-        else resolve(request);
+        if (error) return reject(new BackendUnavailableError(error.message));
+        if (!hasBody) request.stdin.end();
+        resolve(request);
       });
     });
   }

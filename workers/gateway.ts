@@ -70,7 +70,8 @@ export class Gateway {
     const startedAt = performance.now();
     let fcgi: FastcgiRequest;
     try {
-      fcgi = await this.ctx.backend.request(cgiParams(req, token, config, contentLength));
+      const hasBody = bufferedBody !== null || (contentLength !== null && contentLength > 0);
+      fcgi = await this.ctx.backend.request(cgiParams(req, token, config, contentLength), hasBody);
     } catch (error) {
       metrics.fastcgiErrors.inc({ kind: 'connect' });
       log.warn({ requestId, err: (error as Error).message }, 'backend unavailable');
@@ -82,7 +83,6 @@ export class Gateway {
     }
     if (bufferedBody !== null) fcgi.stdin.end(bufferedBody);
     else if (contentLength !== null && contentLength > 0) req.pipe(fcgi.stdin);
-    else fcgi.stdin.end();
 
     let stderr = '';
     fcgi.stderr.on('data', (chunk: Buffer) => {

@@ -111,8 +111,7 @@ export class StreamEvents {
         MULTIPLEX_EVENT: 'close',
         MULTIPLEX_TOKEN: event.token,
         MULTIPLEX_REASON: event.reason,
-      });
-      request.stdin.end();
+      }, false);
       request.stderr.resume();
       await this.routeAnswer(request.stdout);
       return true;

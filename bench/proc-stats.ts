@@ -1,0 +1,57 @@
+// CPU time and resident memory of processes (all their threads), and how busy the machine is, read from /proc.
+import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+
+const TICKS_PER_SECOND = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
+/** User + system CPU seconds the process has used so far. */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  // Fields after the command name, which may hold spaces: it ends at the last ')'.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND; // utime, stime: fields 14 and 15 of stat
+}
+
+/** Resident set size in KiB (VmRSS). */
+export function rssKiB(pid: number): number {
+  const match = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
+  if (match === null) throw new Error(`no VmRSS in /proc/${pid}/status`);
+  return Number(match[1]);
+}
+
+/** Busy and total CPU ticks of the whole machine (all CPUs). */
+function machineTicks(): { busy: number; total: number } {
+  // cpu  user nice system idle iowait irq softirq steal
+  const ticks = readFileSync('/proc/stat', 'latin1').split('\n', 1)[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = ticks.reduce((sum, n) => sum + n, 0);
+  return { busy: total - ticks[3] - ticks[4], total };
+}
+
+export interface CpuUse {
+  /** Per process, percent of one core. */
+  processes: number[];
+  /** The whole machine, percent of all its CPUs: near 100 means the box itself is the limit. */
+  machine: number;
+}
+
+/** CPU use of a set of processes, and of the machine, over a window. */
+export class CpuMeter {
+  private readonly pids: number[];
+  private readonly startCpu: number[];
+  private readonly startMachine = machineTicks();
+  private readonly startedAt = performance.now();
+
+  constructor(pids: number[]) {
+    this.pids = pids;
+    this.startCpu = pids.map(cpuSeconds);
+  }
+
+  read(): CpuUse {
+    const seconds = (performance.now() - this.startedAt) / 1000;
+    const machine = machineTicks();
+    return {
+      processes: this.pids.map((pid, i) => (100 * (cpuSeconds(pid) - this.startCpu[i])) / seconds),
+      machine: (100 * (machine.busy - this.startMachine.busy)) / (machine.total - this.startMachine.total),
+    };
+  }
+}
