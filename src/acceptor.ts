@@ -5,11 +5,25 @@ import type { ShardPool } from './shards.ts';
 import type { MainMetrics } from './main-metrics.ts';
 import type { ListenerKind } from '../workers/http-front.ts';
 
+// Written without reading the request: cheap enough to keep answering under a connection flood.
+const OVERLOADED = 'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\n' +
+  'Content-Length: 42\r\nRetry-After: 1\r\n\r\nmuxgate: too many connections (try again)\n';
+
 export class Acceptor {
   private readonly server: net.Server;
 
-  constructor(kind: ListenerKind, shards: ShardPool, metrics: MainMetrics) {
+  /** maxConnections: beyond it (0: no limit), a new connection gets a fast 503 from the main thread. */
+  constructor(kind: ListenerKind, shards: ShardPool, metrics: MainMetrics, maxConnections: number) {
     this.server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => {
+      if (maxConnections > 0 && shards.connectionCount >= maxConnections) {
+        metrics.refusedConnections.inc({ listener: kind });
+        socket.on('error', () => socket.destroy());
+        // Whatever the client sent is discarded unread, so that closing does not reset the answer away.
+        socket.resume();
+        socket.end(OVERLOADED);
+        socket.setTimeout(1000, () => socket.destroy());
+        return;
+      }
       metrics.acceptedConnections.inc({ listener: kind });
       shards.transfer(socket, kind);
     });

@@ -30,6 +30,10 @@ export interface Config {
   maxBufferedBytes: number;
   maxRequestHeadBytes: number;
   maxRequestBytes: number;
+  maxPushBytes: number;
+  /** Client connections across all shards; beyond, a new connection gets a fast 503. 0: no limit. */
+  maxConnections: number;
+  headersTimeoutMs: number;
   shutdownGraceMs: number;
   events: boolean;
   /** Close events in flight, and waiting, per shard. */
@@ -124,6 +128,9 @@ export function loadConfig(env: Env): Readonly<Config> {
     maxBufferedBytes: parseInteger(env, 'MUX_MAX_BUFFERED_BYTES', 1_048_576, 1024, 1 << 30),
     maxRequestHeadBytes: parseInteger(env, 'MUX_MAX_REQUEST_HEAD_BYTES', 16_384, 1024, 1 << 20),
     maxRequestBytes: parseInteger(env, 'MUX_MAX_REQUEST_BYTES', 8_388_608, 0, 1 << 30),
+    maxPushBytes: parseInteger(env, 'MUX_MAX_PUSH_BYTES', 67_108_864, 1024, 2 ** 40),
+    maxConnections: parseInteger(env, 'MUX_MAX_CONNECTIONS', 0, 0, 10_000_000),
+    headersTimeoutMs: parseSecondsAsMs(env, 'MUX_HEADERS_TIMEOUT', 20) || 20_000,
     shutdownGraceMs: parseSecondsAsMs(env, 'MUX_SHUTDOWN_GRACE', 10),
     events: parseBoolean(env, 'MUX_EVENTS'),
     eventsConcurrency: parseInteger(env, 'MUX_EVENTS_CONCURRENCY', 8, 1, 1000),

@@ -48,3 +48,9 @@ export class BadHeaderValueError extends MuxError {
     super('MUX_ERR_BAD_HEADER', `${header}: ${JSON.stringify(value.slice(0, 200))} is invalid: expected ${expected}`);
   }
 }
+
+export class PushTooLargeError extends MuxError {
+  constructor(limit: number) {
+    super('MUX_ERR_PUSH_TOO_LARGE', `the push body exceeds MUX_MAX_PUSH_BYTES (${limit} bytes); the parts before the limit were routed`);
+  }
+}

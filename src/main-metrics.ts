@@ -19,11 +19,18 @@ export function createMainMetrics() {
     shardRestarts: new Counter({
       name: 'muxgate_shard_restarts_total', help: 'Shards restarted after dying.', registers: [registry],
     }),
+    refusedConnections: new Counter({
+      name: 'muxgate_refused_connections_total', help: 'Connections answered 503 because MUX_MAX_CONNECTIONS were open, by listener.',
+      labelNames: ['listener'], registers: [registry],
+    }),
     acceptedConnections: new Counter({
       name: 'muxgate_accepted_connections_total', help: 'Connections accepted, by listener.',
       labelNames: ['listener'], registers: [registry],
     }),
   };
-  for (const listener of ['public', 'push']) metrics.acceptedConnections.inc({ listener }, 0);
+  for (const listener of ['public', 'push']) {
+    metrics.acceptedConnections.inc({ listener }, 0);
+    metrics.refusedConnections.inc({ listener }, 0);
+  }
   return metrics;
 }

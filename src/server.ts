@@ -33,8 +33,8 @@ export async function startServer(configured: Readonly<Config>, log: Logger): Pr
   const backend = config.fastcgi ?? demo!.address;
   const shards = new ShardPool(config, backend, log, metrics);
   await shards.start();
-  const publicListener = new Acceptor('public', shards, metrics);
-  const pushListener = new Acceptor('push', shards, metrics);
+  const publicListener = new Acceptor('public', shards, metrics, config.maxConnections);
+  const pushListener = new Acceptor('push', shards, metrics, config.maxConnections);
   const metricsServer = new MetricsServer(shards, metrics, backend);
   const [publicAddress, pushAddress, metricsAddress] = await Promise.all([
     publicListener.listen(config.listen),

@@ -78,6 +78,13 @@ export class ShardPool {
     await ready;
   }
 
+  /** Client connections held by all shards (and on their way to one). */
+  get connectionCount(): number {
+    let total = 0;
+    for (let i = 0; i < this.slots.length; i++) total += Atomics.load(this.connectionCounts, i);
+    return total;
+  }
+
   /** Moves an accepted, paused socket to the shard with the fewest connections. */
   transfer(socket: Socket, listener: ListenerKind): void {
     let best: ShardSlot | null = null;

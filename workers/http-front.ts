@@ -23,8 +23,8 @@ export class HttpFront {
     this.metrics = metrics;
     const options: http.ServerOptions = {
       maxHeaderSize: config.maxRequestHeadBytes,
-      headersTimeout: 20_000,
-      requestTimeout: 120_000,
+      headersTimeout: config.headersTimeoutMs,
+      requestTimeout: Math.max(120_000, config.headersTimeoutMs),
       keepAliveTimeout: 5_000,
     };
     this.servers = {

@@ -109,7 +109,7 @@ export function createShardMetrics(shard: number) {
   for (const kind of ['connect', 'timeout', 'bad_head', 'no_head']) metrics.fastcgiErrors.inc({ kind }, 0);
   for (const source of ['response', 'push']) {
     for (const route of ['local', 'remote', 'channel']) metrics.parts.inc({ source, route }, 0);
-    for (const reason of ['MUX_ERR_MALFORMED_MULTIPLEX', 'MUX_ERR_PART_TOO_LARGE', 'MUX_ERR_PART_HEADERS_TOO_LARGE']) {
+    for (const reason of ['MUX_ERR_MALFORMED_MULTIPLEX', 'MUX_ERR_PART_TOO_LARGE', 'MUX_ERR_PART_HEADERS_TOO_LARGE', 'MUX_ERR_PUSH_TOO_LARGE']) {
       metrics.rejectedParts.inc({ source, reason }, 0);
     }
   }

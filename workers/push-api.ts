@@ -2,7 +2,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Logger } from '../src/log.ts';
-import type { MuxError } from '../src/errors.ts';
+import { PushTooLargeError, type MuxError } from '../src/errors.ts';
 import { MultiplexParser, type MultiplexParserLimits, type MultiplexParserSink, type Part } from '../src/protocol/multiplex-parser.ts';
 import { multiplexBoundary } from '../src/protocol/headers.ts';
 import type { Router } from './router.ts';
@@ -16,6 +16,7 @@ const ACK_TIMEOUT_MS = 2000;
 export interface PushApiOptions {
   secret: string | null;
   limits: MultiplexParserLimits;
+  maxBodyBytes: number;
 }
 
 /** One push request's parser sink: routes parts until an error stops it. */
@@ -47,6 +48,7 @@ export class PushApi {
   private readonly metrics: ShardMetrics;
   private readonly log: Logger;
   private readonly limits: MultiplexParserLimits;
+  private readonly maxBodyBytes: number;
   /** Compared as digests, in constant time whatever the length of what was sent. */
   private readonly secretDigest: Buffer | null;
 
@@ -55,6 +57,7 @@ export class PushApi {
     this.metrics = metrics;
     this.log = log;
     this.limits = options.limits;
+    this.maxBodyBytes = options.maxBodyBytes;
     this.secretDigest = options.secret === null ? null : digest(options.secret);
   }
 
@@ -82,8 +85,11 @@ export class PushApi {
     const receipt = this.router.createReceipt();
     const sink = new PushSink(this.router, receipt);
     const parser = new MultiplexParser(boundary, this.limits, sink);
+    let bodyBytes = 0;
     const onData = (chunk: Buffer) => {
-      parser.push(chunk);
+      bodyBytes += chunk.length;
+      if (bodyBytes > this.maxBodyBytes) sink.onError(new PushTooLargeError(this.maxBodyBytes));
+      else parser.push(chunk);
       if (sink.error !== null) finish();
     };
     const finish = () => {
@@ -110,7 +116,7 @@ export class PushApi {
     if (receipt.pending > 0) result.unconfirmed = receipt.pending;
     const error = sink.error;
     if (error === null) return this.answer(res, 200, result);
-    const isTooLarge = error.code === 'MUX_ERR_PART_TOO_LARGE';
+    const isTooLarge = error.code === 'MUX_ERR_PART_TOO_LARGE' || error.code === 'MUX_ERR_PUSH_TOO_LARGE';
     this.metrics.rejectedParts.inc({ source: 'push', reason: error.code });
     this.log.warn({ code: error.code, err: error.message, partsBefore: parts }, 'push body rejected; the parts before it stand');
     // The rest of the body is not read: close the connection after answering.

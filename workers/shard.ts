@@ -50,7 +50,7 @@ export default async function runShard(init: ShardInit): Promise<string> {
   const partSink = new ResponsePartSink(router, metrics, log);
   const events = config.events ? new StreamEvents(backend, config, metrics, log, partSink) : null;
   const gateway = new Gateway({ config, shard: index, backend, streams, router, partSink, metrics, log });
-  const pushApi = new PushApi(router, metrics, log, { secret: config.pushSecret, limits: partLimits(config) });
+  const pushApi = new PushApi(router, metrics, log, { secret: config.pushSecret, limits: partLimits(config), maxBodyBytes: config.maxPushBytes });
   const front = new HttpFront(config, index, new Int32Array(init.connectionCounts), metrics, {
     public: (req, res) => gateway.handle(req, res),
     push: (req, res) => pushApi.handle(req, res),

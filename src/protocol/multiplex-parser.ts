@@ -358,7 +358,7 @@ export class MultiplexParser {
         return;
       }
       if (this.#tokens.length + this.#channels.length >= this.#limits.maxTargetsPerPart) {
-        this.#malformed(`more than ${this.#limits.maxTargetsPerPart} tokens and channels (MUX_MAX_TARGETS_PER_PART)`);
+        this.#malformed(`more than ${this.#limits.maxTargetsPerPart} tokens and channels`);
         return;
       }
       into.push(item);
