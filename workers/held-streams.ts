@@ -54,6 +54,8 @@ export class HeldStream {
 }
 
 const TICK_MS = 250;
+/** Live channel parts a resuming stream may hold back while its replay is on the way. */
+const MAX_HELD_BACK = 10_000;
 
 /** node:http marks the response that currently owns a socket. */
 interface SocketWithMessage {
@@ -167,7 +169,8 @@ export class HeldStreams {
     const channelId = delivery.channelId;
     if (channelId > 0) {
       if (stream.catchUp !== null) {
-        stream.catchUp.push(delivery);
+        // The replay comes from another thread of this process: only a stalled sequencer lets this grow.
+        if (stream.catchUp.push(delivery) > MAX_HELD_BACK) this.end(stream, 'overflow');
         return DELIVERED;
       }
       if (channelId <= stream.lastChannelId) return DUPLICATE;
