@@ -34,7 +34,8 @@ export async function startServer(configured: Readonly<Config>, log: Logger): Pr
   const shards = new ShardPool(config, backend, log, metrics);
   await shards.start();
   const publicListener = new Acceptor('public', shards, metrics, config.maxConnections);
-  const pushListener = new Acceptor('push', shards, metrics, config.maxConnections);
+  // The limit protects against clients: it must never lock out the pushers.
+  const pushListener = new Acceptor('push', shards, metrics, 0);
   const metricsServer = new MetricsServer(shards, metrics, backend);
   const [publicAddress, pushAddress, metricsAddress] = await Promise.all([
     publicListener.listen(config.listen),

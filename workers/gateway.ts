@@ -21,6 +21,8 @@ import { statusClass } from './metrics.ts';
 const MAX_CGI_HEAD_BYTES = 65_536;
 const MAX_STDERR_LOGGED = 4096;
 const SSE_KEEP_ALIVE = Buffer.from(':\n\n');
+// RFC 3986 host (reg-name or IP literal) and optional port.
+const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::\d{0,5})?$/;
 // Response headers the backend may not set: framing belongs to muxgate.
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-connection']);
 
@@ -46,7 +48,14 @@ export class Gateway {
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
+    const problem = framingProblem(req);
+    if (problem !== null) {
+      this.ctx.log.debug({ problem: problem.message }, 'request refused');
+      return this.fail(res, problem.status, problem.message);
+    }
     this.forward(req, res).catch((error: unknown) => {
+      // A client that went away mid-body is no server error.
+      if (req.destroyed && !req.complete) return void this.ctx.log.debug({ err: (error as Error).message }, 'client left mid-request');
       this.ctx.log.error({ err: error }, 'request failed');
       this.fail(res, 502, 'Bad Gateway');
     });
@@ -174,7 +183,7 @@ export class Gateway {
     let hold: string | undefined;
     let clientType = 'text/plain; charset=utf-8';
     let keepAlive: KeepAlive | null = null;
-    let timeoutMs = 0;
+    let timeoutMs = -1;
     let channels: ChannelSubscription[] = [];
     let hasCacheControl = false;
     const headers: string[] = [];
@@ -234,16 +243,51 @@ export class Gateway {
 
   private relay(res: ServerResponse, fcgi: FastcgiRequest, head: CgiHead, rest: Buffer): void {
     const headers: string[] = [];
+    let contentLength: number | null = null;
     for (const [name, value] of head.headers) {
       const lower = name.toLowerCase();
       if (HOP_BY_HOP.has(lower) || lower.startsWith('multiplex-')) continue;
-      if (lower === 'content-length' && !/^\d{1,15}$/.test(value)) continue;
+      if (lower === 'content-length') {
+        const length = /^\d{1,15}$/.test(value) ? Number(value) : NaN;
+        if (Number.isNaN(length) || (contentLength !== null && contentLength !== length)) {
+          this.ctx.metrics.fastcgiErrors.inc({ kind: 'bad_head' });
+          this.ctx.log.warn({ contentLength: value }, 'backend sent an invalid or conflicting Content-Length');
+          fcgi.stdout.resume();
+          return this.fail(res, 502, 'Bad Gateway');
+        }
+        if (contentLength !== null) continue;
+        contentLength = length;
+      }
       headers.push(name, value);
     }
     res.writeHead(head.status, head.statusText, headers);
     this.ctx.metrics.requests.inc({ listener: 'public', class: statusClass(head.status) });
-    if (rest.length > 0) res.write(rest);
-    fcgi.stdout.pipe(res);
+    if (contentLength === null) {
+      if (rest.length > 0) res.write(rest);
+      fcgi.stdout.pipe(res);
+      return;
+    }
+    // The declared length frames the response: bytes beyond it would reach the client as a second
+    // response, and a shorter body would leave the client waiting for the rest.
+    let remaining = contentLength;
+    const relayChunk = (chunk: Buffer) => {
+      if (remaining === 0) return;
+      const fits = chunk.length <= remaining ? chunk : chunk.subarray(0, remaining);
+      remaining -= fits.length;
+      if (!res.write(fits)) {
+        fcgi.stdout.pause();
+        res.once('drain', () => fcgi.stdout.resume());
+      }
+      if (remaining === 0) res.end();
+      if (fits !== chunk) this.ctx.log.warn({ contentLength }, 'backend body longer than its Content-Length: the excess is dropped');
+    };
+    relayChunk(rest);
+    fcgi.stdout.on('data', relayChunk);
+    fcgi.stdout.once('end', () => {
+      if (remaining === 0) return;
+      this.ctx.log.warn({ contentLength, missing: remaining }, 'backend body shorter than its Content-Length: connection closed');
+      res.destroy();
+    });
   }
 
   private fail(res: ServerResponse, status: number, message: string): void {
@@ -255,6 +299,19 @@ export class Gateway {
     res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' });
     res.end(`${status} ${message}\n`);
   }
+}
+
+/** A request whose framing or Host muxgate will not pass on (RFC 9112 §3.2, §6.1), or null. */
+function framingProblem(req: IncomingMessage): { status: number; message: string } | null {
+  const transferEncoding = req.headers['transfer-encoding'];
+  if (transferEncoding !== undefined && transferEncoding.trim().toLowerCase() !== 'chunked') {
+    return { status: 501, message: 'Not Implemented: the only transfer coding accepted is chunked' };
+  }
+  let hosts = 0;
+  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i].toLowerCase() === 'host') hosts++;
+  const host = req.headers.host;
+  if (hosts > 1 || (host !== undefined && !HOST.test(host))) return { status: 400, message: 'Bad Request: one valid Host header' };
+  return null;
 }
 
 /** The whole request body, or null when it is larger than the limit. */

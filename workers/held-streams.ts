@@ -16,6 +16,7 @@ export interface StreamOptions {
   isEventStream: boolean;
   keepAliveMs: number;
   keepAliveData: Buffer | null;
+  /** Multiplex-Timeout in ms (0: never); -1 when the backend set none. */
   timeoutMs: number;
   channels: ChannelSubscription[];
   /** What a close event sent to the backend names as the stream's request. */
@@ -196,7 +197,8 @@ export class HeldStreams {
       this.end(stream, this.isClosing ? 'shutdown' : 'finished');
       return;
     }
-    const timeoutMs = stream.options.timeoutMs > 0 ? stream.options.timeoutMs : holdTimeoutMs;
+    // The backend's Multiplex-Timeout, 0 meaning never, else MUX_HOLD_TIMEOUT.
+    const timeoutMs = stream.options.timeoutMs >= 0 ? stream.options.timeoutMs : holdTimeoutMs;
     if (timeoutMs > 0) {
       stream.deadline = Date.now() + timeoutMs;
       this.timed.add(stream);

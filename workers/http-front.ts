@@ -25,6 +25,8 @@ export class HttpFront {
       maxHeaderSize: config.maxRequestHeadBytes,
       headersTimeout: config.headersTimeoutMs,
       requestTimeout: Math.max(120_000, config.headersTimeoutMs),
+      // The timeouts are only checked this often (30 s by default): a slowloris must be cut in time.
+      connectionsCheckingInterval: Math.min(1000, config.headersTimeoutMs / 4),
       keepAliveTimeout: 5_000,
     };
     this.servers = {
@@ -36,7 +38,9 @@ export class HttpFront {
       // which enforces headersTimeout/requestTimeout and lets idle connections be closed.
       server.emit('listening');
       server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
-        if (!socket.writable || error.code === 'ECONNRESET') return socket.destroy();
+        // Garbage behind a response in progress (a held stream) cannot be answered inside it.
+        const inProgress = (socket as { _httpMessage?: http.ServerResponse })._httpMessage;
+        if (!socket.writable || error.code === 'ECONNRESET' || inProgress?.headersSent) return socket.destroy();
         const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
         this.metrics.requests.inc({ listener: server === this.servers.public ? 'public' : 'push', class: `${status / 100 | 0}xx` });
         socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);

@@ -88,8 +88,10 @@ export class PushApi {
     let bodyBytes = 0;
     const onData = (chunk: Buffer) => {
       bodyBytes += chunk.length;
-      if (bodyBytes > this.maxBodyBytes) sink.onError(new PushTooLargeError(this.maxBodyBytes));
-      else parser.push(chunk);
+      const excess = bodyBytes - this.maxBodyBytes;
+      // The parts that end within the limit stand, even when they arrived in the read that crossed it.
+      parser.push(excess > 0 ? chunk.subarray(0, Math.max(0, chunk.length - excess)) : chunk);
+      if (excess > 0 && sink.error === null) sink.onError(new PushTooLargeError(this.maxBodyBytes));
       if (sink.error !== null) finish();
     };
     const finish = () => {

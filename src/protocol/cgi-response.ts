@@ -20,7 +20,8 @@ const COLON = 0x3a;
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 // any control character but tab: a CR or LF here would split the response we build from it
 const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
-const STATUS = /^([1-9][0-9]{2})(?:[ \t]+(.*))?$/s;
+// A final status only: a 1xx from the backend would make the client pair the next response with this request.
+const STATUS = /^([2-9][0-9]{2})(?:[ \t]+(.*))?$/s;
 
 function trimOws(value: string): string {
   let start = 0;
@@ -109,7 +110,7 @@ export class CgiHeadParser {
       if (this.#status !== 0) throw new BadCgiHeadError('the CGI response head has more than one Status header');
       const match = STATUS.exec(value);
       if (match === null) {
-        throw new BadCgiHeadError(`CGI Status: ${quote(value)} is invalid: expected a 3-digit code from 100 to 999 and an optional reason`);
+        throw new BadCgiHeadError(`CGI Status: ${quote(value)} is invalid: expected a final status, a 3-digit code from 200 to 999, and an optional reason`);
       }
       this.#status = Number(match[1]);
       this.#statusText = match[2] === undefined || match[2] === '' ? (STATUS_CODES[this.#status] ?? '') : match[2];
