@@ -264,7 +264,9 @@ export class Gateway {
     this.ctx.metrics.requests.inc({ listener: 'public', class: statusClass(head.status) });
     if (contentLength === null) {
       if (rest.length > 0) res.write(rest);
-      fcgi.stdout.pipe(res);
+      fcgi.stdout.pipe(res, { end: false });
+      // A body cut by the backend's death must not look complete: close instead of the last chunk.
+      fcgi.stdout.once('end', () => (fcgi.getExitStatus() instanceof Error ? res.destroy() : res.end()));
       return;
     }
     // The declared length frames the response: bytes beyond it would reach the client as a second
