@@ -43,6 +43,8 @@ export interface Config {
   channelHistory: number;
   channelHistoryMs: number;
   nodeId: string;
+  /** Multi-node routing through Redis; null: this node alone. */
+  redisUrl: string | null;
   logLevel: LogLevel;
   logPretty: boolean;
 }
@@ -107,8 +109,9 @@ function parseChannelHistory(env: Env): { channelHistory: number; channelHistory
 export function loadConfig(env: Env): Readonly<Config> {
   const nodeId = env.MUX_NODE_ID || randomBytes(6).toString('base64url');
   if (!NODE_ID_PATTERN.test(nodeId)) throw new ConfigError('MUX_NODE_ID', nodeId, '1 to 16 characters from [A-Za-z0-9_-]');
-  if (env.MUX_REDIS_URL) {
-    throw new ConfigError('MUX_REDIS_URL', env.MUX_REDIS_URL, 'unset: multi-node routing through Redis is not available in this version');
+  const redisUrl = env.MUX_REDIS_URL || null;
+  if (redisUrl !== null && !/^rediss?:\/\/[^\s/]+(\/\d{1,2})?$/.test(redisUrl)) {
+    throw new ConfigError('MUX_REDIS_URL', redisUrl, 'redis://[user:password@]host:port[/db] (or rediss:// for TLS)');
   }
   const logLevel = (env.MUX_LOG_LEVEL || 'info') as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('MUX_LOG_LEVEL', logLevel, `one of ${LOG_LEVELS.join(', ')}`);
@@ -137,6 +140,7 @@ export function loadConfig(env: Env): Readonly<Config> {
     eventsQueue: parseInteger(env, 'MUX_EVENTS_QUEUE', 10_000, 0, 1_000_000),
     ...parseChannelHistory(env),
     nodeId,
+    redisUrl,
     logLevel,
     logPretty: parseBoolean(env, 'MUX_LOG_PRETTY'),
   });

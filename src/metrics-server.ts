@@ -3,6 +3,7 @@ import http from 'node:http';
 import { AggregatorRegistry, Registry, openMetricsContentType } from 'prom-client';
 import type { BackendAddress, ListenAddress } from './config.ts';
 import { probeBackend } from './backend-probe.ts';
+import { probeRedis } from './redis-probe.ts';
 import type { ShardPool } from './shards.ts';
 import type { MainMetrics } from './main-metrics.ts';
 import type { AddressInfo } from 'node:net';
@@ -14,11 +15,13 @@ export class MetricsServer {
   private readonly shards: ShardPool;
   private readonly metrics: MainMetrics;
   private readonly backend: BackendAddress;
+  private readonly redisUrl: string | null;
 
-  constructor(shards: ShardPool, metrics: MainMetrics, backend: BackendAddress) {
+  constructor(shards: ShardPool, metrics: MainMetrics, backend: BackendAddress, redisUrl: string | null) {
     this.shards = shards;
     this.metrics = metrics;
     this.backend = backend;
+    this.redisUrl = redisUrl;
     this.server = http.createServer((req, res) => {
       this.handle(req, res).catch((error: Error) => {
         res.writeHead(500, { 'Content-Type': 'text/plain' });
@@ -47,6 +50,8 @@ export class MetricsServer {
       if (down.length > 0) return text(res, 503, `not ready: shards down: ${down.join(', ')}\n`);
       const backendProblem = await probeBackend(this.backend, SHARD_TIMEOUT_MS);
       if (backendProblem !== null) return text(res, 503, `not ready: backend unreachable: ${backendProblem}\n`);
+      const redisProblem = this.redisUrl === null ? null : await probeRedis(this.redisUrl, SHARD_TIMEOUT_MS);
+      if (redisProblem !== null) return text(res, 503, `not ready: Redis unreachable: ${redisProblem}\n`);
       return text(res, 200, 'ready\n');
     }
     if (path !== '/metrics') return text(res, 404, 'not found: try /metrics, /healthz or /readyz\n');

@@ -36,7 +36,7 @@ export async function startServer(configured: Readonly<Config>, log: Logger): Pr
   const publicListener = new Acceptor('public', shards, metrics, config.maxConnections);
   // The limit protects against clients: it must never lock out the pushers.
   const pushListener = new Acceptor('push', shards, metrics, 0);
-  const metricsServer = new MetricsServer(shards, metrics, backend);
+  const metricsServer = new MetricsServer(shards, metrics, backend, config.redisUrl);
   const [publicAddress, pushAddress, metricsAddress] = await Promise.all([
     publicListener.listen(config.listen),
     pushListener.listen(config.pushListen),

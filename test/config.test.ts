@@ -36,6 +36,8 @@ test('accepted forms', () => {
   assert.equal(config.events, true);
   assert.equal(config.nodeId, 'node-a');
   assert.deepEqual(loadConfig({ MUX_FASTCGI: 'php:9000' }).fastcgi, { kind: 'tcp', host: 'php', port: 9000 });
+  assert.equal(loadConfig({ MUX_REDIS_URL: 'redis://:secret@10.0.0.5:6379/2' }).redisUrl, 'redis://:secret@10.0.0.5:6379/2');
+  assert.equal(loadConfig({}).redisUrl, null);
 });
 
 const BAD_VALUES: Array<[string, string, RegExp]> = [
@@ -51,7 +53,7 @@ const BAD_VALUES: Array<[string, string, RegExp]> = [
   ['MUX_EVENTS', 'maybe', /on or off/],
   ['MUX_NODE_ID', 'has.dot', /\[A-Za-z0-9_-\]/],
   ['MUX_LOG_LEVEL', 'loud', /one of fatal/],
-  ['MUX_REDIS_URL', 'redis://127.0.0.1', /not available/],
+  ['MUX_REDIS_URL', '127.0.0.1:6379', /redis:\/\//],
 ];
 
 test('bad values throw a ConfigError naming the variable, the value and what is expected', () => {

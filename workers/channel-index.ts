@@ -4,6 +4,8 @@ import type { HeldStream } from './held-streams.ts';
 export class ChannelIndex {
   private readonly subscribers = new Map<string, Set<HeldStream>>();
   private count = 0;
+  /** Told when a channel gets its first subscriber on this shard, or loses its last. */
+  onInterest: ((channel: string, isInterested: boolean) => void) | null = null;
 
   get subscriptionCount(): number {
     return this.count;
@@ -14,6 +16,7 @@ export class ChannelIndex {
     if (streams === undefined) {
       streams = new Set();
       this.subscribers.set(channel, streams);
+      this.onInterest?.(channel, true);
     }
     if (!streams.has(stream)) {
       streams.add(stream);
@@ -25,7 +28,15 @@ export class ChannelIndex {
     const streams = this.subscribers.get(channel);
     if (streams === undefined || !streams.delete(stream)) return;
     this.count--;
-    if (streams.size === 0) this.subscribers.delete(channel);
+    if (streams.size === 0) {
+      this.subscribers.delete(channel);
+      this.onInterest?.(channel, false);
+    }
+  }
+
+  /** The channels with a subscriber on this shard. */
+  channels(): IterableIterator<string> {
+    return this.subscribers.keys();
   }
 
   streamsOf(channel: string): ReadonlySet<HeldStream> | undefined {

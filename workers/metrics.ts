@@ -95,6 +95,19 @@ export function createShardMetrics(shard: number) {
       name: 'muxgate_channel_history_replays_total', help: 'Resuming streams, by whether the history still held what they missed (hit, miss).',
       labelNames: ['result'], registers: [registry],
     }),
+    redisUp: new Gauge({
+      name: 'muxgate_redis_up', help: 'Whether the shard\'s Redis connections are up (multi-node only).',
+      labelNames: ['shard'], registers: [registry],
+    }).labels(shardLabel),
+    redisParts: new Counter({
+      name: 'muxgate_redis_parts_total', help: 'Parts sent to or received from other nodes through Redis, by direction.',
+      labelNames: ['direction'], registers: [registry],
+    }),
+    redisLatency: new Histogram({
+      name: 'muxgate_redis_latency_seconds', help: 'From a part being parsed on one node to its arrival on another.',
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
     eventLoopDelay: new Gauge({
       name: 'muxgate_event_loop_delay_seconds', help: 'Event-loop delay of the shard thread over the last scrape interval (p99).',
       labelNames: ['shard'], registers: [registry],
@@ -108,12 +121,14 @@ export function createShardMetrics(shard: number) {
   for (const listener of ['public', 'push']) for (const cls of ['2xx', '4xx', '5xx']) metrics.requests.inc({ listener, class: cls }, 0);
   for (const kind of ['connect', 'timeout', 'bad_head', 'no_head']) metrics.fastcgiErrors.inc({ kind }, 0);
   for (const source of ['response', 'push']) {
-    for (const route of ['local', 'remote', 'channel']) metrics.parts.inc({ source, route }, 0);
+    for (const route of ['local', 'remote', 'channel', 'node']) metrics.parts.inc({ source, route }, 0);
     for (const reason of ['MUX_ERR_MALFORMED_MULTIPLEX', 'MUX_ERR_PART_TOO_LARGE', 'MUX_ERR_PART_HEADERS_TOO_LARGE', 'MUX_ERR_PUSH_TOO_LARGE']) {
       metrics.rejectedParts.inc({ source, reason }, 0);
     }
   }
-  for (const reason of ['gone', 'invalid_token', 'other_node', 'shard_down']) metrics.undeliverable.inc({ reason }, 0);
+  for (const reason of ['gone', 'invalid_token', 'other_node', 'shard_down', 'redis_down']) metrics.undeliverable.inc({ reason }, 0);
+  for (const direction of ['sent', 'received']) metrics.redisParts.inc({ direction }, 0);
+  metrics.redisUp.set(0);
   for (const reason of ['finished', 'client', 'timeout', 'closed', 'shutdown', 'overflow']) metrics.streamsEnded.inc({ reason }, 0);
   for (const result of ['sent', 'failed', 'dropped']) metrics.streamEvents.inc({ result }, 0);
   for (const result of ['hit', 'miss']) metrics.historyReplays.inc({ result }, 0);

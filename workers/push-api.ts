@@ -114,6 +114,8 @@ export class PushApi {
     this.router.releaseReceipt(receipt);
     const result: Record<string, unknown> = { parts, deliveries: receipt.deliveries, gone: [...new Set(receipt.gone)] };
     if (Object.keys(receipt.channels).length > 0) result.channels = receipt.channels;
+    // Handed to other nodes through Redis: sent, but not known to be written.
+    if (receipt.forwarded > 0) result.forwarded = receipt.forwarded;
     // Acknowledgements that never came: a shard died with the parts; they may or may not have been written.
     if (receipt.pending > 0) result.unconfirmed = receipt.pending;
     const error = sink.error;

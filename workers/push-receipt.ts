@@ -3,6 +3,8 @@
 export class PushReceipt {
   readonly id: number;
   deliveries = 0;
+  /** Tokens handed to other nodes through Redis: sent, not known to be delivered. */
+  forwarded = 0;
   readonly gone: string[] = [];
   /** Channel name → streams that got the push's parts through it. */
   readonly channels: Record<string, number> = {};
@@ -18,8 +20,9 @@ export class PushReceipt {
     this.channels[channel] = (this.channels[channel] ?? 0) + deliveries;
   }
 
-  acknowledge(deliveries: number, gone: readonly string[], channels: Record<string, number> | null): void {
+  acknowledge(deliveries: number, gone: readonly string[], channels: Record<string, number> | null, forwarded = 0): void {
     this.deliveries += deliveries;
+    this.forwarded += forwarded;
     for (const token of gone) this.gone.push(token);
     if (channels !== null) for (const channel in channels) this.countChannel(channel, channels[channel]);
     this.pending--;

@@ -8,6 +8,7 @@ import type { ShardMetrics } from './metrics.ts';
 import { type HeldStreams, DELIVERED, NOT_LIVE } from './held-streams.ts';
 import type { ChannelLog, LoggedPart, Replay } from './channel-log.ts';
 import { Delivery } from './delivery.ts';
+import type { RedisLink, RemoteItem } from './redis-link.ts';
 import { PushReceipt } from './push-receipt.ts';
 
 export type PartSource = 'response' | 'push';
@@ -40,6 +41,7 @@ export interface AckBatch {
   deliveries: number[];
   gone: string[][];
   channels: (Record<string, number> | null)[];
+  forwarded: number[];
 }
 
 export interface ReplayRequest {
@@ -57,10 +59,18 @@ export interface ReplayAnswer {
   isComplete: boolean;
 }
 
-export type PeerMessage = PartBatch | AckBatch | ReplayRequest | ReplayAnswer;
+/** To the sequencer: this shard's streams now do (or no longer) subscribe to a channel (multi-node only). */
+export interface InterestMessage {
+  type: 'interest';
+  from: number;
+  channel: string;
+  isInterested: boolean;
+}
+
+export type PeerMessage = PartBatch | AckBatch | ReplayRequest | ReplayAnswer | InterestMessage;
 
 function emptyAcks(): AckBatch {
-  return { type: 'acks', receipts: [], deliveries: [], gone: [], channels: [] };
+  return { type: 'acks', receipts: [], deliveries: [], gone: [], channels: [], forwarded: [] };
 }
 
 class Outbox {
@@ -89,6 +99,9 @@ export class Router {
   private outboxes: Outbox[];
   private readonly receipts = new Map<number, PushReceipt>();
   private readonly replays = new Map<number, (replay: Replay) => void>();
+  private redis: RedisLink | null = null;
+  /** On the sequencer, with Redis: channel → the shards whose streams subscribe to it. */
+  private readonly interest = new Map<string, Set<number>>();
   private nextId = 1;
   private isFlushScheduled = false;
   private readonly flushBound = () => this.flush();
@@ -104,6 +117,44 @@ export class Router {
     this.log = log;
     this.peers = new Array(shardCount).fill(null);
     this.outboxes = Array.from({ length: shardCount }, () => new Outbox());
+  }
+
+  /** Routes parts for other nodes' tokens and channels through Redis. */
+  setRedis(redis: RedisLink): void {
+    this.redis = redis;
+  }
+
+  /** This shard's streams now do (or no longer) subscribe to a channel: the sequencer subscribes the node. */
+  reportInterest(channel: string, isInterested: boolean): void {
+    if (this.redis === null) return;
+    if (this.channelLog !== null) return this.noteInterest(this.shard, channel, isInterested);
+    this.peers[SEQUENCER]?.postMessage({ type: 'interest', from: this.shard, channel, isInterested } satisfies InterestMessage);
+  }
+
+  /** Parts from other nodes: for this shard's tokens, or (on the sequencer) for a channel this node follows. */
+  receiveRemote(items: RemoteItem[], isChannelPart: boolean): void {
+    for (const item of items) {
+      if (isChannelPart) {
+        if (this.channelLog !== null) this.sequence('', item.channels, item.body, item.flags, item.parsedAt, 0, this.shard, false);
+      } else {
+        this.deliverItem(item.tokens, '', new Delivery(item.body, (item.flags & FLAG_CLOSE) !== 0, item.parsedAt, 0), 0, this.shard, null);
+      }
+    }
+  }
+
+  private noteInterest(shard: number, channel: string, isInterested: boolean): void {
+    let shards = this.interest.get(channel);
+    if (isInterested) {
+      if (shards === undefined) {
+        shards = new Set();
+        this.interest.set(channel, shards);
+        this.redis?.subscribeChannel(channel);
+      }
+      shards.add(shard);
+    } else if (shards !== undefined && shards.delete(shard) && shards.size === 0) {
+      this.interest.delete(channel);
+      this.redis?.unsubscribeChannel(channel);
+    }
   }
 
   createReceipt(): PushReceipt {
@@ -124,9 +175,14 @@ export class Router {
       this.failOutbox(shard);
       if (shard === SEQUENCER) for (const answer of this.replays.values()) answer({ parts: [], isComplete: false });
       this.replays.clear();
+      for (const channel of [...this.interest.keys()]) this.noteInterest(shard, channel, false);
       return;
     }
     port.on('message', (message: PeerMessage) => this.receive(message));
+    // A (new) sequencer learns which channels this shard's streams follow.
+    if (shard === SEQUENCER && this.redis !== null) {
+      for (const channel of this.streams.channels.channels()) this.reportInterest(channel, true);
+    }
   }
 
   routePart(part: Part, source: PartSource, receipt: PushReceipt | null): void {
@@ -134,12 +190,14 @@ export class Router {
     const tokens = part.tokens;
     let local: Delivery | null = null;
     let isRemote = false;
+    let isForwarded = false;
     let deliveries = 0;
     for (let i = 0; i < tokens.length; i++) {
       const token = tokens[i];
       const shard = localTokenShard(token, this.nodePrefix);
       if (shard < 0 || shard >= this.peers.length) {
-        this.undeliverable(this.whyNotLocal(token), token, receipt);
+        const sent = this.forwardToNode(token, part.body, part.isClose ? FLAG_CLOSE : 0, receipt);
+        if (sent) isForwarded = true;
       } else if (shard === this.shard) {
         local ??= new Delivery(part.body, part.isClose, Date.now(), 0);
         const result = this.streams.deliverToToken(token, local);
@@ -153,7 +211,22 @@ export class Router {
     }
     if (local !== null) this.metrics.pushToWrite.observe((Date.now() - local.parsedAt) / 1000);
     if (receipt !== null) receipt.deliveries += deliveries;
-    this.metrics.parts.inc({ source, route: isRemote ? 'remote' : 'local' });
+    this.metrics.parts.inc({ source, route: isForwarded ? 'node' : isRemote ? 'remote' : 'local' });
+  }
+
+  /** A token of another node goes through Redis; true when it was sent (counted as forwarded, not delivered). */
+  private forwardToNode(token: string, body: Buffer, flags: number, receipt: PushReceipt | null): boolean {
+    const route = parseTokenRoute(token);
+    if (this.redis === null || route === null || route.nodeId === this.nodeId) {
+      this.undeliverable(this.whyNotLocal(token), token, receipt);
+      return false;
+    }
+    if (!this.redis.sendToShard(route.nodeId, route.shard, token, body, flags, Date.now())) {
+      this.undeliverable('redis_down', token, receipt);
+      return false;
+    }
+    if (receipt !== null) receipt.forwarded++;
+    return true;
   }
 
   /** Asks the sequencer for the channel parts numbered above `since`. */
@@ -183,27 +256,35 @@ export class Router {
     }
   }
 
-  /** On the sequencer: number the part, remember it, and hand each shard its tokens and the channels. */
-  private sequence(tokens: string, channels: string, body: Buffer, flags: number, parsedAt: number, receiptId: number, origin: number): void {
-    const channelId = this.channelLog!.append(channels.split(','), body, (flags & FLAG_CLOSE) !== 0);
+  /**
+   * On the sequencer: number the part, remember it, and hand each shard its tokens and the channels.
+   * A part born on this node also goes to the other nodes that follow its channels.
+   */
+  private sequence(tokens: string, channels: string, body: Buffer, flags: number, parsedAt: number, receiptId: number,
+    origin: number, isFromThisNode = true): void {
+    const channelList = channels.split(',');
+    const channelId = this.channelLog!.append(channelList, body, (flags & FLAG_CLOSE) !== 0);
+    if (isFromThisNode && this.redis !== null) {
+      for (const channel of channelList) {
+        if (!this.redis.publishChannel(channel, body, flags & FLAG_CLOSE, parsedAt)) this.metrics.undeliverable.inc({ reason: 'redis_down' });
+      }
+    }
     const byShard: string[][] = this.peers.map(() => []);
     const invalid: string[] = [];
+    let forwarded = 0;
     if (tokens !== '') {
       for (const token of tokens.split(',')) {
         const shard = localTokenShard(token, this.nodePrefix);
-        if (shard < 0 || shard >= byShard.length) {
-          this.metrics.undeliverable.inc({ reason: this.whyNotLocal(token) });
-          invalid.push(token);
-        } else {
-          byShard[shard].push(token);
-        }
+        if (shard >= 0 && shard < byShard.length) byShard[shard].push(token);
+        else if (this.forwardToNode(token, body, flags & FLAG_CLOSE, null)) forwarded++;
+        else invalid.push(token);
       }
     }
     const itemFlags = flags & FLAG_CLOSE;
     for (let shard = 0; shard < byShard.length; shard++) {
       const shardTokens = byShard[shard].join(',');
       if (shard === this.shard) {
-        this.deliverItem(shardTokens, channels, new Delivery(body, itemFlags !== 0, parsedAt, channelId), receiptId, origin, invalid);
+        this.deliverItem(shardTokens, channels, new Delivery(body, itemFlags !== 0, parsedAt, channelId), receiptId, origin, invalid, forwarded);
       } else if (!this.enqueue(shard, shardTokens, channels, body, itemFlags, parsedAt, null, origin, channelId, receiptId)) {
         // That shard is down: its tokens were not delivered; say so on its behalf.
         this.metrics.undeliverable.inc({ reason: 'shard_down' }, byShard[shard].length);
@@ -246,9 +327,10 @@ export class Router {
     return true;
   }
 
-  private acknowledge(origin: number, receiptId: number, deliveries: number, gone: string[], channels: Record<string, number> | null): void {
+  private acknowledge(origin: number, receiptId: number, deliveries: number, gone: string[], channels: Record<string, number> | null,
+    forwarded = 0): void {
     if (origin === this.shard) {
-      this.receipts.get(receiptId)?.acknowledge(deliveries, gone, channels);
+      this.receipts.get(receiptId)?.acknowledge(deliveries, gone, channels, forwarded);
       return;
     }
     const outbox = this.outboxes[origin];
@@ -257,6 +339,7 @@ export class Router {
     outbox.acks.deliveries.push(deliveries);
     outbox.acks.gone.push(gone);
     outbox.acks.channels.push(channels);
+    outbox.acks.forwarded.push(forwarded);
     this.scheduleFlush();
   }
 
@@ -306,7 +389,7 @@ export class Router {
         return this.receiveParts(message);
       case 'acks':
         for (let i = 0; i < message.receipts.length; i++) {
-          this.receipts.get(message.receipts[i])?.acknowledge(message.deliveries[i], message.gone[i], message.channels[i]);
+          this.receipts.get(message.receipts[i])?.acknowledge(message.deliveries[i], message.gone[i], message.channels[i], message.forwarded[i]);
         }
         return;
       case 'replay': {
@@ -315,6 +398,8 @@ export class Router {
         this.peers[message.from]?.postMessage({ type: 'replayed', id: message.id, ...replay } satisfies ReplayAnswer);
         return;
       }
+      case 'interest':
+        return this.noteInterest(message.from, message.channel, message.isInterested);
       case 'replayed': {
         const answer = this.replays.get(message.id);
         this.replays.delete(message.id);
@@ -345,7 +430,8 @@ export class Router {
   }
 
   /** Writes an item to this shard's streams, once per stream, and acknowledges it if a push waits for it. */
-  private deliverItem(tokens: string, channels: string, delivery: Delivery, receiptId: number, origin: number, alsoGone: string[] | null): void {
+  private deliverItem(tokens: string, channels: string, delivery: Delivery, receiptId: number, origin: number, alsoGone: string[] | null,
+    forwarded = 0): void {
     let deliveries = 0;
     let gone: string[] | null = alsoGone;
     if (tokens !== '') {
@@ -367,7 +453,7 @@ export class Router {
       deliveries += tally.written;
     }
     if (deliveries > 0) this.metrics.pushToWrite.observe((Date.now() - delivery.parsedAt) / 1000);
-    if (receiptId !== 0) this.acknowledge(origin, receiptId, deliveries, gone ?? [], channelCounts);
+    if (receiptId !== 0) this.acknowledge(origin, receiptId, deliveries, gone ?? [], channelCounts, forwarded);
   }
 
   /** The shard is gone: what was queued for it was not delivered. */

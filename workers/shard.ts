@@ -14,6 +14,7 @@ import { Router, SEQUENCER } from './router.ts';
 import { ChannelLog } from './channel-log.ts';
 import { StreamEvents } from './stream-events.ts';
 import { ResponsePartSink } from './response-part-sink.ts';
+import { RedisLink } from './redis-link.ts';
 
 export interface ShardInit {
   index: number;
@@ -48,6 +49,12 @@ export default async function runShard(init: ShardInit): Promise<string> {
   });
   const router = new Router(index, config.nodeId, config.shards, streams, channelLog, metrics, log);
   const partSink = new ResponsePartSink(router, metrics, log);
+  const redis = config.redisUrl === null ? null
+    : new RedisLink(config.redisUrl, config.nodeId, index, metrics, log, (items, isChannelPart) => router.receiveRemote(items, isChannelPart));
+  if (redis !== null) {
+    router.setRedis(redis);
+    streams.channels.onInterest = (channel, isInterested) => router.reportInterest(channel, isInterested);
+  }
   const events = config.events ? new StreamEvents(backend, config, metrics, log, partSink) : null;
   const gateway = new Gateway({ config, shard: index, backend, streams, router, partSink, metrics, log });
   const pushApi = new PushApi(router, metrics, log, { secret: config.pushSecret, limits: partLimits(config), maxBodyBytes: config.maxPushBytes });
@@ -87,6 +94,7 @@ export default async function runShard(init: ShardInit): Promise<string> {
   if (events !== null) await Promise.race([events.drained(), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
   streams.stop();
   channelLog?.stop();
+  redis?.close();
   control.close();
   log.debug('shard stopped');
   return `shard ${index} stopped`;

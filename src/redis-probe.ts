@@ -1,0 +1,19 @@
+// Is Redis answering? For /readyz of a node that routes through it.
+import { Redis } from 'ioredis';
+
+/** Resolves null when Redis answered PING within timeoutMs, else the reason. */
+export async function probeRedis(url: string, timeoutMs: number): Promise<string | null> {
+  const client = new Redis(url, {
+    lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: timeoutMs,
+  });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.ping();
+    return null;
+  } catch (error) {
+    return (error as Error).message;
+  } finally {
+    client.disconnect();
+  }
+}

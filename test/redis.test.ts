@@ -1,0 +1,115 @@
+// Two muxgate nodes and one real Redis: parts reach tokens and channels on the other node, Redis going
+// away leaves local delivery alone, and nothing is reported delivered that was not.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
+import { startMuxgate, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
+import { startRedis, type RedisServer } from './helpers/redis.ts';
+import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
+
+const PHP_ROOT = join(import.meta.dirname, 'php');
+let fpm: PhpFpm;
+let redis: RedisServer;
+let nodeA: Muxgate;
+let nodeB: Muxgate;
+
+before(async () => {
+  fpm = await startPhpFpm({ documentRoot: PHP_ROOT });
+  redis = await startRedis();
+  const env = (nodeId: string) => ({
+    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '2', MUX_REDIS_URL: redis.url, MUX_NODE_ID: nodeId,
+  });
+  [nodeA, nodeB] = await Promise.all([startMuxgate(env('node-a')), startMuxgate(env('node-b'))]);
+  for (const node of [nodeA, nodeB]) await waitForMetric(node.metricsUrl, 'muxgate_redis_up', (n) => n === 2, 10_000);
+});
+
+after(async () => {
+  await Promise.all([nodeA.stop(), nodeB.stop()]);
+  await redis.stop();
+  await fpm.stop();
+});
+
+async function push(node: Muxgate, parts: Array<{ tokens?: string[]; body: string }>, channel?: string) {
+  let body = multiplexBody('R', parts);
+  if (channel !== undefined) body = body.replace('--R\r\n', `--R\r\nMultiplex-Channel: ${channel}\r\n`);
+  const response = await fetch(node.pushUrl, { method: 'POST', headers: { 'Content-Type': 'application/x-multiplex; boundary=R' }, body });
+  assert.equal(response.status, 200);
+  return response.json() as Promise<Record<string, unknown>>;
+}
+
+async function openStream(node: Muxgate, query: string): Promise<{ client: RawHttp; token: string }> {
+  const client = await RawHttp.get(`${node.url}/stream.php?hold=stream&silent=1&${query}`);
+  const head = await client.waitFor((t) => t.includes('\r\n\r\n'));
+  return { client, token: /\r\nX-Token: (\S+)\r\n/i.exec(head)![1] };
+}
+
+/** Redis subscribers of a channel: each node subscribes once, while it has a subscriber. */
+async function waitForNodesFollowing(channel: string, count: number): Promise<void> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const out = execFileSync('redis-cli', ['-p', String(redis.port), 'PUBSUB', 'NUMSUB', `muxgate:chan:${channel}`], { encoding: 'utf8' });
+    if (Number(out.trim().split('\n')[1]) === count) return;
+    assert.ok(Date.now() < deadline, `nodes following ${channel}: ${out}`);
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+test('a push to node A reaches a token held on node B, reported as forwarded', async () => {
+  const onB = await openStream(nodeB, 'tag=b1');
+  assert.match(onB.token, /^node-b\./);
+  const result = await push(nodeA, [{ tokens: [onB.token], body: 'across nodes' }]);
+  assert.deepEqual(result, { parts: 1, deliveries: 0, gone: [], forwarded: 1 });
+  await onB.client.waitFor((t) => decodeChunked(t).body === 'across nodes');
+  onB.client.close();
+});
+
+test('a channel part reaches the subscribers on both nodes, exactly once each', async () => {
+  const readers = [
+    await openStream(nodeA, 'channel=news'), await openStream(nodeA, 'channel=news'),
+    await openStream(nodeB, 'channel=news'), await openStream(nodeB, 'channel=news'),
+  ];
+  await waitForNodesFollowing('news', 2);
+  const fromA = await push(nodeA, [{ body: '<from A>' }], 'news');
+  assert.deepEqual(fromA.channels, { news: 2 }, 'the answer counts this node\'s subscribers');
+  await push(nodeB, [{ body: '<from B>' }], 'news');
+  for (const { client } of readers) {
+    await client.waitFor((t) => decodeChunked(t).body.length >= '<from A><from B>'.length);
+    assert.equal(decodeChunked(client.text).body, '<from A><from B>');
+  }
+  for (const { client } of readers.slice(2)) client.close();
+  await waitForNodesFollowing('news', 1);
+  for (const { client } of readers.slice(0, 2)) client.close();
+});
+
+test('Redis killed and restarted: local delivery goes on, remote parts are undeliverable then resume', async () => {
+  const onA = await openStream(nodeA, 'tag=a-local');
+  const onB = await openStream(nodeB, 'tag=b-remote');
+  const followerA = await openStream(nodeA, 'channel=alerts');
+  const followerB = await openStream(nodeB, 'channel=alerts');
+  await waitForNodesFollowing('alerts', 2);
+
+  await redis.kill();
+  await waitForMetric(nodeA.metricsUrl, 'muxgate_redis_up', (n) => n === 0, 5000);
+  const during = await push(nodeA, [{ tokens: [onA.token, onB.token], body: '[during]' }]);
+  assert.deepEqual(during, { parts: 1, deliveries: 1, gone: [onB.token] }, 'nothing claimed for node B');
+  const channelDuring = await push(nodeA, [{ body: '[alert during]' }], 'alerts');
+  assert.deepEqual(channelDuring.channels, { alerts: 1 });
+  await onA.client.waitFor((t) => decodeChunked(t).body === '[during]');
+  await followerA.client.waitFor((t) => decodeChunked(t).body === '[alert during]');
+  await nodeA.waitForLog((l) => l.msg === 'Redis unreachable: parts for other nodes are undeliverable until it is back');
+  assert.equal((await fetch(nodeA.metricsUrl.replace('/metrics', '/readyz'))).status, 503);
+
+  await redis.restart();
+  for (const node of [nodeA, nodeB]) await waitForMetric(node.metricsUrl, 'muxgate_redis_up', (n) => n === 2, 15_000);
+  await waitForNodesFollowing('alerts', 2);
+  assert.equal((await fetch(nodeA.metricsUrl.replace('/metrics', '/readyz'))).status, 200);
+  const after = await push(nodeA, [{ tokens: [onB.token], body: '[after]' }]);
+  assert.equal(after.forwarded, 1);
+  await onB.client.waitFor((t) => decodeChunked(t).body === '[after]');
+  await push(nodeA, [{ body: '[alert after]' }], 'alerts');
+  await followerB.client.waitFor((t) => decodeChunked(t).body === '[alert after]');
+  assert.equal(decodeChunked(followerA.client.text).body, '[alert during][alert after]');
+  for (const s of [onA, onB, followerA, followerB]) s.client.close();
+});
