@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
-import { startMuxgate, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
+import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { startRedis, type RedisServer } from './helpers/redis.ts';
 import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
 
@@ -62,6 +62,10 @@ test('a push to node A reaches a token held on node B, reported as forwarded', a
   const result = await push(nodeA, [{ tokens: [onB.token], body: 'across nodes' }]);
   assert.deepEqual(result, { parts: 1, deliveries: 0, gone: [], forwarded: 1 });
   await onB.client.waitFor((t) => decodeChunked(t).body === 'across nodes');
+  assert.ok(((await metricValue(nodeA.metricsUrl, 'muxgate_redis_parts_total{direction="sent"}')) ?? 0) >= 1);
+  assert.ok(((await metricValue(nodeB.metricsUrl, 'muxgate_redis_parts_total{direction="received"}')) ?? 0) >= 1);
+  assert.ok(((await metricValue(nodeB.metricsUrl, 'muxgate_redis_latency_seconds_count')) ?? 0) >= 1);
+  assert.ok(((await metricValue(nodeA.metricsUrl, 'muxgate_parts_total{source="push",route="node"}')) ?? 0) >= 1);
   onB.client.close();
 });
 
