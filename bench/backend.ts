@@ -1,4 +1,5 @@
-// Child process: the FastCGI app for the bench; every request becomes an empty held stream that names its token.
+// Child process: the FastCGI app for the bench; every request becomes an empty held stream that names its token,
+// and with `?channel=c` a text/event-stream subscribed to channel c.
 import { createRequire } from 'node:module';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Server } from 'node:net';
@@ -16,13 +17,17 @@ const BODY = Buffer.from('--bb--\r\n'); // no parts: it only sets up the request
 const socketPath = process.argv[2];
 
 function answer(req: IncomingMessage, res: ServerResponse): void {
-  res.writeHead(200, {
+  const params = (req.socket as unknown as FastcgiSocket).params;
+  const channel = new URLSearchParams(params.QUERY_STRING ?? '').get('channel');
+  const headers: Record<string, string | number> = {
     'Content-Type': 'application/x-multiplex; boundary=bb',
     'Content-Length': BODY.length,
     'Multiplex-Hold': 'stream',
-    'Multiplex-Content-Type': 'text/plain',
-    'X-Token': (req.socket as unknown as FastcgiSocket).params.MULTIPLEX_TOKEN ?? '',
-  });
+    'Multiplex-Content-Type': channel === null ? 'text/plain' : 'text/event-stream',
+    'X-Token': params.MULTIPLEX_TOKEN ?? '',
+  };
+  if (channel !== null) headers['Multiplex-Channel'] = channel;
+  res.writeHead(200, headers);
   res.end(BODY);
 }
 

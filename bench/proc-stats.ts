@@ -1,5 +1,5 @@
 // CPU time and resident memory of processes (all their threads), and how busy the machine is, read from /proc.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 
 const TICKS_PER_SECOND = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
@@ -10,6 +10,18 @@ export function cpuSeconds(pid: number): number {
   // Fields after the command name, which may hold spaces: it ends at the last ')'.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND; // utime, stime: fields 14 and 15 of stat
+}
+
+function groupCpuSeconds(pids: number[]): number {
+  let sum = 0;
+  for (const pid of pids) {
+    try {
+      sum += cpuSeconds(pid);
+    } catch {
+      // exited: its CPU time is gone with it
+    }
+  }
+  return sum;
 }
 
 /** Resident set size in KiB (VmRSS). */
@@ -36,22 +48,49 @@ export interface CpuUse {
 
 /** CPU use of a set of processes, and of the machine, over a window. */
 export class CpuMeter {
-  private readonly pids: number[];
+  private readonly groups: number[][];
   private readonly startCpu: number[];
   private readonly startMachine = machineTicks();
   private readonly startedAt = performance.now();
 
-  constructor(pids: number[]) {
-    this.pids = pids;
-    this.startCpu = pids.map(cpuSeconds);
+  /** Each entry is one process, or a group of processes counted as one (a server of several processes). */
+  constructor(pids: Array<number | number[]>) {
+    this.groups = pids.map((entry) => (typeof entry === 'number' ? [entry] : entry));
+    this.startCpu = this.groups.map(groupCpuSeconds);
   }
 
   read(): CpuUse {
     const seconds = (performance.now() - this.startedAt) / 1000;
     const machine = machineTicks();
     return {
-      processes: this.pids.map((pid, i) => (100 * (cpuSeconds(pid) - this.startCpu[i])) / seconds),
+      processes: this.groups.map((group, i) => (100 * (groupCpuSeconds(group) - this.startCpu[i])) / seconds),
       machine: (100 * (machine.busy - this.startMachine.busy)) / (machine.total - this.startMachine.total),
     };
   }
+}
+
+/** The process and all its descendants, from the parent pids in /proc/<pid>/stat. */
+export function processTree(rootPid: number): number[] {
+  const childrenOf = new Map<number, number[]>();
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${name}/stat`, 'latin1');
+    } catch {
+      continue; // exited while we looked
+    }
+    const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ', 2)[1]);
+    const siblings = childrenOf.get(parent) ?? [];
+    siblings.push(Number(name));
+    childrenOf.set(parent, siblings);
+  }
+  const tree: number[] = [];
+  const queue = [rootPid];
+  while (queue.length > 0) {
+    const pid = queue.shift()!;
+    tree.push(pid);
+    queue.push(...(childrenOf.get(pid) ?? []));
+  }
+  return tree;
 }
