@@ -20,6 +20,7 @@ before(async () => {
   redis = await startRedis();
   const env = (nodeId: string) => ({
     MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '2', MUX_REDIS_URL: redis.url, MUX_NODE_ID: nodeId,
+    MUX_CHANNEL_HISTORY: '4',
   });
   [nodeA, nodeB] = await Promise.all([startMuxgate(env('node-a')), startMuxgate(env('node-b'))]);
   for (const node of [nodeA, nodeB]) await waitForMetric(node.metricsUrl, 'muxgate_redis_up', (n) => n === 2, 10_000);
@@ -116,4 +117,47 @@ test('Redis killed and restarted: local delivery goes on, remote parts are undel
   await followerB.client.waitFor((t) => decodeChunked(t).body === '[alert after]');
   assert.equal(decodeChunked(followerA.client.text).body, '[alert during][alert after]');
   for (const s of [onA, onB, followerA, followerB]) s.client.close();
+});
+
+/** The data lines of the SSE events in a chunked stream, with their ids. */
+function events(client: RawHttp): Array<{ id: number; data: string }> {
+  return [...decodeChunked(client.text).body.matchAll(/id: (\d+)\n(?:event: \w+\n)?data: ([^\n]*)\n\n/g)].map((m) => ({ id: Number(m[1]), data: m[2] }));
+}
+
+async function say(node: Muxgate, room: string, text: string): Promise<void> {
+  assert.equal(await (await fetch(`${node.url}/room.php?room=${room}`, { method: 'POST', body: text })).text(), 'sent');
+}
+
+async function joinRoom(node: Muxgate, room: string, lastEventId?: string): Promise<RawHttp> {
+  const client = await RawHttp.get(`${node.url}/room.php?room=${room}`, '1.1', lastEventId === undefined ? [] : [`Last-Event-ID: ${lastEventId}`]);
+  await client.waitFor((t) => t.includes('\r\n\r\n'));
+  return client;
+}
+
+test('a stream held on node A resumes on node B from the shared history: no gap, no duplicate', async () => {
+  const onA = await joinRoom(nodeA, 'xnode');
+  await waitForNodesFollowing('room-xnode', 1);
+  await say(nodeA, 'xnode', 'one');
+  await say(nodeB, 'xnode', 'two');
+  await onA.waitFor(() => events(onA).length === 2);
+  assert.deepEqual(events(onA).map((e) => e.data), ['one', 'two']);
+  const lastId = events(onA)[1].id;
+  onA.close();
+  await say(nodeA, 'xnode', 'three');
+  await say(nodeB, 'xnode', 'four');
+  const onB = await joinRoom(nodeB, 'xnode', String(lastId));
+  await onB.waitFor(() => events(onB).length >= 2, 5000, 'the missed parts');
+  await say(nodeA, 'xnode', 'five');
+  await onB.waitFor(() => events(onB).length >= 3, 5000, 'the live part');
+  assert.deepEqual(events(onB).map((e) => e.data), ['three', 'four', 'five']);
+  const ids = events(onB).map((e) => e.id);
+  assert.ok(ids[0] > lastId && ids.every((id, i) => i === 0 || id > ids[i - 1]), `ids ${ids}`);
+
+  // Beyond the 4 parts kept, the stream is told.
+  onB.close();
+  for (const text of ['a', 'b', 'c', 'd', 'e']) await say(nodeA, 'xnode', text);
+  const late = await joinRoom(nodeB, 'xnode', String(lastId));
+  await late.waitFor((t) => decodeChunked(t).body.includes('event: muxgate-gap') && events(late).length >= 4, 5000, 'the gap notice');
+  assert.deepEqual(events(late).map((e) => e.data), ['b', 'c', 'd', 'e']);
+  late.close();
 });

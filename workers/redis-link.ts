@@ -13,9 +13,57 @@ export interface RemoteItem {
   body: Buffer;
   flags: number;
   parsedAt: number;
+  /** The node that sent it; for channel parts, the id Redis gave it and what its own node needs back. */
+  node: string;
+  channelId: number;
+  echo: ChannelEcho | null;
 }
 
-type Header = { node: string; items: Array<[string, string, number, number, number]> };
+/** What a channel part carries for the node that sent it, which delivers it when it comes back. */
+export interface ChannelEcho {
+  receiptId: number;
+  origin: number;
+  invalid: string;
+  forwarded: number;
+}
+
+type HeaderItem = [tokens: string, channels: string, bodyLength: number, flags: number, parsedAt: number, echo?: ChannelEcho];
+type Header = { node: string; items: HeaderItem[] };
+
+export interface ReplayedPart {
+  id: number;
+  body: Buffer;
+  isClose: boolean;
+  at: number;
+}
+
+const ID_KEY = 'muxgate:channel-id';
+const FORGOTTEN_KEY = 'muxgate:channel-forgotten';
+
+function historyKey(channel: string): string {
+  return `muxgate:history:${channel}`;
+}
+
+// Numbers a channel part with one id for all nodes, keeps it in each channel's history stream (the last
+// ARGV[1] parts; the id of the last one trimmed is remembered), and publishes `<id>\n<frame>` on each
+// channel's subject. One script, so that ids are published in increasing order.
+// KEYS: id counter, forgotten hash, history streams; ARGV: parts kept, frame, channel subjects.
+const SEQUENCE_SCRIPT = `
+local id = redis.call('INCR', KEYS[1])
+local keep = tonumber(ARGV[1])
+if keep > 0 then
+  for i = 3, #KEYS do
+    if redis.call('XLEN', KEYS[i]) >= keep then
+      local oldest = redis.call('XRANGE', KEYS[i], '-', '+', 'COUNT', 1)
+      redis.call('HSET', KEYS[2], KEYS[i], string.match(oldest[1][1], '%-(%d+)$'))
+      redis.call('XTRIM', KEYS[i], 'MAXLEN', keep - 1)
+    end
+    redis.call('XADD', KEYS[i], '0-' .. id, 'm', ARGV[2])
+  end
+end
+for i = 3, #ARGV do redis.call('PUBLISH', ARGV[i], id .. '\\n' .. ARGV[2]) end
+return id
+`;
 
 interface Pending {
   header: Header;
@@ -44,6 +92,8 @@ export class RedisLink {
   private pending = new Map<string, Pending>();
   private isFlushScheduled = false;
   private lastDownLogAt = 0;
+  private readonly following = new Set<string>();
+  private readonly followWaiters = new Map<string, Array<() => void>>();
 
   constructor(url: string, nodeId: string, shard: number, metrics: ShardMetrics, log: Logger,
     receive: (items: RemoteItem[], isChannelPart: boolean) => void) {
@@ -74,17 +124,74 @@ export class RedisLink {
     return this.enqueue(shardSubject(nodeId, shard), tokens, '', body, flags, parsedAt);
   }
 
-  /** Queues a channel part for the other nodes that subscribe to the channel. */
-  publishChannel(channel: string, body: Buffer, flags: number, parsedAt: number): boolean {
-    return this.enqueue(channelSubject(channel), '', channel, body, flags, parsedAt);
+  /**
+   * Numbers a channel part for all nodes, keeps it in the channels' history (the last `keep` parts) and
+   * publishes it to every node that follows one of the channels, this one included. Rejects when Redis is down.
+   */
+  async sequence(channels: string[], tokens: string, body: Buffer, flags: number, parsedAt: number, keep: number,
+    echo: ChannelEcho): Promise<number> {
+    const frame = this.frame({ node: this.nodeId, items: [[tokens, channels.join(','), body.length, flags, parsedAt, echo]] }, [body]);
+    const keys = [ID_KEY, FORGOTTEN_KEY, ...channels.map(historyKey)];
+    const id = await this.publisher.eval(SEQUENCE_SCRIPT, keys.length, ...keys, keep, frame, ...channels.map(channelSubject));
+    this.metrics.redisParts.inc({ direction: 'sent' });
+    return Number(id);
+  }
+
+  /** The channel parts numbered above `since`, from the history in Redis, and whether it still reaches back. */
+  async replay(channels: string[], since: number): Promise<{ parts: ReplayedPart[]; isComplete: boolean }> {
+    // Read the history only once live parts come through the subscription: nothing falls in between.
+    await this.whenFollowing(channels, 2000);
+    const current = Number(await this.publisher.get(ID_KEY) ?? 0);
+    let isComplete = since <= current;
+    const byId = new Map<number, ReplayedPart>();
+    for (const channel of channels) {
+      const forgotten = Number(await this.publisher.hget(FORGOTTEN_KEY, historyKey(channel)) ?? 0);
+      if (since < forgotten) isComplete = false;
+      for (const [rawId, fields] of await this.publisher.xrangeBuffer(historyKey(channel), `(0-${since}`, '+')) {
+        const id = Number(rawId.toString('latin1').split('-')[1]);
+        const item = this.parse(fields[1])?.items[0];
+        if (item !== undefined) byId.set(id, { id, body: item.body, isClose: (item.flags & 1) !== 0, at: item.parsedAt });
+      }
+    }
+    return { parts: [...byId.values()].sort((a, b) => a.id - b.id), isComplete };
   }
 
   subscribeChannel(channel: string): void {
-    void this.subscriber.subscribe(channelSubject(channel)).catch((error: Error) => this.noteDown(error.message));
+    this.subscriber.subscribe(channelSubject(channel)).then(() => {
+      this.following.add(channel);
+      for (const resolve of this.followWaiters.get(channel) ?? []) resolve();
+      this.followWaiters.delete(channel);
+    }, (error: Error) => this.noteDown(error.message));
+  }
+
+  /** Resolves once the node follows every one of the channels (or after timeoutMs). */
+  whenFollowing(channels: readonly string[], timeoutMs: number): Promise<void> {
+    const missing = channels.filter((channel) => !this.following.has(channel));
+    if (missing.length === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      let left = missing.length;
+      const timer = setTimeout(resolve, timeoutMs);
+      for (const channel of missing) {
+        const waiters = this.followWaiters.get(channel) ?? [];
+        waiters.push(() => {
+          if (--left === 0) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+        this.followWaiters.set(channel, waiters);
+      }
+    });
   }
 
   unsubscribeChannel(channel: string): void {
+    this.following.delete(channel);
     void this.subscriber.unsubscribe(channelSubject(channel)).catch(() => {});
+  }
+
+  /** Whether this node's subscription to one of the channels is in place: its own parts then come back through it. */
+  isFollowing(channels: readonly string[]): boolean {
+    return this.subscriber.status === 'ready' && channels.some((channel) => this.following.has(channel));
   }
 
   close(): void {
@@ -122,10 +229,7 @@ export class RedisLink {
     const batches = this.pending;
     this.pending = new Map();
     for (const [subject, { header, bodies }] of batches) {
-      const json = Buffer.from(JSON.stringify(header));
-      const length = Buffer.allocUnsafe(4);
-      length.writeUInt32BE(json.length);
-      this.publisher.publish(subject, Buffer.concat([length, json, ...bodies])).catch((error: Error) => {
+      this.publisher.publish(subject, this.frame(header, bodies)).catch((error: Error) => {
         // Published while the connection dropped: these parts are lost for the other node.
         this.metrics.undeliverable.inc({ reason: 'redis_down' }, header.items.length);
         this.noteDown(error.message);
@@ -134,29 +238,47 @@ export class RedisLink {
     }
   }
 
-  private onMessage(subject: Buffer, message: Buffer): void {
-    let header: Header;
-    let at: number;
+  /** [u32 header length][header JSON][bodies]: one JSON per message, not per part. */
+  private frame(header: Header, bodies: Buffer[]): Buffer {
+    const json = Buffer.from(JSON.stringify(header));
+    const length = Buffer.allocUnsafe(4);
+    length.writeUInt32BE(json.length);
+    return Buffer.concat([length, json, ...bodies]);
+  }
+
+  private parse(frame: Buffer, channelId = 0): { node: string; items: RemoteItem[] } | null {
     try {
-      const length = message.readUInt32BE(0);
-      header = JSON.parse(message.toString('utf8', 4, 4 + length)) as Header;
-      at = 4 + length;
+      const length = frame.readUInt32BE(0);
+      const header = JSON.parse(frame.toString('utf8', 4, 4 + length)) as Header;
+      let at = 4 + length;
+      const items: RemoteItem[] = [];
+      for (const [tokens, channels, bodyLength, flags, parsedAt, echo] of header.items) {
+        items.push({ tokens, channels, body: frame.subarray(at, at + bodyLength), flags, parsedAt, node: header.node, channelId, echo: echo ?? null });
+        at += bodyLength;
+      }
+      return { node: header.node, items };
     } catch (error) {
       this.log.warn({ err: (error as Error).message }, 'unreadable message from Redis dropped');
-      return;
+      return null;
     }
+  }
+
+  private onMessage(subject: Buffer, message: Buffer): void {
     const isChannelPart = subject.toString('latin1', 0, CHANNEL_PREFIX.length) === CHANNEL_PREFIX;
-    // This node's own channel parts come back through the subscription: they were delivered already.
-    if (isChannelPart && header.node === this.nodeId) return;
-    const items: RemoteItem[] = [];
-    const now = Date.now();
-    for (const [tokens, channels, bodyLength, flags, parsedAt] of header.items) {
-      items.push({ tokens, channels, body: message.subarray(at, at + bodyLength), flags, parsedAt });
-      at += bodyLength;
-      this.metrics.redisLatency.observe(Math.max(0, now - parsedAt) / 1000);
+    let channelId = 0;
+    let frame = message;
+    if (isChannelPart) {
+      // `<id>\n<frame>`, as the sequence script publishes it.
+      const newline = message.indexOf(10);
+      channelId = Number(message.toString('latin1', 0, newline));
+      frame = message.subarray(newline + 1);
     }
-    this.metrics.redisParts.inc({ direction: 'received' }, items.length);
-    this.receive(items, isChannelPart);
+    const parsed = this.parse(frame, channelId);
+    if (parsed === null) return;
+    const now = Date.now();
+    for (const item of parsed.items) this.metrics.redisLatency.observe(Math.max(0, now - item.parsedAt) / 1000);
+    this.metrics.redisParts.inc({ direction: 'received' }, parsed.items.length);
+    this.receive(parsed.items, isChannelPart);
   }
 
   private updateState(): void {

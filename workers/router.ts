@@ -8,7 +8,7 @@ import type { ShardMetrics } from './metrics.ts';
 import { type HeldStreams, DELIVERED, NOT_LIVE } from './held-streams.ts';
 import type { ChannelLog, LoggedPart, Replay } from './channel-log.ts';
 import { Delivery } from './delivery.ts';
-import type { RedisLink, RemoteItem } from './redis-link.ts';
+import type { ChannelEcho, RedisLink, RemoteItem } from './redis-link.ts';
 import { PushReceipt } from './push-receipt.ts';
 
 export type PartSource = 'response' | 'push';
@@ -100,6 +100,7 @@ export class Router {
   private readonly receipts = new Map<number, PushReceipt>();
   private readonly replays = new Map<number, (replay: Replay) => void>();
   private redis: RedisLink | null = null;
+  private historyLength = 0;
   /** On the sequencer, with Redis: channel → the shards whose streams subscribe to it. */
   private readonly interest = new Map<string, Set<number>>();
   private nextId = 1;
@@ -119,9 +120,10 @@ export class Router {
     this.outboxes = Array.from({ length: shardCount }, () => new Outbox());
   }
 
-  /** Routes parts for other nodes' tokens and channels through Redis. */
-  setRedis(redis: RedisLink): void {
+  /** Routes parts for other nodes' tokens and channels through Redis, which keeps `historyLength` parts per channel. */
+  setRedis(redis: RedisLink, historyLength: number): void {
     this.redis = redis;
+    this.historyLength = historyLength;
   }
 
   /** This shard's streams now do (or no longer) subscribe to a channel: the sequencer subscribes the node. */
@@ -135,11 +137,20 @@ export class Router {
   receiveRemote(items: RemoteItem[], isChannelPart: boolean): void {
     for (const item of items) {
       if (isChannelPart) {
-        if (this.channelLog !== null) this.sequence('', item.channels, item.body, item.flags, item.parsedAt, 0, this.shard, false);
+        if (this.channelLog !== null) this.receiveChannelPart(item);
       } else {
         this.deliverItem(item.tokens, '', new Delivery(item.body, (item.flags & FLAG_CLOSE) !== 0, item.parsedAt, 0), 0, this.shard, null);
       }
     }
+  }
+
+  /** On the sequencer: what a resuming stream missed, from this node's history or, with Redis, the nodes' history. */
+  private replay(channels: string[], since: number, answer: (replay: Replay) => void): void {
+    if (this.redis === null || this.historyLength === 0) return answer(this.channelLog?.replay(channels, since) ?? { parts: [], isComplete: false });
+    this.redis.replay(channels, since).then(answer, (error: Error) => {
+      this.log.warn({ err: error.message }, 'channel history unavailable from Redis: the resuming stream is told it missed parts');
+      answer({ parts: [], isComplete: false });
+    });
   }
 
   private noteInterest(shard: number, channel: string, isInterested: boolean): void {
@@ -231,7 +242,7 @@ export class Router {
 
   /** Asks the sequencer for the channel parts numbered above `since`. */
   requestReplay(channels: string[], since: number, answer: (replay: Replay) => void): void {
-    if (this.channelLog !== null) return answer(this.channelLog.replay(channels, since));
+    if (this.channelLog !== null) return this.replay(channels, since, answer);
     const port = this.peers[SEQUENCER];
     if (port === null) return answer({ parts: [], isComplete: false });
     const id = this.nextId++;
@@ -257,18 +268,12 @@ export class Router {
   }
 
   /**
-   * On the sequencer: number the part, remember it, and hand each shard its tokens and the channels.
-   * A part born on this node also goes to the other nodes that follow its channels.
+   * On the sequencer: number a channel part and hand it to every shard. Alone, the node numbers and keeps
+   * history itself; with Redis, Redis numbers it for all nodes and it is delivered when it comes back
+   * through the node's subscription, so that every node writes the parts of a channel in id order.
    */
-  private sequence(tokens: string, channels: string, body: Buffer, flags: number, parsedAt: number, receiptId: number,
-    origin: number, isFromThisNode = true): void {
+  private sequence(tokens: string, channels: string, body: Buffer, flags: number, parsedAt: number, receiptId: number, origin: number): void {
     const channelList = channels.split(',');
-    const channelId = this.channelLog!.append(channelList, body, (flags & FLAG_CLOSE) !== 0);
-    if (isFromThisNode && this.redis !== null) {
-      for (const channel of channelList) {
-        if (!this.redis.publishChannel(channel, body, flags & FLAG_CLOSE, parsedAt)) this.metrics.undeliverable.inc({ reason: 'redis_down' });
-      }
-    }
     const byShard: string[][] = this.peers.map(() => []);
     const invalid: string[] = [];
     let forwarded = 0;
@@ -280,15 +285,46 @@ export class Router {
         else invalid.push(token);
       }
     }
-    const itemFlags = flags & FLAG_CLOSE;
+    const echo: ChannelEcho = { receiptId, origin, invalid: invalid.join(','), forwarded };
+    if (this.redis === null) {
+      const channelId = this.channelLog!.append(channelList, body, (flags & FLAG_CLOSE) !== 0);
+      return this.broadcast(byShard, channels, body, flags & FLAG_CLOSE, parsedAt, channelId, echo);
+    }
+    const redis = this.redis;
+    const localTokens = byShard.map((shardTokens) => shardTokens.join(',')).join(';');
+    redis.sequence(channelList, localTokens, body, flags & FLAG_CLOSE, parsedAt, this.historyLength, echo).then(
+      (channelId) => {
+        // Not following these channels: no copy comes back, so deliver it (tokens, acknowledgements) now.
+        if (!redis.isFollowing(channelList)) this.broadcast(byShard, channels, body, flags & FLAG_CLOSE, parsedAt, channelId, echo);
+      },
+      () => {
+        this.metrics.undeliverable.inc({ reason: 'redis_down' });
+        this.broadcast(byShard, channels, body, flags & FLAG_CLOSE, parsedAt, 0, echo);
+      },
+    );
+  }
+
+  /** A channel part that came back through Redis: from this node (with its tokens and receipt) or another. */
+  private receiveChannelPart(item: RemoteItem): void {
+    const isOwn = item.node === this.nodeId && item.echo !== null;
+    const byShard = isOwn ? item.tokens.split(';').map((shardTokens) => (shardTokens === '' ? [] : shardTokens.split(','))) : this.peers.map(() => []);
+    const echo = isOwn ? item.echo! : { receiptId: 0, origin: this.shard, invalid: '', forwarded: 0 };
+    this.broadcast(byShard, item.channels, item.body, item.flags & FLAG_CLOSE, item.parsedAt, item.channelId, echo);
+  }
+
+  /** Hands a numbered channel part to every shard of this node, with each shard's own tokens. */
+  private broadcast(byShard: string[][], channels: string, body: Buffer, flags: number, parsedAt: number, channelId: number,
+    echo: ChannelEcho): void {
+    const { receiptId, origin } = echo;
     for (let shard = 0; shard < byShard.length; shard++) {
-      const shardTokens = byShard[shard].join(',');
+      const shardTokens = (byShard[shard] ?? []).join(',');
       if (shard === this.shard) {
-        this.deliverItem(shardTokens, channels, new Delivery(body, itemFlags !== 0, parsedAt, channelId), receiptId, origin, invalid, forwarded);
-      } else if (!this.enqueue(shard, shardTokens, channels, body, itemFlags, parsedAt, null, origin, channelId, receiptId)) {
+        const invalid = echo.invalid === '' ? [] : echo.invalid.split(',');
+        this.deliverItem(shardTokens, channels, new Delivery(body, flags !== 0, parsedAt, channelId), receiptId, origin, invalid, echo.forwarded);
+      } else if (!this.enqueue(shard, shardTokens, channels, body, flags, parsedAt, null, origin, channelId, receiptId)) {
         // That shard is down: its tokens were not delivered; say so on its behalf.
-        this.metrics.undeliverable.inc({ reason: 'shard_down' }, byShard[shard].length);
-        if (receiptId !== 0) this.acknowledge(origin, receiptId, 0, byShard[shard], null);
+        this.metrics.undeliverable.inc({ reason: 'shard_down' }, byShard[shard]?.length ?? 0);
+        if (receiptId !== 0) this.acknowledge(origin, receiptId, 0, byShard[shard] ?? [], null);
       }
     }
   }
@@ -392,12 +428,11 @@ export class Router {
           this.receipts.get(message.receipts[i])?.acknowledge(message.deliveries[i], message.gone[i], message.channels[i], message.forwarded[i]);
         }
         return;
-      case 'replay': {
-        const replay = this.channelLog?.replay(message.channels, message.since) ?? { parts: [], isComplete: false };
-        // Sent now, before any broadcast still queued: the stream skips ids it already has.
-        this.peers[message.from]?.postMessage({ type: 'replayed', id: message.id, ...replay } satisfies ReplayAnswer);
-        return;
-      }
+      case 'replay':
+        // Whenever it is sent, the stream skips the ids it already has from live parts.
+        return this.replay(message.channels, message.since, (replay) => {
+          this.peers[message.from]?.postMessage({ type: 'replayed', id: message.id, ...replay } satisfies ReplayAnswer);
+        });
       case 'interest':
         return this.noteInterest(message.from, message.channel, message.isInterested);
       case 'replayed': {
