@@ -1,4 +1,5 @@
-// `npm run bench`: muxgate's deliveries/s, push-to-receive latency and memory per held stream; prints and writes bench/RESULTS.md.
+// `node bench/deliveries.ts`: muxgate alone, streams addressed by token (fan-out by token list, many tokens, batches) and
+// memory per held stream; prints and writes bench/RESULTS-tokens.md. The side-by-side bench is bench/run.ts.
 import { fork, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -23,7 +24,7 @@ const PART_HEAD_LIMIT = 1_048_576 - 64;
 const STALL_MS = 3000;
 const SETTLE_MS = 2000;
 const DEADLINE_MS = 5 * 60_000;
-const RESULTS = fileURLToPath(new URL('./RESULTS.md', import.meta.url));
+const RESULTS = fileURLToPath(new URL('./RESULTS-tokens.md', import.meta.url));
 const BACKEND = fileURLToPath(new URL('./backend.ts', import.meta.url));
 
 interface DeliveryRow {
@@ -224,7 +225,7 @@ function report(deliveries: DeliveryRow[], rss: RssRow): string {
   const lines = [
     '# muxgate delivery benchmark',
     '',
-    `- command: \`npm run bench\` (\`node bench/deliveries.ts\`)`,
+    `- command: \`node bench/deliveries.ts\``,
     `- date: ${new Date().toISOString()}`,
     `- machine: ${execFileSync('nproc', { encoding: 'utf8' }).trim()} CPUs (\`nproc\`), ${cpuModel}, Node ${process.version}; load average at start ${LOAD_AT_START}`,
     `- muxgate alone on 127.0.0.1, backend \`bench/backend.ts\` (node-fastcgi) on a unix socket; ${STREAMS.toLocaleString('en')} held streams` +

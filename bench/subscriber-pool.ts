@@ -2,6 +2,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { LatencyHistogram } from './histogram.ts';
+import { track } from './child-processes.ts';
 import type { SubscriberCommand, SubscriberReport } from './subscribers.ts';
 
 const SUBSCRIBERS = fileURLToPath(new URL('./subscribers.ts', import.meta.url));
@@ -42,18 +43,27 @@ export class SubscriberPool {
   private readonly children: ChildProcess[];
 
   constructor(processes: number) {
-    this.children = Array.from({ length: processes }, () => fork(SUBSCRIBERS, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+    this.children = Array.from({ length: processes }, () => track(fork(SUBSCRIBERS, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })));
   }
 
   get pids(): number[] {
     return this.children.map((child) => child.pid!);
   }
 
-  /** Opens `total` streams spread over the processes; resolves with their tokens and the opens that had to be retried. */
-  async open(port: number, total: number): Promise<{ tokens: string[]; failedOpens: Map<string, number> }> {
+  /**
+   * Opens `total` streams spread over the processes, each sending `request` (default: muxgate's bench backend, a
+   * token stream) with `{channel}` filled in; resolves with their tokens ('' where the server names none), in
+   * subscriber order, and the opens that had to be retried.
+   */
+  async open(port: number, total: number, options: { request?: string; channel?: string; isChannelEach?: boolean } = {}):
+    Promise<{ tokens: string[]; failedOpens: Map<string, number> }> {
     const n = this.children.length;
-    const replies = await Promise.all(this.children.map((child, i) =>
-      ask(child, { type: 'open', port, count: Math.floor(total / n) + (i < total % n ? 1 : 0), firstSource: i }, 'opened')));
+    const counts = this.children.map((_, i) => Math.floor(total / n) + (i < total % n ? 1 : 0));
+    const replies = await Promise.all(this.children.map((child, i) => ask(child, {
+      type: 'open', port, count: counts[i], firstSource: i,
+      request: options.request ?? 'GET /s HTTP/1.1\r\nHost: bench\r\n\r\n', channel: options.channel ?? '',
+      isChannelEach: options.isChannelEach ?? false, firstIndex: counts.slice(0, i).reduce((sum, c) => sum + c, 0),
+    }, 'opened')));
     const failedOpens = new Map<string, number>();
     for (const [status, count] of replies.flatMap((reply) => reply.failedOpens)) failedOpens.set(status, (failedOpens.get(status) ?? 0) + count);
     return { tokens: replies.flatMap((reply) => reply.tokens), failedOpens };

@@ -1,9 +1,11 @@
-// Child process: holds N muxgate streams on raw sockets and counts the `@T=<µs>;` markers they receive.
+// Child process: holds N streams on raw sockets (muxgate, Nchan, Pushpin: the request is the caller's) and counts the
+// `@T=<µs>;` markers they receive, whatever the framing around them.
 import net from 'node:net';
 import { LatencyHistogram, type SparseHistogram } from './histogram.ts';
 
 export type SubscriberCommand =
-  | { type: 'open'; port: number; count: number; firstSource: number }
+  /** `request` is a raw HTTP/1.1 request; `{channel}` in it becomes `channel`, or `channel-<i>` (i counts from `firstIndex`) when `isChannelEach`. */
+  | { type: 'open'; port: number; count: number; firstSource: number; request: string; channel: string; isChannelEach: boolean; firstIndex: number }
   /** final: include the latency histogram, then start counting afresh. */
   | { type: 'stats'; final: boolean }
   | { type: 'close' };
@@ -13,10 +15,11 @@ export type SubscriberReport =
   | { type: 'failed'; message: string }
   | { type: 'stats'; deliveries: number; lastAt: number; closed: number; histogram: SparseHistogram | null };
 
-const REQUEST = 'GET /s HTTP/1.1\r\nHost: x\r\n\r\n';
 const SOURCE_ADDRESSES = 9; // 127.0.0.1..9: each has its own ephemeral ports
 const MAX_CONNECTING = 256;
-const MAX_RETRIES = 5;
+const MAX_RETRIES = 10;
+/** Retries back off 100 ms more each time, as an EventSource would wait before reconnecting. */
+const RETRY_STEP_MS = 100;
 const HEAD_END = Buffer.from('\r\n\r\n');
 // Marker scanner states: `@`, `T`, `=`, digits, `;`.
 const SEEK = 0;
@@ -41,6 +44,7 @@ function send(report: SubscriberReport): void {
 class Subscription {
   socket!: net.Socket;
   private readonly port: number;
+  private readonly request: string;
   private readonly localAddress: string;
   private readonly onOpened: (token: string) => void;
   private attempts = 0;
@@ -51,8 +55,9 @@ class Subscription {
   private readonly onHeadBound = (chunk: Buffer) => this.onHead(chunk);
   private readonly onBodyBound = (chunk: Buffer) => this.scan(chunk, performance.timeOrigin + performance.now());
 
-  constructor(port: number, localAddress: string, onOpened: (token: string) => void) {
+  constructor(port: number, request: string, localAddress: string, onOpened: (token: string) => void) {
     this.port = port;
+    this.request = request;
     this.localAddress = localAddress;
     this.onOpened = onOpened;
     this.connect();
@@ -63,7 +68,7 @@ class Subscription {
     this.head = null;
     const socket = net.connect({ host: '127.0.0.1', port: this.port, localAddress: this.localAddress });
     this.socket = socket;
-    socket.once('connect', () => socket.write(REQUEST));
+    socket.once('connect', () => socket.write(this.request));
     socket.on('data', this.onHeadBound);
     // Once open, a reset is counted as a closed stream.
     socket.on('error', (error) => {
@@ -80,14 +85,16 @@ class Subscription {
     }
     this.head = null;
     const text = head.toString('latin1', 0, end);
-    const token = /\r\nX-Token: *([^\r]+)/i.exec(text)?.[1];
-    if (!text.startsWith('HTTP/1.1 200 ') || token === undefined) {
+    // muxgate's bench backend names the stream's token; the peers' streams have none.
+    const token = /\r\nX-Token: *([^\r]+)/i.exec(text)?.[1] ?? '';
+    if (!text.startsWith('HTTP/1.1 200 ')) {
       // As an EventSource would, try again: the count of retries is reported.
       if (this.attempts > MAX_RETRIES) return fail(`unexpected response head, ${this.attempts} times: ${JSON.stringify(text)}`);
       const status = text.split('\r\n', 1)[0];
       failedOpens.set(status, (failedOpens.get(status) ?? 0) + 1);
       this.socket.destroy();
-      return this.connect();
+      setTimeout(() => this.connect(), RETRY_STEP_MS * this.attempts);
+      return;
     }
     this.isOpen = true;
     this.socket.removeListener('data', this.onHeadBound);
@@ -133,7 +140,7 @@ function fail(message: string): void {
   process.exit(1);
 }
 
-function open(port: number, count: number, firstSource: number): void {
+function open({ port, count, firstSource, request, channel, isChannelEach, firstIndex }: Extract<SubscriberCommand, { type: 'open' }>): void {
   const tokens: string[] = new Array(count);
   failedOpens.clear();
   let launched = 0;
@@ -141,7 +148,8 @@ function open(port: number, count: number, firstSource: number): void {
   const launch = () => {
     const index = launched++;
     const source = `127.0.0.${1 + ((firstSource + index) % SOURCE_ADDRESSES)}`;
-    subscriptions.push(new Subscription(port, source, (token) => {
+    const name = isChannelEach ? `${channel}-${firstIndex + index}` : channel;
+    subscriptions.push(new Subscription(port, request.replace('{channel}', name), source, (token) => {
       tokens[index] = token;
       if (++opened === count) send({ type: 'opened', tokens, failedOpens: [...failedOpens] });
       else if (launched < count) launch();
@@ -153,7 +161,7 @@ function open(port: number, count: number, firstSource: number): void {
 process.on('message', (command: SubscriberCommand) => {
   switch (command.type) {
     case 'open':
-      open(command.port, command.count, command.firstSource);
+      open(command);
       break;
     case 'stats':
       send({ type: 'stats', deliveries, lastAt, closed, histogram: command.final ? histogram.toSparse() : null });

@@ -1,0 +1,74 @@
+// Scenarios 2-4: subscribers on one channel or one address each, messages published flat out or at a rate; runs
+// on one server start and one set of subscribers, each run measured afresh.
+import { PublisherProcess } from '../publisher-process.ts';
+import { SubscriberPool } from '../subscriber-pool.ts';
+import type { Address, RunningSystem } from '../systems/system.ts';
+import { measureDeliveries, warmUp, type DeliveryRun, type PublishPlan } from './deliveries.ts';
+import { medianOf } from './stats.ts';
+
+export interface SystemSpec {
+  label: string;
+  start(): Promise<RunningSystem>;
+}
+
+export interface DeliveryScenario {
+  subscribers: number;
+  subscriberProcesses: number;
+  /** One channel for all, or an address per subscriber (a channel each; muxgate: its token). */
+  isAddressEach: boolean;
+  /** Messages per run; with isAddressEach, one per subscriber and this is ignored. */
+  messages: number;
+  /** Messages per second; 0: flat out. */
+  rate: number;
+  concurrency: number;
+  runs: number;
+}
+
+export interface DeliveryResult {
+  label: string;
+  median: DeliveryRun;
+  runs: DeliveryRun[];
+  notes: string[];
+}
+
+const CHANNEL = 'bench';
+
+export async function runDeliveryScenario(spec: SystemSpec, scenario: DeliveryScenario): Promise<DeliveryResult> {
+  const system = await spec.start();
+  const pool = new SubscriberPool(scenario.subscriberProcesses);
+  const publisher = new PublisherProcess();
+  const notes: string[] = [];
+  try {
+    const byToken = scenario.isAddressEach && system.tokenStreamRequest !== undefined;
+    const { tokens, failedOpens } = await pool.open(system.port, scenario.subscribers, {
+      request: byToken ? system.tokenStreamRequest : system.subscribeRequest, channel: CHANNEL, isChannelEach: scenario.isAddressEach,
+    });
+    for (const [status, times] of failedOpens) notes.push(`opening streams: ${times}× "${status}", retried`);
+    const addresses: Address[] = !scenario.isAddressEach ? [{ channel: CHANNEL }]
+      : byToken ? tokens.map((token) => ({ token }))
+      : tokens.map((_, i) => ({ channel: `${CHANNEL}-${i}` }));
+    const count = scenario.isAddressEach ? scenario.subscribers : scenario.messages;
+    const plan: PublishPlan = {
+      addresses, count, concurrency: scenario.concurrency, rate: scenario.rate,
+      expected: scenario.isAddressEach ? count : count * scenario.subscribers,
+    };
+    const warmedUp = await warmUp(system, pool, publisher, plan);
+    if (warmedUp < scenario.subscribers) notes.push(`warm-up: ${warmedUp} of ${scenario.subscribers} subscribers got the first message within 10 s`);
+    const runs: DeliveryRun[] = [];
+    // The subscribers count closed streams since they opened: a run's own are the increase.
+    let closedBefore = 0;
+    for (let i = 0; i < scenario.runs; i++) {
+      const run = await measureDeliveries(system, pool, publisher, plan);
+      for (const [what, n] of run.failures) notes.push(`run ${i + 1}: ${n} publish(es) failed: ${what}`);
+      if (run.closed > closedBefore) notes.push(`run ${i + 1}: ${run.closed - closedBefore} streams closed by the server (their later messages count as missing)`);
+      closedBefore = run.closed;
+      runs.push(run);
+    }
+    return { label: system.label, median: medianOf(runs), runs, notes };
+  } finally {
+    await pool.close();
+    await publisher.close();
+    await system.stop();
+    for (const warning of system.warnings().slice(0, 5)) notes.push(`server log: ${warning}`);
+  }
+}

@@ -1,0 +1,64 @@
+// Scenario 1, idle capacity: hold N streams, measure the server's RSS growth per stream and the time to connect all.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CpuMeter, rssKiB } from '../proc-stats.ts';
+import { SubscriberPool } from '../subscriber-pool.ts';
+import type { SystemSpec } from './delivery-scenario.ts';
+import { medianOf } from './stats.ts';
+
+const SETTLE_MS = 2000;
+
+export interface IdleRun {
+  streams: number;
+  connectSeconds: number;
+  beforeKiB: number;
+  afterKiB: number;
+  kiBPerStream: number;
+  /** CPU % while connecting. */
+  serverCpu: number;
+  subscriberCpu: number;
+  machineCpu: number;
+}
+
+export interface IdleResult {
+  label: string;
+  processes: number;
+  median: IdleRun;
+  runs: IdleRun[];
+  notes: string[];
+}
+
+function serverRssKiB(pids: number[]): number {
+  return pids.reduce((sum, pid) => sum + rssKiB(pid), 0);
+}
+
+export async function runIdle(spec: SystemSpec, streams: number, subscriberProcesses: number, runs: number): Promise<IdleResult> {
+  const results: IdleRun[] = [];
+  const notes: string[] = [];
+  let label = spec.label;
+  let processes = 0;
+  for (let i = 0; i < runs; i++) {
+    const system = await spec.start();
+    label = system.label;
+    const pool = new SubscriberPool(subscriberProcesses);
+    try {
+      await sleep(SETTLE_MS);
+      const pids = system.serverPids();
+      processes = pids.length;
+      const beforeKiB = serverRssKiB(pids);
+      const cpu = new CpuMeter([pids, pool.pids]);
+      const startedAt = performance.now();
+      const { failedOpens } = await pool.open(system.port, streams, { request: system.subscribeRequest, channel: 'idle', isChannelEach: true });
+      const connectSeconds = (performance.now() - startedAt) / 1000;
+      const { processes: [serverCpu, subscriberCpu], machine: machineCpu } = cpu.read();
+      for (const [status, times] of failedOpens) notes.push(`run ${i + 1}: ${times}× "${status}" while connecting, retried`);
+      await sleep(SETTLE_MS);
+      const afterKiB = serverRssKiB(system.serverPids());
+      results.push({ streams, connectSeconds, beforeKiB, afterKiB, kiBPerStream: (afterKiB - beforeKiB) / streams, serverCpu, subscriberCpu, machineCpu });
+    } finally {
+      await pool.close();
+      await system.stop();
+      for (const warning of system.warnings().slice(0, 5)) notes.push(`server log: ${warning}`);
+    }
+  }
+  return { label, processes, median: medianOf(results), runs: results, notes };
+}

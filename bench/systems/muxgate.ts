@@ -1,0 +1,60 @@
+// muxgate with the bench's FastCGI backend (bench/backend.ts): subscribers GET /s?channel=<c> (or /s for a token
+// stream), publishes go to POST /push with one part addressed to a channel or a token.
+import { fork } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startMuxgate, type Muxgate } from '../../test/helpers/muxgate.ts';
+import { track, terminate } from '../child-processes.ts';
+import { sseEvent, type Address, type PublishRequest, type RunningSystem } from './system.ts';
+
+const BACKEND = fileURLToPath(new URL('../backend.ts', import.meta.url));
+const BOUNDARY = 'bb';
+
+export function publishFormat(address: Address, marker: string): PublishRequest {
+  const to = 'channel' in address ? `Multiplex-Channel: ${address.channel}` : `Multiplex-Token: ${address.token}`;
+  return {
+    path: '/push',
+    headers: { 'Content-Type': `application/x-multiplex; boundary=${BOUNDARY}` },
+    body: `--${BOUNDARY}\r\n${to}\r\n\r\n${sseEvent(marker)}\r\n--${BOUNDARY}--\r\n`,
+  };
+}
+
+export interface MuxgateSystem extends RunningSystem {
+  mux: Muxgate;
+}
+
+/** A fresh backend (on a unix socket in a temp dir) and a muxgate in front of it; `env` adds or overrides MUX_*. */
+export async function start(shards: number, env: Record<string, string> = {}): Promise<MuxgateSystem> {
+  const dir = mkdtempSync(join(tmpdir(), 'muxgate-bench-'));
+  const socketPath = join(dir, 'backend.sock');
+  const backend = track(fork(BACKEND, [socketPath], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+  await new Promise<void>((resolve, reject) => {
+    backend.once('message', () => resolve());
+    backend.once('exit', (code) => reject(new Error(`bench backend exited with code ${code}`)));
+  });
+  const mux = await startMuxgate({ MUX_SHARDS: String(shards), MUX_FASTCGI: `unix:${socketPath}`, MUX_LOG_LEVEL: 'info', ...env });
+  track(mux.child);
+  const port = Number(new URL(mux.url).port);
+  return {
+    mux,
+    label: `muxgate, ${shards} shard${shards > 1 ? 's' : ''}`,
+    kind: 'muxgate',
+    port,
+    subscribeRequest: 'GET /s?channel={channel} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n',
+    tokenStreamRequest: 'GET /s HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n',
+    publishUrl: new URL(mux.pushUrl).origin,
+    serverPids: () => [mux.child.pid!],
+    warnings() {
+      const counts = new Map<string, number>();
+      for (const line of mux.logs) if (Number(line.level) >= 40) counts.set(String(line.msg), (counts.get(String(line.msg)) ?? 0) + 1);
+      return [...counts].map(([msg, count]) => `${count}× "${msg}"`);
+    },
+    async stop() {
+      await mux.stop();
+      await terminate(backend);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,23 @@
+// Nchan (nginx + libnginx-mod-nchan): EventSource subscribers on /sub/<channel>, publishes to POST /pub?id=<channel>.
+import { startNginx } from './nginx.ts';
+import type { Address, PublishRequest, RunningSystem } from './system.ts';
+
+export function publishFormat(address: Address, marker: string): PublishRequest {
+  if (!('channel' in address)) throw new Error('Nchan publishes to channels only');
+  // Nchan frames the body as an SSE event for its eventsource subscribers.
+  return { path: `/pub?id=${address.channel}`, headers: { 'Content-Type': 'text/plain' }, body: marker };
+}
+
+export async function start(workers: number): Promise<RunningSystem> {
+  const nginx = await startNginx('nchan.conf.template', { WORKERS: workers });
+  return {
+    label: `Nchan, ${workers} worker${workers > 1 ? 's' : ''}`,
+    kind: 'nchan',
+    port: nginx.port,
+    subscribeRequest: 'GET /sub/{channel} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n',
+    publishUrl: `http://127.0.0.1:${nginx.port}`,
+    serverPids: nginx.pids,
+    warnings: nginx.warnings,
+    stop: nginx.stop,
+  };
+}

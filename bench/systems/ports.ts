@@ -1,0 +1,33 @@
+// Free loopback ports for the peers, which (unlike muxgate) cannot report a port the OS picked; and waiting for them.
+import net from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
+    });
+  });
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => { socket.destroy(); resolve(true); });
+    socket.once('error', () => { socket.destroy(); resolve(false); });
+  });
+}
+
+/** Resolves once every port accepts connections; throws with `what` after `timeoutMs`. */
+export async function waitForPorts(ports: number[], what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (const port of ports) {
+    while (!await canConnect(port)) {
+      if (performance.now() > deadline) throw new Error(`${what}: nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
+      await sleep(50);
+    }
+  }
+}

@@ -1,0 +1,57 @@
+// Pushpin: subscribers GET /sub/<channel>, which its origin (peers/pushpin-origin.ts) holds as a GRIP stream;
+// publishes go to the control API, POST /publish/ with http-stream items.
+import { fork, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { track, terminate } from '../child-processes.ts';
+import { processTree } from '../proc-stats.ts';
+import { freePort, waitForPorts } from './ports.ts';
+import { renderTemplate } from './template.ts';
+import { sseEvent, type Address, type PublishRequest, type RunningSystem } from './system.ts';
+
+const ORIGIN = fileURLToPath(new URL('../peers/pushpin-origin.ts', import.meta.url));
+/** Instead of the package's 2,500 messages/s throttle (hwm 25,000). */
+const MESSAGE_RATE = 10_000_000;
+const MESSAGE_HWM = 100_000_000;
+
+export function publishFormat(address: Address, marker: string): PublishRequest {
+  if (!('channel' in address)) throw new Error('Pushpin publishes to channels only');
+  const body = JSON.stringify({ items: [{ channel: address.channel, formats: { 'http-stream': { content: sseEvent(marker) } } }] });
+  return { path: '/publish/', headers: { 'Content-Type': 'application/json' }, body };
+}
+
+export async function start(): Promise<RunningSystem> {
+  const dir = mkdtempSync(join(tmpdir(), 'muxgate-bench-pushpin-'));
+  mkdirSync(join(dir, 'run'));
+  mkdirSync(join(dir, 'log'));
+  const origin = track(fork(ORIGIN, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+  const originPort = await new Promise<number>((resolve) => origin.once('message', (message: { port: number }) => resolve(message.port)));
+  const [port, publishPort] = [await freePort(), await freePort()];
+  writeFileSync(join(dir, 'routes'), `* 127.0.0.1:${originPort}\n`);
+  const conf = join(dir, 'pushpin.conf');
+  renderTemplate('pushpin.conf.template', { DIR: dir, PORT: port, PUBLISH_PORT: publishPort, MESSAGE_RATE, MESSAGE_HWM }, conf);
+  const logFile = join(dir, 'pushpin.log');
+  const runner = track(spawn('pushpin', ['--config', conf, '--merge-output', '--logfile', logFile], { stdio: ['ignore', 'ignore', 'inherit'] }));
+  const exited = new Promise<never>((_, reject) => runner.once('exit', (code) => reject(new Error(`pushpin exited with code ${code}`))));
+  exited.catch(() => {});
+  await Promise.race([waitForPorts([port, publishPort], 'pushpin'), exited]);
+  let warnings: string[] = [];
+  return {
+    label: 'Pushpin',
+    kind: 'pushpin',
+    port,
+    subscribeRequest: 'GET /sub/{channel} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n',
+    publishUrl: `http://127.0.0.1:${publishPort}`,
+    // The runner and its services: condure, pushpin-proxy, pushpin-handler.
+    serverPids: () => processTree(runner.pid!),
+    warnings: () => warnings,
+    async stop() {
+      await terminate(runner);
+      await terminate(origin);
+      if (existsSync(logFile)) warnings = readFileSync(logFile, 'utf8').split('\n').filter((line) => /^\[(WARN|ERR)/.test(line) && !line.includes('while needing to exit'));
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
