@@ -202,6 +202,7 @@ export interface ChannelSubscription {
 /** `Multiplex-Channel: a, b; since=42`: the channels a held stream subscribes to. */
 export function parseChannelSubscriptions(value: string): ChannelSubscription[] {
   const subscriptions: ChannelSubscription[] = [];
+  const seen = new Set<string>();
   for (const item of parseList(value)) {
     const [rawName, ...params] = item.split(';');
     const name = trimOws(rawName!);
@@ -214,7 +215,10 @@ export function parseChannelSubscriptions(value: string): ChannelSubscription[] 
       if (match === null) throw new BadHeaderValueError('Multiplex-Channel', value, 'name or name; since=<channel id>');
       since = Number(match[1]);
     }
-    if (!subscriptions.some((s) => s.name === name)) subscriptions.push({ name, since });
+    if (!seen.has(name)) {
+      seen.add(name);
+      subscriptions.push({ name, since });
+    }
   }
   return subscriptions;
 }

@@ -58,6 +58,10 @@ function trimOws(value: string): string {
  * Feed it the body chunk by chunk; it calls the sink for each part as soon as the delimiter closing it
  * has arrived. A part within one chunk is a zero-copy view of that chunk: do not reuse pushed buffers.
  */
+/** Body pieces smaller than this are copied into a shared buffer of TAIL_BYTES rather than kept as views. */
+const SMALL_PIECE = 512;
+const TAIL_BYTES = 16_384;
+
 export class MultiplexParser {
   readonly #limits: MultiplexParserLimits;
   readonly #sink: MultiplexParserSink;
@@ -70,6 +74,10 @@ export class MultiplexParser {
   /** The current body: views of the pushed chunks, including the #matched tentative bytes at its end. */
   #segments: Buffer[] = [];
   #segmentBytes = 0;
+  /** Where tiny pieces of the body are copied together; the last segment views it while #isLastInTail. */
+  #tail: Buffer | null = null;
+  #tailUsed = 0;
+  #isLastInTail = false;
   #headerBytes = 0;
   /** Start of a header line that continues in the next chunk. */
   #pendingLine: Buffer[] = [];
@@ -127,6 +135,7 @@ export class MultiplexParser {
   #fail(err: MuxError): void {
     this.#state = DONE;
     this.#segments = [];
+    this.#isLastInTail = false;
     this.#pendingLine = [];
     this.#sink.onError(err);
   }
@@ -194,8 +203,22 @@ export class MultiplexParser {
 
   #append(piece: Buffer): void {
     if (piece.length === 0) return;
-    this.#segments.push(piece);
     this.#segmentBytes += piece.length;
+    if (piece.length >= SMALL_PIECE) {
+      this.#segments.push(piece);
+      this.#isLastInTail = false;
+      return;
+    }
+    // Tiny chunks (a body trickled byte by byte) are copied together: a view per byte would cost ~100 bytes each.
+    if (!this.#isLastInTail || this.#tailUsed + piece.length > TAIL_BYTES) {
+      this.#tail = Buffer.allocUnsafe(TAIL_BYTES);
+      this.#tailUsed = 0;
+      this.#segments.push(this.#tail.subarray(0, 0));
+      this.#isLastInTail = true;
+    }
+    piece.copy(this.#tail!, this.#tailUsed);
+    this.#tailUsed += piece.length;
+    this.#segments[this.#segments.length - 1] = this.#tail!.subarray(0, this.#tailUsed);
   }
 
   /** Removes from the end of the body the bytes that turned out to be the delimiter's start. */
@@ -207,8 +230,10 @@ export class MultiplexParser {
       if (last.length <= count) {
         segments.pop();
         count -= last.length;
+        this.#isLastInTail = false;
       } else {
         segments[segments.length - 1] = last.subarray(0, last.length - count);
+        if (this.#isLastInTail) this.#tailUsed -= count;
         count = 0;
       }
     }
@@ -228,6 +253,7 @@ export class MultiplexParser {
       body = segments.length === 1 ? segments[0]! : Buffer.concat(segments, this.#segmentBytes + last.length);
       this.#segments = [];
       this.#segmentBytes = 0;
+      this.#isLastInTail = false;
     }
     const part: Part = { tokens: this.#tokens, channels: this.#channels, isClose: this.#isClose, body };
     this.#partCount++;
