@@ -108,6 +108,7 @@ export function renderReport(r: BenchResults): string {
     `| fan-out: muxgate ≥ 1.0× Nchan, 2 shards vs 2 workers | ${ratio(fanOutRate('muxgate, 2 shards'), fanOutRate('Nchan, 2 workers'), 1.0)} |`,
     `| fan-out: muxgate (2 shards) ≥ 1.5× Pushpin | ${ratio(fanOutRate('muxgate, 2 shards'), fanOutRate('Pushpin'), 1.5)} |`,
     `| fan-out: 2 shards ≥ 1.6× 1 shard | ${ratio(fanOutRate('muxgate, 2 shards'), fanOutRate('muxgate, 1 shard'), 1.6)} |`,
+    `| fan-out across 2 nodes (1 shard each, Redis) vs 1 node with 1 shard (for reference, issue 9) | ${ratio(fanOutRate('muxgate, 2 nodes × 1 shard (Redis)'), fanOutRate('muxgate, 1 shard'), 1.0)} |`,
     `| p99 latency at ${fixed(s.latency.subscribers)} subscribers ≤ 1.5× Nchan (2 shards vs 1 worker) | ${ratio(latencyP99('muxgate, 2 shards'), latencyP99('Nchan, 1 worker'), 1.5, true)} |`,
     `| fan-out p99 at ${fixed(s.fanOut.subscribers)} subscribers, 2 shards vs Nchan 2 workers (for reference) | ${ratio(fanOutP99('muxgate, 2 shards'), fanOutP99('Nchan, 2 workers'), 1.5, true)} |`,
     `| RSS per held stream ≤ 8 KiB | ${idleMux === undefined ? '–' : `${fixed(idleMux.median.kiBPerStream, 2)} KiB (${idleMux.median.kiBPerStream <= 8 ? 'met' : '**not met**'})`} |`,

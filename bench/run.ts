@@ -12,6 +12,7 @@ import { runDeliveryScenario, type DeliveryResult, type DeliveryScenario, type S
 import { runIdle, type IdleResult } from './scenarios/idle.ts';
 import { runRequestPath, type RequestPathResult } from './scenarios/request-path.ts';
 import * as muxgate from './systems/muxgate.ts';
+import * as muxgateNodes from './systems/muxgate-nodes.ts';
 import * as nchan from './systems/nchan.ts';
 import * as pushpin from './systems/pushpin.ts';
 import { renderReport, type BenchResults } from './report.ts';
@@ -45,6 +46,7 @@ if (!hasPeers()) {
 
 const muxgate1: SystemSpec = { label: 'muxgate, 1 shard', start: () => muxgate.start(1) };
 const muxgate2: SystemSpec = { label: 'muxgate, 2 shards', start: () => muxgate.start(2) };
+const muxgateTwoNodes: SystemSpec = { label: 'muxgate, 2 nodes × 1 shard (Redis)', start: () => muxgateNodes.start(2, 1) };
 const nchan1: SystemSpec = { label: 'Nchan, 1 worker', start: () => nchan.start(1) };
 const nchan2: SystemSpec = { label: 'Nchan, 2 workers', start: () => nchan.start(2) };
 const pushpinSpec: SystemSpec = { label: 'Pushpin', start: () => pushpin.start() };
@@ -84,7 +86,7 @@ const many: DeliveryScenario = { subscribers: isQuick ? 1000 : 10_000, subscribe
 const requestPath = { workers: [1, 2], seconds: isQuick ? 2 : 5, connections: 32, phpChildren: 8, runs };
 results.sizes = { fanOut, idleStreams, latency, many, requestPath };
 
-if (scenarios.has('fan-out')) results.fanOut = await deliveryRows('fan-out', [muxgate1, nchan1, muxgate2, nchan2, pushpinSpec], fanOut);
+if (scenarios.has('fan-out')) results.fanOut = await deliveryRows('fan-out', [muxgate1, nchan1, muxgate2, nchan2, pushpinSpec, muxgateTwoNodes], fanOut);
 if (scenarios.has('idle')) {
   for (const spec of [muxgate2, nchan1, pushpinSpec]) {
     log(`idle: ${spec.label}`);

@@ -40,9 +40,18 @@ export async function runDeliveryScenario(spec: SystemSpec, scenario: DeliverySc
   const notes: string[] = [];
   try {
     const byToken = scenario.isAddressEach && system.tokenStreamRequest !== undefined;
-    const { tokens, failedOpens } = await pool.open(system.port, scenario.subscribers, {
-      request: byToken ? system.tokenStreamRequest : system.subscribeRequest, channel: CHANNEL, isChannelEach: scenario.isAddressEach,
-    });
+    const tokens: string[] = [];
+    const failedOpens = new Map<string, number>();
+    const ports = system.ports ?? [system.port];
+    for (let i = 0; i < ports.length; i++) {
+      // Several nodes: an even share of the subscribers on each.
+      const share = Math.floor(scenario.subscribers / ports.length) + (i < scenario.subscribers % ports.length ? 1 : 0);
+      const opened = await pool.open(ports[i], share, {
+        request: byToken ? system.tokenStreamRequest : system.subscribeRequest, channel: CHANNEL, isChannelEach: scenario.isAddressEach,
+      });
+      tokens.push(...opened.tokens);
+      for (const [status, times] of opened.failedOpens) failedOpens.set(status, (failedOpens.get(status) ?? 0) + times);
+    }
     for (const [status, times] of failedOpens) notes.push(`opening streams: ${times}× "${status}", retried`);
     const addresses: Address[] = !scenario.isAddressEach ? [{ channel: CHANNEL }]
       : byToken ? tokens.map((token) => ({ token }))

@@ -20,6 +20,8 @@ export interface RunningSystem {
   kind: SystemKind;
   /** The port subscribers connect to, on 127.0.0.1. */
   port: number;
+  /** Several nodes: the subscribers are spread evenly over these ports (the first is `port`). */
+  ports?: number[];
   /** The raw HTTP/1.1 request a subscriber sends; `{channel}` is replaced by its channel. */
   subscribeRequest: string;
   /** muxgate only: the request of a stream addressed by its token (named in the X-Token response header). */

@@ -5,6 +5,8 @@ import { connect, createServer, type AddressInfo } from 'node:net';
 export interface RedisServer {
   url: string;
   port: number;
+  /** The running server's pid (0 while it is down). */
+  readonly pid: number;
   /** SIGKILL, as a crash would. */
   kill(): Promise<void>;
   /** Starts it again on the same port. */
@@ -52,5 +54,14 @@ export async function startRedis(): Promise<RedisServer> {
     child = null;
   };
   await start();
-  return { url: `redis://127.0.0.1:${port}`, port, kill: () => halt('SIGKILL'), restart: start, stop: () => halt('SIGTERM') };
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    port,
+    get pid() {
+      return (child as ChildProcess | null)?.pid ?? 0;
+    },
+    kill: () => halt('SIGKILL'),
+    restart: start,
+    stop: () => halt('SIGTERM'),
+  };
 }
