@@ -1,8 +1,10 @@
 // `npm run soak`: muxgate under churn for SOAK_SECONDS (default 600) against a real php-fpm. A pool of held
 // streams keeps disconnecting and reconnecting while parts are pushed to their tokens and channels; every live
-// stream checks that it gets exactly the parts addressed to it, in order. muxgate's RSS, open fds and gauges are
-// sampled; a Markdown summary goes to stdout (progress to stderr), and the exit code is 1 on a lost part, a
-// protocol error, or RSS/fds growing after warm-up beyond the thresholds.
+// stream checks that it gets exactly the parts addressed to it, in order, and every ended stream its close event.
+// muxgate's RSS, open fds, gauges and live heap (what full collections leave, from --trace-gc) are sampled; a
+// Markdown summary goes to stdout (progress to stderr), and the exit code is 1 on a lost part, a protocol error,
+// or RSS/fds/live heap growing after warm-up beyond the thresholds (defaults: RSS +20 %, fds +10 % and 0.05 per
+// churn cycle, live heap 2.5 KiB per churn cycle).
 import http from 'node:http';
 import net from 'node:net';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -91,6 +93,8 @@ export interface SoakResult {
   fds: Trend | null;
   /** the heap left by full collections, summed over the threads that had one by the end of warm-up */
   liveHeap: Trend | null;
+  /** full collections traced in all muxgate threads */
+  fullCollections: number;
   samples: Sample[];
 }
 
@@ -770,7 +774,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
         const sample = { t, rssKiB: rssKiB(pid), fds: countFds(pid), heldStreams, openConnections, cycles: soak.cycles, liveHeapKiB: { ...heap.latest } };
         samples.push(sample);
         log(`t=${t.toFixed(0)}s rss=${(sample.rssKiB / 1024).toFixed(1)}MiB fds=${sample.fds} held=${heldStreams} conns=${openConnections} cycles=${sample.cycles}`
-          + ` parts: token ${soak.tokenParts.received}/${soak.tokenParts.pushed} channel ${soak.channelParts.received}/${soak.channelParts.pushed} lost ${soak.tokenParts.lost + soak.channelParts.lost} failures ${soak.failures.counts.size}`);
+          + ` full GCs=${heap.collections} parts pushed/received: token ${soak.tokenParts.pushed}/${soak.tokenParts.received}`
+          + ` channel ${soak.channelParts.pushed}/${soak.channelParts.received} lost ${soak.tokenParts.lost + soak.channelParts.lost} problems ${soak.failures.counts.size}`);
       }
     })();
     await soak.run(done);
@@ -899,6 +904,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       rss,
       fds,
       liveHeap,
+      fullCollections: heap.collections,
       samples,
     };
   } finally {

@@ -12,12 +12,15 @@ test('a minute of churn: every live stream gets exactly its parts, fds and memor
     seconds: 60,
     sampleSeconds: 2,
     warmupSeconds: 24,
-    // A heap bounded at 64 MB makes V8 collect in full every few seconds rather than grow for minutes, so what a
-    // full collection leaves (the live heap, from --trace-gc) shows a leak within a minute; RSS is too noisy.
-    muxgateEnv: { NODE_OPTIONS: '--max-old-space-size=64' },
+    // With its heap bounded at 128 MB, V8 collects in full every few seconds rather than growing the heap for
+    // minutes, so what full collections leave (the live heap, read from --trace-gc) shows a leak within a minute.
+    // (At 64 MB the shards fall into back-to-back collections with 13 MB live and slow down fivefold.)
+    muxgateEnv: { NODE_OPTIONS: '--max-old-space-size=128' },
     // Generous against noise, yet a leak of one socket or one held stream per cycle (about 60 cycles/s) fails:
-    // such a socket adds an fd per cycle, such a stream (its request and response kept) about 4 KiB of live heap.
-    maxRssGrowthPercent: 20,
+    // such a socket adds an fd per cycle, such a stream (its request and response kept) about 5 KiB of live
+    // heap; without a leak the live heap moves by less than 1 KiB per cycle. RSS still settles in the first
+    // minute, so its limit only catches gross growth.
+    maxRssGrowthPercent: 50,
     maxFdGrowthPercent: 10,
     maxFdsPerCycle: 0.05,
     maxLiveHeapKiBPerCycle: 2.5,

@@ -279,13 +279,13 @@ export class MultiplexParser {
       const byte = chunk[pos++]!;
       const state = this.#state;
       if (state === CLOSE_DASH) {
-        if (byte !== DASH) return this.#badBoundaryLine(byte, length);
+        if (byte !== DASH) return this.#badBoundaryLine(byte, length, 0);
         // the rest is the epilogue, ignored
         this.#state = DONE;
         return length;
       }
       if (state === BOUNDARY_CR) {
-        if (byte !== LF) return this.#badBoundaryLine(byte, length);
+        if (byte !== LF) return this.#badBoundaryLine(byte, length, pos - 1 - start);
         this.#state = HEADERS;
       } else if (byte === SP || byte === HT) {
         this.#state = PADDING;
@@ -294,7 +294,7 @@ export class MultiplexParser {
       } else if (byte === DASH && state === BOUNDARY_END) {
         this.#state = CLOSE_DASH;
       } else {
-        return this.#badBoundaryLine(byte, length);
+        return this.#badBoundaryLine(byte, length, pos - 1 - start);
       }
     }
     // a lone dash (the start of `--`) is not header bytes; everything else after `--B` is
@@ -305,7 +305,12 @@ export class MultiplexParser {
     return pos;
   }
 
-  #badBoundaryLine(byte: number, length: number): number {
+  /** `consumed`: the header bytes before the bad one in this chunk, so that the limit wins however the input is cut. */
+  #badBoundaryLine(byte: number, length: number, consumed: number): number {
+    if (this.#headerBytes + consumed > this.#limits.maxPartHeaderBytes) {
+      this.#fail(new PartHeadersTooLargeError(this.#limits.maxPartHeaderBytes));
+      return length;
+    }
     this.#malformed(
       `unexpected byte 0x${byte.toString(16).padStart(2, '0')} after a boundary: expected optional spaces or tabs then CRLF, or "--" to close`,
     );
