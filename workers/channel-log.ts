@@ -38,10 +38,6 @@ export class ChannelLog {
     this.sweeper = maxAgeMs > 0 ? setInterval(() => this.sweep(), SWEEP_MS).unref() : null;
   }
 
-  get isKeepingHistory(): boolean {
-    return this.maxParts > 0;
-  }
-
   /** Assigns the part its id and, when history is kept, remembers it for each channel. */
   append(channels: readonly string[], body: Buffer, isClose: boolean): number {
     const id = this.nextId++;

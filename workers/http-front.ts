@@ -48,10 +48,6 @@ export class HttpFront {
     }
   }
 
-  get connectionCount(): number {
-    return this.sockets.size;
-  }
-
   adopt(socket: Socket, kind: ListenerKind): void {
     this.sockets.add(socket);
     this.metrics.openConnections.inc();

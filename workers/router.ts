@@ -199,6 +199,7 @@ export class Router {
   routePart(part: Part, source: PartSource, receipt: PushReceipt | null): void {
     if (part.channels.length > 0) return this.routeChannelPart(part, source, receipt);
     const tokens = part.tokens;
+    const parsedAt = Date.now();
     let local: Delivery | null = null;
     let isRemote = false;
     let isForwarded = false;
@@ -210,11 +211,11 @@ export class Router {
         const sent = this.forwardToNode(token, part.body, part.isClose ? FLAG_CLOSE : 0, receipt);
         if (sent) isForwarded = true;
       } else if (shard === this.shard) {
-        local ??= new Delivery(part.body, part.isClose, Date.now(), 0);
+        local ??= new Delivery(part.body, part.isClose, parsedAt, 0);
         const result = this.streams.deliverToToken(token, local);
         if (result === DELIVERED) deliveries++;
         else if (result === NOT_LIVE) this.undeliverable('gone', token, receipt);
-      } else if (this.enqueue(shard, token, '', part.body, part.isClose ? FLAG_CLOSE : 0, Date.now(), receipt, this.shard, 0)) {
+      } else if (this.enqueue(shard, token, '', part.body, part.isClose ? FLAG_CLOSE : 0, parsedAt, receipt, this.shard, 0)) {
         isRemote = true;
       } else {
         this.undeliverable('shard_down', token, receipt);
@@ -501,9 +502,11 @@ export class Router {
       const receiptId = outbox.numbers[i * META_FIELDS + 3];
       const origin = outbox.numbers[i * META_FIELDS + 4];
       if (receiptId === 0) continue;
+      this.acknowledge(origin, receiptId, 0, tokens, null);
       // A part for the sequencer was to be acknowledged by every shard; the others now never will.
-      const isToSequence = (outbox.numbers[i * META_FIELDS + 1] & FLAG_TO_SEQUENCE) !== 0;
-      for (let k = isToSequence ? this.peers.length : 1; k > 0; k--) this.acknowledge(origin, receiptId, 0, k === 1 ? tokens : [], null);
+      if ((outbox.numbers[i * META_FIELDS + 1] & FLAG_TO_SEQUENCE) !== 0) {
+        for (let k = 1; k < this.peers.length; k++) this.acknowledge(origin, receiptId, 0, [], null);
+      }
     }
     this.log.warn({ peer: shard, items: outbox.tokens.length }, 'peer shard gone: the parts queued for it are undeliverable');
     const acks = outbox.acks;
