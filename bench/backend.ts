@@ -3,6 +3,7 @@
 import { createRequire } from 'node:module';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Server } from 'node:net';
+import { dropWritesAfterEnd } from '../examples/demo-chat/node-fastcgi-fix.ts';
 
 interface FastcgiSocket {
   /** The raw FastCGI params of the request (node-fastcgi's Request). */
@@ -31,15 +32,8 @@ function answer(req: IncomingMessage, res: ServerResponse): void {
   res.end(BODY);
 }
 
-const server = fcgi.createServer((req, res) => {
-  // Answer after the (empty) body, as php-fpm does: answering and closing before muxgate has sent
-  // its end of stdin loses the response in fastcgi-client now and then (a 502 for the client).
-  req.resume();
-  req.once('end', () => answer(req, res));
-});
-// node-fastcgi writes a record after ending each connection (ERR_STREAM_WRITE_AFTER_END on Node 26); without
-// a listener it destroys the socket, dropping a response still queued on it under load.
-server.on('clientError', () => {});
+const server = fcgi.createServer(answer);
+server.on('connection', dropWritesAfterEnd);
 server.listen(socketPath, () => process.send!('ready'));
 
 process.once('disconnect', () => process.exit(0));

@@ -2,16 +2,14 @@
 // killed under load; a shard thread stalled. What the clients see, what the push API answers, what leaks.
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { startServer, type RunningServer } from '../src/server.ts';
-import { findPhpFpm, startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
+import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
+import { freePort } from './helpers/ports.ts';
 import { startMuxgate, metricValue, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
 
@@ -72,102 +70,18 @@ function assertNumbered(body: string, word: string): number {
 
 // --- php-fpm on a port of our choosing, so that it can be killed and started again where muxgate looks.
 
-interface OwnPhpFpm {
-  master: ChildProcess;
-  exited: Promise<void>;
-  dir: string;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer().once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, '127.0.0.1');
-    socket.once('connect', () => { socket.destroy(); resolve(true); });
-    socket.once('error', () => { socket.destroy(); resolve(false); });
-  });
-}
-
-async function launchPhpFpm(port: number): Promise<OwnPhpFpm> {
-  const binary = findPhpFpm();
-  assert.ok(binary !== undefined, 'php-fpm not found (apt-get install php-fpm)');
-  const dir = mkdtempSync(join(tmpdir(), 'muxgate-faults-fpm-'));
-  const isRoot = process.getuid?.() === 0;
-  writeFileSync(join(dir, 'php-fpm.conf'), [
-    '[global]', `pid = ${join(dir, 'php-fpm.pid')}`, `error_log = ${join(dir, 'error.log')}`, 'daemonize = no',
-    '[www]', `listen = 127.0.0.1:${port}`, 'pm = static', `pm.max_children = ${FPM_CHILDREN}`, `chdir = ${PHP_ROOT}`,
-    'clear_env = no', 'request_terminate_timeout = 0', 'php_admin_value[output_buffering] = 0', 'php_admin_flag[implicit_flush] = on',
-    ...(isRoot ? ['user = root', 'group = root'] : []),
-  ].join('\n') + '\n');
-  const master = spawn(binary, ['-F', '-y', join(dir, 'php-fpm.conf'), '-p', dir, ...(isRoot ? ['-R'] : [])], { stdio: 'ignore' });
-  const exited = new Promise<void>((resolve) => master.once('exit', () => resolve()));
-  const fpm = { master, exited, dir };
-  try {
-    await until(`php-fpm listening on ${port}`, async () => {
-      if (master.exitCode !== null || master.signalCode !== null) assert.fail(`php-fpm exited: ${readFileSync(join(dir, 'error.log'), 'utf8')}`);
-      return canConnect(port);
-    }, 10_000);
-    // pm = static: every child is up before the test relies on them (and kills them).
-    await until('php-fpm children', () => childrenOf(master.pid!).length === FPM_CHILDREN, 5000);
-  } catch (error) {
-    await stopPhpFpm(fpm);
-    throw error;
-  }
+/** php-fpm on a port of the test's choosing, so that it can come back on the same one after being killed. */
+async function launchPhpFpm(port: number): Promise<PhpFpm> {
+  const fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: FPM_CHILDREN, port });
+  // pm = static: every child is up before the test relies on them (and kills them).
+  await until('php-fpm children', () => fpm.workerPids().length === FPM_CHILDREN, 5000);
   return fpm;
 }
 
-function childrenOf(pid: number): number[] {
-  const children: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-    } catch {
-      continue;
-    }
-    // `pid (comm) state ppid ...`: comm may hold spaces and parentheses.
-    const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    if (Number(ppid) === pid && state !== 'Z') children.push(Number(entry));
-  }
-  return children;
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
 /** SIGKILL to the master and every child at once, as the OOM killer or a crash would leave it. */
-async function killPhpFpm(fpm: OwnPhpFpm): Promise<void> {
-  const pids = [fpm.master.pid!, ...childrenOf(fpm.master.pid!)];
-  assert.equal(pids.length, 1 + FPM_CHILDREN);
-  for (const pid of pids) process.kill(pid, 'SIGKILL');
-  await fpm.exited;
-  await until('php-fpm children dead', () => pids.every((pid) => !isAlive(pid)));
-  rmSync(fpm.dir, { recursive: true, force: true });
-}
-
-async function stopPhpFpm(fpm: OwnPhpFpm): Promise<void> {
-  if (fpm.master.exitCode === null && fpm.master.signalCode === null) {
-    fpm.master.kill('SIGTERM');
-    const timer = setTimeout(() => fpm.master.kill('SIGKILL'), 3000);
-    await fpm.exited;
-    clearTimeout(timer);
-  }
-  rmSync(fpm.dir, { recursive: true, force: true });
+async function killPhpFpm(fpm: PhpFpm): Promise<void> {
+  assert.equal(fpm.workerPids().length, FPM_CHILDREN);
+  await fpm.kill();
 }
 
 /**
@@ -199,7 +113,7 @@ const TCP_STATES: Record<string, string> = {
 
 describe('php-fpm killed in the middle of responses, down, and back on the same port', () => {
   let port: number;
-  let fpm: OwnPhpFpm;
+  let fpm: PhpFpm;
   let mux: Muxgate;
   const clients: RawHttp[] = [];
   let held: { client: RawHttp; token: string }[] = [];
@@ -218,7 +132,7 @@ describe('php-fpm killed in the middle of responses, down, and back on the same 
   after(async () => {
     for (const client of clients) client.close();
     await mux?.stop();
-    if (fpm !== undefined) await stopPhpFpm(fpm);
+    if (fpm !== undefined) await fpm.stop();
   });
 
   // The script below runs 3 s: a connection that outlives the client or the 504 by less would be a leak.
@@ -354,7 +268,7 @@ test('an ordinary response cut by the backend\'s death is not passed off as comp
   } finally {
     plain.close();
     await mux.stop();
-    await stopPhpFpm(fpm);
+    await fpm.stop();
   }
 });
 

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { track, terminate } from '../child-processes.ts';
 import { processTree } from '../proc-stats.ts';
-import { freePort, waitForPorts } from './ports.ts';
+import { freePort, waitForPorts } from '../../test/helpers/ports.ts';
 import { renderTemplate } from './template.ts';
 
 export interface Nginx {

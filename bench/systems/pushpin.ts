@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { track, terminate } from '../child-processes.ts';
 import { processTree } from '../proc-stats.ts';
-import { freePort, waitForPorts } from './ports.ts';
+import { freePort, waitForPorts } from '../../test/helpers/ports.ts';
 import { renderTemplate } from './template.ts';
 import { sseEvent, type Address, type PublishRequest, type RunningSystem } from './system.ts';
 

@@ -5,6 +5,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import type { AddressInfo, Server, Socket } from 'node:net';
 import { join } from 'node:path';
+import { dropWritesAfterEnd } from './node-fastcgi-fix.ts';
 
 interface NodeFastcgi {
   /** A net.Server that emits node:http-style requests and responses for FastCGI ones. */
@@ -201,21 +202,6 @@ function removeStaleSocket(path: string): void {
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
   }
-}
-
-/**
- * node-fastcgi ends the connection after END_REQUEST, then may still write the empty STDERR record:
- * that write errors, the socket is destroyed, and the reset can reach the client before it has read
- * the answer. The late record carries nothing, so it is dropped instead.
- */
-function dropWritesAfterEnd(socket: Socket): void {
-  const write = socket.write;
-  socket.write = function (this: Socket, ...args: unknown[]): boolean {
-    if (!this.writableEnded) return (write as (...a: unknown[]) => boolean).apply(this, args);
-    const callback = args.find((arg) => typeof arg === 'function') as (() => void) | undefined;
-    if (callback !== undefined) process.nextTick(callback);
-    return false;
-  } as Socket['write'];
 }
 
 function main(): void {

@@ -2,13 +2,19 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
-import { connect, createServer } from 'node:net';
+import { canConnect, freePort } from './ports.ts';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 
 export interface PhpFpm {
   host: string;
   port: number;
+  /** The master's pid. */
+  pid: number;
+  /** The pids of its (non-zombie) worker processes. */
+  workerPids(): number[];
+  /** SIGKILL to the master and every worker at once, as a crash or the OOM killer would leave it. */
+  kill(): Promise<void>;
   stop(): Promise<void>;
   /** php-fpm's error log (master and workers' stderr) plus anything it printed itself. */
   stderrLog(): string;
@@ -19,6 +25,8 @@ export interface PhpFpmOptions {
   maxChildren?: number;
   /** Extra environment for the workers (the pool keeps the master's environment). */
   env?: Record<string, string>;
+  /** A fixed port (to start it again on the same one); by default a free one. */
+  port?: number;
 }
 
 const HOST = '127.0.0.1';
@@ -70,7 +78,7 @@ export async function startPhpFpm(options: PhpFpmOptions): Promise<PhpFpm> {
     } catch (error) {
       rmSync(dir, { recursive: true, force: true });
       lastError = error;
-      if (!(error instanceof PortTakenError)) break;
+      if (!(error instanceof PortTakenError) || options.port !== undefined) break;
     }
   }
   throw lastError;
@@ -79,7 +87,7 @@ export async function startPhpFpm(options: PhpFpmOptions): Promise<PhpFpm> {
 class PortTakenError extends Error {}
 
 async function startOnce(binary: string, dir: string, options: PhpFpmOptions, maxChildren: number): Promise<PhpFpm> {
-  const port = await freePort();
+  const port = options.port ?? await freePort();
   const isRoot = process.getuid?.() === 0;
   const errorLogPath = join(dir, 'error.log');
   const confPath = join(dir, 'php-fpm.conf');
@@ -119,10 +127,22 @@ async function startOnce(binary: string, dir: string, options: PhpFpmOptions, ma
   }
 
   let stopping: Promise<void> | undefined;
+  const workerPids = () => childrenOf(child.pid!);
   return {
     host: HOST,
     port,
+    pid: child.pid!,
+    workerPids,
     stderrLog,
+    async kill() {
+      const pids = [child.pid!, ...workerPids()];
+      for (const pid of pids) process.kill(pid, 'SIGKILL');
+      await exited;
+      const deadline = Date.now() + START_TIMEOUT_MS;
+      while (pids.some(isAlive) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS));
+      finalLog = stderrLog();
+      rmSync(dir, { recursive: true, force: true });
+    },
     stop() {
       stopping ??= (async () => {
         await terminate(child, exited);
@@ -171,18 +191,6 @@ function renderConfig(c: ConfigValues): string {
   return lines.join('\n') + '\n';
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, HOST, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 /** Resolves undefined once the port accepts connections, or the reason it gave up. */
 async function waitForPort(port: number, signal: AbortSignal): Promise<string | undefined> {
   const deadline = Date.now() + START_TIMEOUT_MS;
@@ -194,12 +202,31 @@ async function waitForPort(port: number, signal: AbortSignal): Promise<string | 
   return 'aborted';
 }
 
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect({ host: HOST, port });
-    socket.once('connect', () => { socket.destroy(); resolve(true); });
-    socket.once('error', () => { socket.destroy(); resolve(false); });
-  });
+/** The live (non-zombie) children of a process, from /proc. */
+function childrenOf(pid: number): number[] {
+  const children: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    // `pid (comm) state ppid ...`: comm may hold spaces and parentheses.
+    const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(ppid) === pid && state !== 'Z') children.push(Number(entry));
+  }
+  return children;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
 }
 
 async function terminate(child: ChildProcess, exited: Promise<string>): Promise<void> {

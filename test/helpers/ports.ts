@@ -1,4 +1,5 @@
-// Free loopback ports for the peers, which (unlike muxgate) cannot report a port the OS picked; and waiting for them.
+// Free loopback ports for servers that cannot report a port the OS picked (php-fpm, Redis, Prometheus, the bench's
+// peers), and waiting until they accept connections.
 import net from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -13,7 +14,7 @@ export function freePort(): Promise<number> {
   });
 }
 
-function canConnect(port: number): Promise<boolean> {
+export function canConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect({ host: '127.0.0.1', port });
     socket.once('connect', () => { socket.destroy(); resolve(true); });

@@ -1,7 +1,7 @@
 // Starts a real Prometheus (Debian's package) scraping one target every second, for tests.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
+import { freePort } from './ports.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -10,14 +10,6 @@ export interface Prometheus {
   /** Evaluates an instant query; the result vector. */
   query(expr: string): Promise<Array<{ metric: Record<string, string>; value: [number, string] }>>;
   stop(): Promise<void>;
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 export async function startPrometheus(target: string): Promise<Prometheus> {
