@@ -6,6 +6,8 @@ import type { ShardMetrics } from './metrics.ts';
 
 export type ListenerKind = 'public' | 'push';
 
+const PUSH_KEEP_ALIVE_MS = 75_000;
+
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
 
 export class HttpFront {
@@ -31,7 +33,9 @@ export class HttpFront {
     };
     this.servers = {
       public: http.createServer(options, handlers.public),
-      push: http.createServer(options, handlers.push),
+      // Pushers are few and long-lived: idle connections are kept as nginx keeps them (its 75 s), so that a pusher's
+      // pool seldom sends on a connection the server is closing at that moment ("socket hang up").
+      push: http.createServer({ ...options, keepAliveTimeout: PUSH_KEEP_ALIVE_MS }, handlers.push),
     };
     for (const server of Object.values(this.servers)) {
       // These servers never listen; 'listening' starts node:http's connection tracking,
