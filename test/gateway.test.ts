@@ -122,6 +122,25 @@ test('hold response (long-poll): the first part ends the response', async () => 
   client.close();
 });
 
+test('a connection serves its next requests once its long-poll ends, a request pipelined meanwhile included', async () => {
+  const client = await RawHttp.get(`${mux.url}/stream.php?hold=response&silent=1`);
+  const head = await client.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the head');
+  const token = /\r\nX-Token: (\S+)\r\n/i.exec(head)![1];
+  // Sent while the stream is held: answered after it, on the same connection.
+  client.socket.write(`GET /echo.php?second=1 HTTP/1.1\r\nHost: ${new URL(mux.url).host}\r\n\r\n`);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.doesNotMatch(client.text, /second=1/);
+  assert.equal((await push([{ tokens: [token], body: 'the answer' }])).deliveries, 1);
+  await client.waitFor((t) => t.includes('second=1') && t.endsWith('}\r\n0\r\n\r\n'), 5000, 'the pipelined answer');
+  assert.equal(decodeChunked(client.text.slice(0, client.text.indexOf('HTTP/1.1 200', 10))).body, 'the answer');
+  // And one more, sent after both answers.
+  const before = client.text.length;
+  client.socket.write(`GET /echo.php?third=1 HTTP/1.1\r\nHost: ${new URL(mux.url).host}\r\n\r\n`);
+  await client.waitFor((t) => t.slice(before).includes('third=1') && t.endsWith('}\r\n0\r\n\r\n'), 5000, 'the third answer');
+  assert.equal(client.hasClosed, false);
+  client.close();
+});
+
 test('keep-alive data is written when the stream is idle', async () => {
   const { client } = await openStream('hold=stream&type=text/event-stream&keepalive=1');
   await client.waitFor((t) => decodeChunked(t).body.includes(':\n\n'), 4000, 'the default SSE heartbeat');

@@ -215,7 +215,7 @@ export class Gateway {
     // From here on muxgate frames the chunks itself, once per part for every stream.
     if (isChunked) res.chunkedEncoding = false;
     this.ctx.metrics.requests.inc({ listener: 'public', class: statusClass(head.status) });
-    const stream = this.ctx.streams.open(token, res, {
+    const stream = this.ctx.streams.open(token, req, res, {
       hold: holdMode,
       isChunked,
       isEventStream,

@@ -1,11 +1,13 @@
 // token → live multiplexed response: writes, hold modes, channels, resume, heartbeats, timeouts, slow consumers.
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Logger } from '../src/log.ts';
 import type { ChannelSubscription, HoldMode } from '../src/protocol/headers.ts';
 import type { ShardMetrics } from './metrics.ts';
 import { ChannelIndex } from './channel-index.ts';
 import { Delivery, LAST_CHUNK, frameChunk } from './delivery.ts';
 import type { LoggedPart } from './channel-log.ts';
+import { detachFromHttp, returnToHttp } from './http-detach.ts';
 
 export type EndReason = 'client' | 'timeout' | 'closed' | 'shutdown' | 'overflow' | 'finished';
 
@@ -25,7 +27,15 @@ export interface StreamOptions {
 
 export class HeldStream {
   readonly token: string;
-  readonly res: ServerResponse;
+  readonly socket: Socket;
+  /** Null once the connection has left node:http (see http-detach.ts); else writes go through the response. */
+  readonly res: ServerResponse | null;
+  /** The connection may serve another request once the stream ends. */
+  readonly canKeepAlive: boolean;
+  /** Bytes the client sent behind the stream's request (a pipelined request), kept for node:http. */
+  unread: Buffer | null = null;
+  /** Removes muxgate's listeners from a detached connection. */
+  unwatch: (() => void) | null = null;
   readonly options: StreamOptions;
   /** The backend's multiplexed body has ended: the hold mode now decides the stream's life. */
   isBackendDone = false;
@@ -39,9 +49,11 @@ export class HeldStream {
   /** Live channel parts held back while the history replay is on its way. */
   catchUp: Delivery[] | null = null;
 
-  constructor(token: string, res: ServerResponse, options: StreamOptions, now: number) {
+  constructor(token: string, socket: Socket, res: ServerResponse | null, canKeepAlive: boolean, options: StreamOptions, now: number) {
     this.token = token;
+    this.socket = socket;
     this.res = res;
+    this.canKeepAlive = canKeepAlive;
     this.options = options;
     this.lastWriteAt = now;
     if (options.keepAliveData !== null && options.keepAliveData.length > 0) {
@@ -57,6 +69,8 @@ export class HeldStream {
 const TICK_MS = 250;
 /** Live channel parts a resuming stream may hold back while its replay is on the way. */
 const MAX_HELD_BACK = 10_000;
+/** What a client may send behind a held stream's request before it is cut off. */
+const MAX_UNREAD_BYTES = 65_536;
 
 /** node:http marks the response that currently owns a socket. */
 interface SocketWithMessage {
@@ -99,13 +113,18 @@ export class HeldStreams {
   }
 
   /** Registers a stream whose head has been sent; parts for its token and channels are written from now on. */
-  open(token: string, res: ServerResponse, options: StreamOptions): HeldStream {
-    const stream = new HeldStream(token, res, options, Date.now());
+  open(token: string, req: IncomingMessage, res: ServerResponse, options: StreamOptions): HeldStream {
+    const canKeepAlive = options.isChunked && res.shouldKeepAlive;
+    const socket = detachFromHttp(req, res);
+    const stream = socket === null
+      ? new HeldStream(token, req.socket, res, canKeepAlive, options, Date.now())
+      : new HeldStream(token, socket, null, canKeepAlive, options, Date.now());
     this.streams.set(token, stream);
     if (stream.keepAliveFrame !== null) this.timed.add(stream);
     for (const channel of options.channels) this.channels.subscribe(stream, channel.name);
     this.metrics.subscriptions.inc(options.channels.length);
-    res.once('close', () => this.end(stream, 'client'));
+    if (socket === null) res.once('close', () => this.end(stream, 'client'));
+    else this.watch(stream, socket);
     this.metrics.heldStreams.inc();
     this.log.debug({ token, hold: options.hold, channels: options.channels.length }, 'stream opened');
     return stream;
@@ -214,13 +233,8 @@ export class HeldStreams {
     this.metrics.subscriptions.dec(stream.options.channels.length);
     this.metrics.heldStreams.dec();
     this.metrics.streamsEnded.inc({ reason });
-    const res = stream.res;
-    if (reason === 'overflow') {
-      res.destroy();
-    } else if (reason !== 'client') {
-      if (stream.options.isChunked) res.write(LAST_CHUNK);
-      res.end();
-    }
+    if (stream.res !== null) this.endResponse(stream.res, stream.options.isChunked, reason);
+    else this.endDetached(stream, reason);
     this.log.debug({ token: stream.token, reason }, 'stream ended');
     this.onEnded(stream, reason);
   }
@@ -235,17 +249,55 @@ export class HeldStreams {
     clearInterval(this.ticker);
   }
 
+  /** A detached connection's events: the client leaving, or sending more (kept for node:http, within a limit). */
+  private watch(stream: HeldStream, socket: Socket): void {
+    const onClose = () => this.end(stream, 'client');
+    const onError = (error: Error) => this.log.debug({ err: error.message }, 'held stream connection error');
+    const onData = (chunk: Buffer) => {
+      const unread = stream.unread === null ? chunk : Buffer.concat([stream.unread, chunk]);
+      if (unread.length > MAX_UNREAD_BYTES) return void socket.destroy();
+      stream.unread = unread;
+    };
+    socket.once('close', onClose);
+    socket.on('error', onError);
+    socket.on('data', onData);
+    stream.unwatch = () => {
+      socket.removeListener('close', onClose);
+      socket.removeListener('error', onError);
+      socket.removeListener('data', onData);
+    };
+  }
+
+  private endResponse(res: ServerResponse, isChunked: boolean, reason: EndReason): void {
+    if (reason === 'overflow') {
+      res.destroy();
+    } else if (reason !== 'client') {
+      if (isChunked) res.write(LAST_CHUNK);
+      res.end();
+    }
+  }
+
+  /** Ends a detached stream: its connection goes back to node:http when it can carry another request. */
+  private endDetached(stream: HeldStream, reason: EndReason): void {
+    const socket = stream.socket;
+    if (reason === 'client' || reason === 'overflow') return void socket.destroy();
+    if (stream.options.isChunked) socket.write(LAST_CHUNK);
+    if (!stream.canKeepAlive || this.isClosing || !socket.readable) return void socket.end();
+    stream.unwatch!();
+    returnToHttp(socket, stream.unread);
+  }
+
   private writeRaw(stream: HeldStream, bytes: Buffer): void {
-    const res = stream.res;
-    const socket = res.socket;
-    // Straight to the socket when this response owns it (the head is out, framing is ours);
-    // through the response while a pipelined request before it still has the socket.
-    if (socket !== null && (socket as SocketWithMessage)._httpMessage === res) socket.write(bytes);
+    const { res, socket } = stream;
+    // Straight to the socket when the stream owns it (the head is out, framing is ours); through the
+    // response while a pipelined request before it still has the socket.
+    if (res === null || (socket as SocketWithMessage)._httpMessage === res) socket.write(bytes);
     else res.write(bytes);
     stream.lastWriteAt = Date.now();
-    if (stream.res.writableLength > this.maxBufferedBytes) {
+    const unsent = res === null ? socket.writableLength : res.writableLength;
+    if (unsent > this.maxBufferedBytes) {
       this.metrics.slowConsumerDrops.inc();
-      this.log.warn({ unsentBytes: stream.res.writableLength, limit: this.maxBufferedBytes }, 'slow consumer dropped');
+      this.log.warn({ unsentBytes: unsent, limit: this.maxBufferedBytes }, 'slow consumer dropped');
       this.end(stream, 'overflow');
     }
   }
