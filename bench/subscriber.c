@@ -19,7 +19,9 @@
  *   close
  *       Closes every stream and exits 0. End of stdin (the orchestrator is gone) does the same.
  *
- * Any failure (a stream that cannot connect or never gets a 200 head) answers `failed <message>` and exits 1.
+ * A stream whose head is not `HTTP/1.1 200`, or whose connection ends before the head, is retried after 100 ms
+ * more each time, as an EventSource would (at most 10 times). Any failure (a stream that cannot connect, or is
+ * still refused after its retries) answers `failed <message>` and exits 1.
  *
  * Build: gcc -O2 -Wall -Wextra -Werror -o subscriber subscriber.c (bench/subscriber-pool.ts does it on first use).
  */
@@ -30,6 +32,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -299,6 +302,33 @@ static void note_failed_open(const char *status, size_t length) {
   batch.failed_times[batch.failed_length++] = 1;
 }
 
+static void close_stream(Subscription *s) {
+  close(s->fd); /* also leaves the epoll set */
+  s->fd = -1;
+}
+
+/* As an EventSource would, tries again later: `status` says why, the count of retries is reported. */
+static void retry(Subscription *s, const char *status, size_t length) {
+  note_failed_open(status, length);
+  close_stream(s);
+  s->phase = RETRY_WAIT;
+  s->retry_at_ms = mono_ms() + (int64_t)RETRY_STEP_MS * s->attempts;
+  retries = grow(retries, &retry_capacity, retry_count + 1, sizeof *retries);
+  retries[retry_count++] = s;
+}
+
+/* The server hung up on the request before its head (Pushpin's condure does, now and then, in a burst of opens). */
+static void hung_up(Subscription *s, const char *why) {
+  char status[128];
+  snprintf(status, sizeof status, "%s before the response head", why);
+  if (s->attempts > MAX_RETRIES) {
+    char source[24];
+    source_name(s->source, source, sizeof source);
+    fail("stream from %s: %s, %d times", source, status, s->attempts);
+  }
+  retry(s, status, strlen(status));
+}
+
 /* `\r\nX-Token: *([^\r]+)`, case-insensitive, in the head (without its blank line); "" when absent. */
 static char *find_token(const char *head, size_t length) {
   static const char name[] = "\r\nx-token:";
@@ -346,11 +376,6 @@ static void scan(Subscription *s, const unsigned char *chunk, size_t length, int
   }
 }
 
-static void close_stream(Subscription *s) {
-  close(s->fd); /* also leaves the epoll set */
-  s->fd = -1;
-}
-
 /* Gathers the response head; once complete, the stream is open (the rest is body) or closed for a retry. */
 static void on_head(Subscription *s, const unsigned char *chunk, size_t length, int64_t now_ns) {
   char source[24];
@@ -365,16 +390,10 @@ static void on_head(Subscription *s, const unsigned char *chunk, size_t length, 
   if (end == NULL) return;
   size_t head_length = (size_t)(end - s->head);
   if (strncmp(s->head, "HTTP/1.1 200 ", 13) != 0) {
-    /* As an EventSource would, try again: the count of retries is reported. */
     *end = 0;
     if (s->attempts > MAX_RETRIES) fail("stream from %s: unexpected response head, %d times: %s", source, s->attempts, s->head);
     const char *line_end = strstr(s->head, "\r\n");
-    note_failed_open(s->head, line_end != NULL ? (size_t)(line_end - s->head) : strlen(s->head));
-    close_stream(s);
-    s->phase = RETRY_WAIT;
-    s->retry_at_ms = mono_ms() + (int64_t)RETRY_STEP_MS * s->attempts;
-    retries = grow(retries, &retry_capacity, retry_count + 1, sizeof *retries);
-    retries[retry_count++] = s;
+    retry(s, s->head, line_end != NULL ? (size_t)(line_end - s->head) : strlen(s->head));
     return;
   }
   s->phase = OPEN;
@@ -404,10 +423,10 @@ static void on_writable(Subscription *s) {
     s->phase = WAITING_HEAD;
   }
   while (s->written < s->request_length) {
-    ssize_t n = write(s->fd, s->request + s->written, s->request_length - s->written);
+    ssize_t n = send(s->fd, s->request + s->written, s->request_length - s->written, MSG_NOSIGNAL);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EAGAIN) return;
-    if (n < 0) fail("stream from %s: write: %s", source, strerror(errno));
+    if (n < 0) return hung_up(s, strerror(errno));
     s->written += (size_t)n;
   }
   watch(s, EPOLL_CTL_MOD, EPOLLIN);
@@ -426,9 +445,8 @@ static void on_readable(Subscription *s) {
         close_stream(s);
         return;
       }
-      char source[24];
-      source_name(s->source, source, sizeof source);
-      fail("stream from %s: %s before the response head", source, n == 0 ? "closed" : strerror(errno));
+      hung_up(s, n == 0 ? "connection closed" : strerror(errno));
+      return;
     }
     int64_t now_ns = epoch_ns();
     if (s->phase == OPEN) {
@@ -548,6 +566,8 @@ int main(void) {
     limit.rlim_cur = limit.rlim_max;
     setrlimit(RLIMIT_NOFILE, &limit);
   }
+  /* A closed stdout or socket is an error to handle, not a signal that kills. */
+  signal(SIGPIPE, SIG_IGN);
   origin_wall_ns = clock_ns(CLOCK_REALTIME);
   origin_mono_ns = clock_ns(CLOCK_MONOTONIC);
   epoll_fd = epoll_create1(EPOLL_CLOEXEC);
@@ -568,7 +588,7 @@ int main(void) {
       if (s->fd < 0) continue; /* closed earlier in this batch of events */
       if (s->phase == CONNECTING || (s->phase == WAITING_HEAD && s->written < s->request_length)) {
         if (events[i].events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) on_writable(s);
-        if (s->phase == CONNECTING) continue;
+        if (s->phase == CONNECTING || s->fd < 0) continue; /* still connecting, or hung up and retried */
       }
       if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_readable(s);
     }
