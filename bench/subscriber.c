@@ -1,7 +1,9 @@
 /*
  * Subscriber process for the bench (spawned by bench/subscriber-pool.ts): holds N streams on raw sockets
  * (muxgate, Nchan, Pushpin: the request is the caller's) and counts the `@T=<µs>;` markers they receive, whatever
- * the framing around them. Single-threaded, one epoll loop, so that the load client costs the machine little.
+ * the framing around them. Single-threaded, one epoll loop, so that the load client costs the machine little: what
+ * it still costs is nearly all the kernel's (on loopback each delivery is a segment read and an ACK sent, whose
+ * processing on the server's socket is charged here too).
  *
  * Protocol: one command per line on stdin, one report per line on stdout. Strings that may hold spaces or CRLF
  * (request, channel, tokens, status lines) are percent-encoded (encodeURIComponent on the Node side); fields are
