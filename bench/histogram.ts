@@ -1,4 +1,5 @@
-// Latency histogram with 0.1 ms buckets, sent between processes as [bucket, count] pairs.
+// Latency histogram with 0.1 ms buckets, sent between processes as [bucket, count] pairs. The subscribers
+// (bench/subscriber.c) record into the same buckets: BUCKET_US and BUCKETS there must match these.
 
 const BUCKET_US = 100;
 const BUCKETS = 600_000; // 60 s; slower deliveries land in the last bucket
@@ -8,23 +9,8 @@ export type SparseHistogram = Array<[bucket: number, count: number]>;
 export class LatencyHistogram {
   private counts = new Uint32Array(BUCKETS);
 
-  record(latencyUs: number): void {
-    const bucket = latencyUs <= 0 ? 0 : Math.min(BUCKETS - 1, Math.floor(latencyUs / BUCKET_US));
-    this.counts[bucket]++;
-  }
-
-  toSparse(): SparseHistogram {
-    const pairs: SparseHistogram = [];
-    for (let i = 0; i < BUCKETS; i++) if (this.counts[i] !== 0) pairs.push([i, this.counts[i]]);
-    return pairs;
-  }
-
   add(sparse: SparseHistogram): void {
     for (const [bucket, count] of sparse) this.counts[bucket] += count;
-  }
-
-  reset(): void {
-    this.counts.fill(0);
   }
 
   /** The upper bound, in ms, of the bucket holding the q-quantile (0 < q <= 1); NaN when empty. */

@@ -89,7 +89,7 @@ export function renderReport(r: BenchResults): string {
     `- versions: Node ${process.version}; ${version('nginx -v')}; Nchan ${version("dpkg-query -W -f='${Version}' libnginx-mod-nchan")} ` +
       `(libnginx-mod-nchan); ${version('pushpin --version')} (condure, zurl, pushpin-proxy, pushpin-handler); ${version('wrk -v')}; ${version('php-fpm8.2 -v || php-fpm -v')}`,
     '- everything on loopback: servers on 127.0.0.1, subscribers bound to source addresses 127.0.0.1–127.0.0.9, in 2 subscriber processes ' +
-      '(`bench/subscribers.ts`, raw sockets, count `@T=<µs>;` markers in the bytes whatever the framing); one publisher process (`bench/publisher.ts`) ' +
+      '(`bench/subscriber.c`, one epoll loop each, built with gcc -O2; count `@T=<µs>;` markers in the bytes whatever the framing); one publisher process (`bench/publisher.ts`) ' +
       'over 4 keep-alive connections; every system streams `text/event-stream` (muxgate: `Multiplex-Channel` via `bench/backend.ts`; ' +
       'Nchan: `nchan_subscriber eventsource`; Pushpin: an origin answering `Grip-Hold: stream`); configs in `bench/peers/`',
     '- publishes: muxgate `POST /push` with one part `Multiplex-Channel: c` (or `Multiplex-Token: t`); Nchan `POST /pub?id=c`; Pushpin `POST /publish/` ' +

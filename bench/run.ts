@@ -35,7 +35,7 @@ function log(line: string): void {
 }
 
 function hasPeers(): boolean {
-  return ['nginx', 'pushpin', 'wrk', 'condure', 'zurl'].every((command) => spawnSync('sh', ['-c', `command -v ${command}`]).status === 0)
+  return ['nginx', 'pushpin', 'wrk', 'condure', 'zurl', 'gcc'].every((command) => spawnSync('sh', ['-c', `command -v ${command}`]).status === 0)
     && spawnSync('sh', ['-c', 'test -e /usr/lib/nginx/modules/ngx_nchan_module.so']).status === 0;
 }
 

@@ -1,7 +1,8 @@
 #!/bin/sh
-# Installs the peers the benchmark compares muxgate with (Nchan, Pushpin, nginx in front of php-fpm) and wrk, from Debian's packages.
+# Installs the peers the benchmark compares muxgate with (Nchan, Pushpin, nginx in front of php-fpm), wrk, and gcc
+# (the bench builds its subscriber, bench/subscriber.c, on first use), from Debian's packages.
 set -eu
-PACKAGES="nginx libnginx-mod-nchan pushpin wrk php-fpm"
+PACKAGES="nginx libnginx-mod-nchan pushpin wrk php-fpm gcc libc6-dev"
 missing=""
 for package in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $package"

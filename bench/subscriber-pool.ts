@@ -1,13 +1,16 @@
-// The orchestrator's side of the subscriber processes: fork them, open streams, collect their counts.
-import { fork, type ChildProcess } from 'node:child_process';
+// The orchestrator's side of the subscriber processes: start them (bench/subscriber.c, built with the machine's gcc
+// on first use), open streams, collect their counts. The line protocol is described at the top of subscriber.c.
+import { execFileSync, spawn, type ChildProcessByStdio } from 'node:child_process';
+import { mkdirSync, renameSync, statSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import { LatencyHistogram } from './histogram.ts';
+import { LatencyHistogram, type SparseHistogram } from './histogram.ts';
 import { track } from './child-processes.ts';
-import type { SubscriberCommand, SubscriberReport } from './subscribers.ts';
 
-const SUBSCRIBERS = fileURLToPath(new URL('./subscribers.ts', import.meta.url));
-
-type Reply<T extends SubscriberReport['type']> = Extract<SubscriberReport, { type: T }>;
+const SOURCE = fileURLToPath(new URL('./subscriber.c', import.meta.url));
+const BUILD_DIR = fileURLToPath(new URL('./.build/', import.meta.url));
+const BINARY = `${BUILD_DIR}subscriber`;
 
 export interface PoolStats {
   deliveries: number;
@@ -17,37 +20,119 @@ export interface PoolStats {
   histogram: LatencyHistogram;
 }
 
-function ask<T extends SubscriberReport['type']>(child: ChildProcess, command: SubscriberCommand, reply: T): Promise<Reply<T>> {
-  return new Promise((resolve, reject) => {
-    const onMessage = (report: SubscriberReport) => {
-      if (report.type !== reply && report.type !== 'failed') return;
-      cleanup();
-      if (report.type === 'failed') reject(new Error(`subscriber ${child.pid}: ${report.message}`));
-      else resolve(report as Reply<T>);
-    };
-    const onExit = (code: number | null) => {
-      cleanup();
-      reject(new Error(`subscriber ${child.pid} exited with code ${code}`));
-    };
-    const cleanup = () => {
-      child.removeListener('message', onMessage);
-      child.removeListener('exit', onExit);
-    };
-    child.on('message', onMessage);
-    child.once('exit', onExit);
-    child.send(command);
-  });
+interface Opened {
+  tokens: string[];
+  failedOpens: Array<[status: string, count: number]>;
+}
+
+interface Stats {
+  deliveries: number;
+  lastAt: number;
+  closed: number;
+  histogram: SparseHistogram | null;
+}
+
+/** Builds bench/.build/subscriber when missing or older than subscriber.c. */
+function subscriberBinary(): string {
+  const mtime = (path: string) => {
+    try {
+      return statSync(path).mtimeMs;
+    } catch {
+      return -1;
+    }
+  };
+  if (mtime(BINARY) >= mtime(SOURCE)) return BINARY;
+  mkdirSync(BUILD_DIR, { recursive: true });
+  const building = `${BINARY}.${process.pid}`;
+  try {
+    execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-o', building, SOURCE], { stdio: ['ignore', 'inherit', 'inherit'] });
+  } catch (error) {
+    throw new Error(`building ${SOURCE} failed (gcc missing? bench/setup-peers.sh installs it): ${(error as Error).message}`);
+  }
+  renameSync(building, BINARY);
+  return BINARY;
+}
+
+function parseOpened(fields: string[]): Opened {
+  const count = Number(fields[1]);
+  const tokens = fields.slice(2, 2 + count).map(decodeURIComponent);
+  const failedOpens: Opened['failedOpens'] = [];
+  const failed = Number(fields[2 + count]);
+  for (let i = 0; i < failed; i++) {
+    failedOpens.push([decodeURIComponent(fields[4 + count + 2 * i]), Number(fields[3 + count + 2 * i])]);
+  }
+  return { tokens, failedOpens };
+}
+
+function parseStats(fields: string[]): Stats {
+  const histogram: SparseHistogram | null = fields[4] === '1' ? fields.slice(5).map((pair) => {
+    const [bucket, count] = pair.split(':');
+    return [Number(bucket), Number(count)];
+  }) : null;
+  return { deliveries: Number(fields[1]), lastAt: Number(fields[2]), closed: Number(fields[3]), histogram };
+}
+
+/** One subscriber process: each command gets one answer line, in order. */
+class Subscriber {
+  readonly child: ChildProcessByStdio<Writable, Readable, null>;
+  private readonly pending: Array<{ resolve: (fields: string[]) => void; reject: (error: Error) => void }> = [];
+  private failure: Error | null = null;
+
+  constructor(binary: string) {
+    this.child = track(spawn(binary, [], { stdio: ['pipe', 'pipe', 'inherit'] }));
+    // A subscriber that dies mid-run is reported by the next command, not as an unhandled EPIPE.
+    this.child.stdin.on('error', () => {});
+    createInterface({ input: this.child.stdout }).on('line', (line) => {
+      if (line.startsWith('failed ')) return this.fail(new Error(`subscriber ${this.child.pid}: ${line.slice('failed '.length)}`));
+      this.pending.shift()?.resolve(line.split(' '));
+    });
+    this.child.once('exit', (code, signal) => this.fail(new Error(`subscriber ${this.child.pid} exited with ${signal ?? `code ${code}`}`)));
+  }
+
+  private fail(error: Error): void {
+    this.failure ??= error;
+    for (const { reject } of this.pending.splice(0)) reject(this.failure);
+  }
+
+  private ask(line: string, reply: string): Promise<string[]> {
+    if (this.failure !== null) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.pending.push({
+        resolve: (fields) => (fields[0] === reply ? resolve(fields) : reject(new Error(`subscriber ${this.child.pid}: expected ${reply}, got ${fields[0]}`))),
+        reject,
+      });
+      this.child.stdin.write(`${line}\n`);
+    });
+  }
+
+  async open(port: number, count: number, firstSource: number, firstIndex: number, request: string, channel: string, isChannelEach: boolean): Promise<Opened> {
+    const line = ['open', port, count, firstSource, firstIndex, isChannelEach ? 1 : 0, encodeURIComponent(channel), encodeURIComponent(request)].join(' ');
+    return parseOpened(await this.ask(line, 'opened'));
+  }
+
+  async stats(final: boolean): Promise<Stats> {
+    return parseStats(await this.ask(`stats ${final ? 1 : 0}`, 'stats'));
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) return resolve();
+      this.child.once('exit', () => resolve());
+      this.child.stdin.end('close\n');
+    });
+  }
 }
 
 export class SubscriberPool {
-  private readonly children: ChildProcess[];
+  private readonly subscribers: Subscriber[];
 
   constructor(processes: number) {
-    this.children = Array.from({ length: processes }, () => track(fork(SUBSCRIBERS, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })));
+    const binary = subscriberBinary();
+    this.subscribers = Array.from({ length: processes }, () => new Subscriber(binary));
   }
 
   get pids(): number[] {
-    return this.children.map((child) => child.pid!);
+    return this.subscribers.map((subscriber) => subscriber.child.pid!);
   }
 
   /**
@@ -57,13 +142,12 @@ export class SubscriberPool {
    */
   async open(port: number, total: number, options: { request?: string; channel?: string; isChannelEach?: boolean } = {}):
     Promise<{ tokens: string[]; failedOpens: Map<string, number> }> {
-    const n = this.children.length;
-    const counts = this.children.map((_, i) => Math.floor(total / n) + (i < total % n ? 1 : 0));
-    const replies = await Promise.all(this.children.map((child, i) => ask(child, {
-      type: 'open', port, count: counts[i], firstSource: i,
-      request: options.request ?? 'GET /s HTTP/1.1\r\nHost: bench\r\n\r\n', channel: options.channel ?? '',
-      isChannelEach: options.isChannelEach ?? false, firstIndex: counts.slice(0, i).reduce((sum, c) => sum + c, 0),
-    }, 'opened')));
+    const n = this.subscribers.length;
+    const counts = this.subscribers.map((_, i) => Math.floor(total / n) + (i < total % n ? 1 : 0));
+    const replies = await Promise.all(this.subscribers.map((subscriber, i) => subscriber.open(
+      port, counts[i], i, counts.slice(0, i).reduce((sum, c) => sum + c, 0),
+      options.request ?? 'GET /s HTTP/1.1\r\nHost: bench\r\n\r\n', options.channel ?? '', options.isChannelEach ?? false,
+    )));
     const failedOpens = new Map<string, number>();
     for (const [status, count] of replies.flatMap((reply) => reply.failedOpens)) failedOpens.set(status, (failedOpens.get(status) ?? 0) + count);
     return { tokens: replies.flatMap((reply) => reply.tokens), failedOpens };
@@ -71,7 +155,7 @@ export class SubscriberPool {
 
   /** The counts so far; `final` also gathers the latencies and starts every count afresh. */
   async stats(final: boolean): Promise<PoolStats> {
-    const replies = await Promise.all(this.children.map((child) => ask(child, { type: 'stats', final }, 'stats')));
+    const replies = await Promise.all(this.subscribers.map((subscriber) => subscriber.stats(final)));
     const histogram = new LatencyHistogram();
     for (const reply of replies) if (reply.histogram !== null) histogram.add(reply.histogram);
     return {
@@ -83,10 +167,6 @@ export class SubscriberPool {
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.children.map((child) => new Promise<void>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) return resolve();
-      child.once('exit', () => resolve());
-      child.send({ type: 'close' } satisfies SubscriberCommand);
-    })));
+    await Promise.all(this.subscribers.map((subscriber) => subscriber.close()));
   }
 }
