@@ -13,7 +13,8 @@ export interface FastcgiRequest {
 }
 
 interface FastcgiClient {
-  request(params: Record<string, string>, callback: (error: Error | null, request: FastcgiRequest) => void): void;
+  /** params: name-value pairs, or their FastCGI encoding, which the client sends as is. */
+  request(params: Record<string, string> | Buffer, callback: (error: Error | null, request: FastcgiRequest) => void): void;
   once(event: 'ready', listener: () => void): void;
 }
 
@@ -46,11 +47,36 @@ export class Backend {
   async request(params: Record<string, string>, hasBody: boolean): Promise<FastcgiRequest> {
     await this.ready;
     return new Promise((resolve, reject) => {
-      this.client.request(params, (error, request) => {
+      this.client.request(encodeParams(params), (error, request) => {
         if (error) return reject(new BackendUnavailableError(error.message));
         if (!hasBody) request.stdin.end();
         resolve(request);
       });
     });
   }
+}
+
+/**
+ * The FCGI_PARAMS body of name-value pairs (FastCGI 1.0 §3.4), in one buffer: given an object, fastcgi-client builds
+ * three buffers per pair through the deprecated Buffer constructor, a sizeable part of a request's CPU.
+ */
+export function encodeParams(params: Record<string, string>): Buffer {
+  let size = 0;
+  for (const name in params) {
+    const nameLength = Buffer.byteLength(name);
+    const valueLength = Buffer.byteLength(params[name]);
+    size += (nameLength > 127 ? 4 : 1) + (valueLength > 127 ? 4 : 1) + nameLength + valueLength;
+  }
+  const out = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (const name in params) {
+    const value = params[name];
+    const nameLength = Buffer.byteLength(name);
+    const valueLength = Buffer.byteLength(value);
+    at = nameLength > 127 ? out.writeUInt32BE((nameLength | 0x80000000) >>> 0, at) : out.writeUInt8(nameLength, at);
+    at = valueLength > 127 ? out.writeUInt32BE((valueLength | 0x80000000) >>> 0, at) : out.writeUInt8(valueLength, at);
+    at += out.write(name, at);
+    at += out.write(value, at);
+  }
+  return out;
 }
