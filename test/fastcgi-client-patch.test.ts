@@ -82,8 +82,8 @@ for (const { name, split } of cases) {
 }
 
 // A request ends with its FCGI_END_REQUEST, not when the server's close is read: a server that keeps the connection
-// open after answering does not hold the response, and the client closes the connection itself.
-test('a request ends at its end-request record, and the client closes the connection', { timeout: 10_000 }, async () => {
+// open after answering does not hold the response, and the client closes the connection itself a second later.
+test('a request ends at its end-request record; a connection the server keeps open is closed by the client', { timeout: 10_000 }, async () => {
   const received: Buffer[] = [];
   let serverSocket: Socket | undefined;
   const server = createServer((socket: Socket) => {
@@ -110,7 +110,9 @@ test('a request ends at its end-request record, and the client closes the connec
       });
     });
     assert.equal(stdout, HEAD + 'hello');
+    const endedAt = Date.now();
     await once(serverSocket!, 'end');
+    assert.ok(Date.now() - endedAt >= 900, 'the connection was closed before the server could close it');
     // The begin request, both params records and the empty stdin left together, in one write.
     assert.equal(received.length, 1);
   } finally {
