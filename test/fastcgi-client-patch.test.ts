@@ -80,3 +80,43 @@ for (const { name, split } of cases) {
     }
   });
 }
+
+// A request ends with its FCGI_END_REQUEST, not when the server's close is read: a server that keeps the connection
+// open after answering does not hold the response, and the client closes the connection itself a second later.
+test('a request ends at its end-request record; a connection the server keeps open is closed by the client', { timeout: 10_000 }, async () => {
+  const received: Buffer[] = [];
+  let serverSocket: Socket | undefined;
+  const server = createServer((socket: Socket) => {
+    serverSocket = socket;
+    socket.on('data', (chunk: Buffer) => {
+      received.push(chunk);
+      // params, the empty params and the empty stdin that ends the request: answer, and keep the connection open
+      if (Buffer.concat(received).includes(Buffer.from([1, 5, 0, 1, 0, 0, 0, 0]))) socket.write(response);
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  try {
+    const { port } = server.address() as AddressInfo;
+    const client = createClient({ host: '127.0.0.1', port, skipCheckServer: true });
+    await once(client, 'ready');
+    const stdout = await new Promise<string>((resolve, reject) => {
+      client.request({ REQUEST_METHOD: 'GET', SCRIPT_FILENAME: '/open.php' }, (error, request) => {
+        if (error) return reject(error);
+        request.stdin.end();
+        let text = '';
+        request.stdout.setEncoding('utf8').on('data', (chunk: string) => { text += chunk; });
+        request.stdout.once('end', () => resolve(text));
+      });
+    });
+    assert.equal(stdout, HEAD + 'hello');
+    const endedAt = Date.now();
+    await once(serverSocket!, 'end');
+    assert.ok(Date.now() - endedAt >= 900, 'the connection was closed before the server could close it');
+    // The begin request, both params records and the empty stdin left together, in one write.
+    assert.equal(received.length, 1);
+  } finally {
+    serverSocket?.destroy();
+    server.close();
+  }
+});

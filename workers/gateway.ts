@@ -20,6 +20,8 @@ import { statusClass } from './metrics.ts';
 
 const MAX_CGI_HEAD_BYTES = 65_536;
 const MAX_STDERR_LOGGED = 4096;
+// A body without Content-Length up to this size, complete within one turn of the event loop, is sent framed by one.
+const MAX_HELD_BODY_BYTES = 65_536;
 const SSE_KEEP_ALIVE = Buffer.from(':\n\n');
 // RFC 3986 host (reg-name or IP literal) and optional port.
 const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::\d{0,5})?$/;
@@ -157,7 +159,7 @@ export class Gateway {
       fcgi.stdout.resume();
       return this.fail(res, 502, 'Bad Gateway');
     }
-    if (boundary === null) return this.relay(res, fcgi, head, rest);
+    if (boundary === null) return this.relay(req, res, fcgi, head, rest);
     let stream: HeldStream;
     try {
       stream = this.openStream(req, res, token, head);
@@ -241,7 +243,7 @@ export class Gateway {
     });
   }
 
-  private relay(res: ServerResponse, fcgi: FastcgiRequest, head: CgiHead, rest: Buffer): void {
+  private relay(req: IncomingMessage, res: ServerResponse, fcgi: FastcgiRequest, head: CgiHead, rest: Buffer): void {
     const headers: string[] = [];
     let contentLength: number | null = null;
     for (const [name, value] of head.headers) {
@@ -260,15 +262,9 @@ export class Gateway {
       }
       headers.push(name, value);
     }
-    res.writeHead(head.status, head.statusText, headers);
     this.ctx.metrics.requests.inc({ listener: 'public', class: statusClass(head.status) });
-    if (contentLength === null) {
-      if (rest.length > 0) res.write(rest);
-      fcgi.stdout.pipe(res, { end: false });
-      // A body cut by the backend's death must not look complete: close instead of the last chunk.
-      fcgi.stdout.once('end', () => (fcgi.getExitStatus() instanceof Error ? res.destroy() : res.end()));
-      return;
-    }
+    if (contentLength === null) return this.relayUnframed(req, res, fcgi, head, headers, rest);
+    res.writeHead(head.status, head.statusText, headers);
     // The declared length frames the response: bytes beyond it would reach the client as a second
     // response, and a shorter body would leave the client waiting for the rest.
     let remaining = contentLength;
@@ -283,12 +279,63 @@ export class Gateway {
       if (remaining === 0) res.end();
       if (fits !== chunk) this.ctx.log.warn({ contentLength }, 'backend body longer than its Content-Length: the excess is dropped');
     };
-    relayChunk(rest);
+    if (rest.length >= remaining) {
+      // The whole body came with the head: head and body leave in one write.
+      if (rest.length > remaining) this.ctx.log.warn({ contentLength }, 'backend body longer than its Content-Length: the excess is dropped');
+      res.end(rest.length > remaining ? rest.subarray(0, remaining) : rest);
+      remaining = 0;
+    } else {
+      relayChunk(rest);
+    }
     fcgi.stdout.on('data', relayChunk);
     fcgi.stdout.once('end', () => {
       if (remaining === 0) return;
       this.ctx.log.warn({ contentLength, missing: remaining }, 'backend body shorter than its Content-Length: connection closed');
       res.destroy();
+    });
+  }
+
+  /**
+   * A body without Content-Length. What the backend sends until its stdout ends or this turn of the event loop is
+   * over (as long as it stays under MAX_HELD_BODY_BYTES) is held: a short response then leaves in one write, with a
+   * Content-Length, instead of a head and a chunk, then a last chunk. A longer or slower body is streamed chunked.
+   */
+  private relayUnframed(req: IncomingMessage, res: ServerResponse, fcgi: FastcgiRequest, head: CgiHead, headers: string[], rest: Buffer): void {
+    const held: Buffer[] = rest.length > 0 ? [rest] : [];
+    let heldBytes = rest.length;
+    let isStreaming = false;
+    const stream = () => {
+      if (isStreaming) return;
+      isStreaming = true;
+      clearImmediate(flush);
+      fcgi.stdout.removeListener('data', hold);
+      res.writeHead(head.status, head.statusText, headers);
+      for (const chunk of held) res.write(chunk);
+      fcgi.stdout.pipe(res, { end: false });
+    };
+    const hold = (chunk: Buffer) => {
+      held.push(chunk);
+      heldBytes += chunk.length;
+      if (heldBytes > MAX_HELD_BODY_BYTES) stream();
+    };
+    const flush = setImmediate(stream);
+    fcgi.stdout.on('data', hold);
+    fcgi.stdout.once('end', () => {
+      // A body cut by the backend's death must not look complete: close instead of the last chunk.
+      if (fcgi.getExitStatus() instanceof Error) {
+        if (isStreaming) return void res.destroy();
+        // What came is passed on first, as it would have been streamed.
+        stream();
+        setImmediate(() => res.destroy());
+        return;
+      }
+      if (isStreaming) return void res.end();
+      clearImmediate(flush);
+      fcgi.stdout.removeListener('data', hold);
+      // HEAD and bodiless statuses keep the framing node:http gives them.
+      if (req.method !== 'HEAD' && head.status !== 204 && head.status !== 304) headers.push('Content-Length', String(heldBytes));
+      res.writeHead(head.status, head.statusText, headers);
+      res.end(held.length === 1 ? held[0] : Buffer.concat(held, heldBytes));
     });
   }
 

@@ -81,9 +81,18 @@ export class RawHttp {
   }
 }
 
-/** The body of a chunked HTTP/1.1 response decoded so far, and whether the last chunk arrived. */
+/**
+ * The body of a chunked HTTP/1.1 response decoded so far, and whether the last chunk arrived. An ordinary response
+ * that muxgate had whole before answering is framed by Content-Length instead: its body is returned the same way.
+ */
 export function decodeChunked(text: string): { body: string; isComplete: boolean } {
   const headEnd = text.indexOf('\r\n\r\n');
+  const head = text.slice(0, headEnd);
+  const contentLength = /\r\ncontent-length: *(\d+)\r?$/im.exec(head);
+  if (headEnd >= 0 && contentLength !== null && !/\r\ntransfer-encoding:/i.test(head)) {
+    const body = text.slice(headEnd + 4, headEnd + 4 + Number(contentLength[1]));
+    return { body, isComplete: body.length === Number(contentLength[1]) };
+  }
   let at = headEnd + 4;
   let body = '';
   while (at < text.length) {
