@@ -131,12 +131,12 @@ test('a connection serves its next requests once its long-poll ends, a request p
   await new Promise((resolve) => setTimeout(resolve, 100));
   assert.doesNotMatch(client.text, /second=1/);
   assert.equal((await push([{ tokens: [token], body: 'the answer' }])).deliveries, 1);
-  await client.waitFor((t) => t.includes('second=1') && t.endsWith('}\r\n0\r\n\r\n'), 5000, 'the pipelined answer');
+  await client.waitFor((t) => /second=1.*\}(\r\n0\r\n\r\n)?$/s.test(t), 5000, 'the pipelined answer');
   assert.equal(decodeChunked(client.text.slice(0, client.text.indexOf('HTTP/1.1 200', 10))).body, 'the answer');
   // And one more, sent after both answers.
   const before = client.text.length;
   client.socket.write(`GET /echo.php?third=1 HTTP/1.1\r\nHost: ${new URL(mux.url).host}\r\n\r\n`);
-  await client.waitFor((t) => t.slice(before).includes('third=1') && t.endsWith('}\r\n0\r\n\r\n'), 5000, 'the third answer');
+  await client.waitFor((t) => /third=1.*\}(\r\n0\r\n\r\n)?$/s.test(t.slice(before)), 5000, 'the third answer');
   assert.equal(client.hasClosed, false);
   client.close();
 });
