@@ -147,13 +147,28 @@ export function renderReport(r: BenchResults): string {
       ...deliveryTable(r.many), '');
   }
   const notes = [...r.failures.map((failure) => `- **failed**: ${failure}`), ...notesOf(r.fanOut), ...notesOf(r.idle), ...notesOf(r.latency), ...notesOf(r.many)];
+  lines.push('## What each optimisation bought', '',
+    'Measured A/B on this machine while they were made (same minute, alternating old and new; development numbers, not this run\'s):', '',
+    '| change | before → after |',
+    '| --- | --- |',
+    '| held streams\' writes corked until the end of the event-loop turn: one writev per socket for all the pushes of a turn | fan-out, 1 shard: 72–74k → 203–257k deliveries/s, p99 ≈105 → 46–53 ms; 2 shards: 78k → 126k |',
+    '| a held stream leaves `node:http` once its head is out (parser, request and response freed; the connection goes back to `node:http` for its next request when the stream ends) | plain `node:http` SSE server: 16.6 → 5.6 KiB per held stream; muxgate, 2 shards: 30.4 → 23.9 KiB |',
+    '| V8 young generation of each shard capped at 8 MB (it grew to ~60 MB, all resident) | 1 shard, 10,000 held streams: 17.2 → 12.6 KiB per stream; fan-out 65.7k/74.7k → 72.9k/82.8k deliveries/s |',
+    '| `fastcgi-client`: records of a tick corked into one write (previous round) | request path +30 % |',
+    '| FastCGI params encoded by muxgate in one buffer; a request ends at END_REQUEST (not at the close one turn later); each record one buffer; a short response sent with its head in one write | request path, 1 shard: 1,887 → 2,432 req/s; shard CPU per request ≈546 → ≈440 µs |',
+    '| subscribers in C with epoll instead of Node | subscriber user CPU per 1M deliveries 4.3 s → 0.5 s (kernel time, mostly loopback TCP, unchanged): muxgate rows are now bound by the server |',
+    '',
+    'Tried and not kept: a major GC once a burst of connections is over (no RSS drop measured: V8 keeps the freed pages); ' +
+      'FastCGI keep-alive connections (180 req/s, see below); `TCP_QUICKACK` and read pacing in the subscriber (no measurable gain).',
+    '');
   lines.push('## What limits the rows', '',
     '- **The machine.** 2 cores carry the server, 2 subscriber processes, the publisher and other engineers\' tests (see the load ' +
       'average). Fan-out rows run near 100 % machine busy: the numbers compare systems on the same starved box, they are not ' +
       'any system\'s ceiling, and 2 shards / 2 workers can only show scaling where one process was below a core.',
     '- **muxgate fan-out**: every push is an HTTP request parsed as a multipart body, sequenced by shard 0 and broadcast to ' +
-      'every shard over MessagePorts, then one chunk written per stream through `node:http`. On 2 cores ' +
-      'the second shard competes with the subscribers and the publisher for the same CPUs.',
+      'every shard over MessagePorts; each part is framed once and written to every stream\'s socket, and a socket\'s writes ' +
+      'are corked until the end of the event-loop turn, so the parts of all the pushes handled in a turn leave in one writev. ' +
+      'On 2 cores a second shard competes with the subscribers and the publisher for the same CPUs and adds a cross-thread hop.',
     '- **Nchan** writes from C inside nginx\'s event loop; with 2 workers the subscribers are spread over both and the message ' +
       'is shared through shared memory, so it scales with workers where muxgate adds a cross-thread hop.',
     '- **Pushpin** accepts publishes at once and delivers them later in bursts: the handler sends one message to condure ' +
@@ -162,13 +177,17 @@ export function renderReport(r: BenchResults): string {
       'A burst of new streams gets 502/500 from its proxy (the origin request goes through zurl; the cause is not pinned down) ' +
       'and the subscribers retry with back-off, which is most of its connect time; during the connect burst or the first flat-out ' +
       'run the handler cancels some streams ("received message out of sequence"), and their messages are the missing ones.',
-    '- **Idle RSS**: muxgate holds a `node:http` socket, parser, `ServerResponse` and held-stream record per stream in V8\'s ' +
-      'heap; Nchan holds a connection, a request pool and a subscriber; Pushpin holds the stream in condure (8 KiB client ' +
+    '- **Idle RSS**: a muxgate held stream is a socket and a small record once its head is out (it leaves `node:http`); ' +
+      'what is left above that is V8: the socket object arrives from the main thread in dictionary mode (~1.6 KiB), and the ' +
+      'garbage of the connect burst (requests, FastCGI exchanges) stays resident in the old generation until the next major ' +
+      'GC. Nchan holds a connection, a request pool and a subscriber; Pushpin holds the stream in condure (8 KiB client ' +
       'buffer), the proxy and the handler (a session each).',
     '- **Request path**: both open a new FastCGI connection to php-fpm per request (nginx without `fastcgi_keep_conn`; muxgate ' +
-      'through `fastcgi-client`). A `--cpu-prof` of muxgate\'s shard under wrk shows `writeBuffer` (one syscall per FastCGI ' +
-      'record: `fastcgi-client` writes each record\'s header, body and padding separately) and `internalConnect` at the top: ' +
-      'muxgate spends several times nginx\'s CPU per request, so it is the bottleneck while php-fpm idles.',
+      'through `fastcgi-client`). A `--cpu-prof` of muxgate\'s shard under wrk shows the two writes per request (the ' +
+      'minimum: params and stdin to php-fpm, the response to the client) and `internalConnect` at the top, then GC: ' +
+      'muxgate spends about 4× nginx\'s CPU per request (≈440 µs vs ≈110 µs), so its shard is the bottleneck while php-fpm ' +
+      'idles. Keeping FastCGI connections open (`FCGI_KEEP_CONN`) measured 180 req/s against this php-fpm: with ' +
+      '`implicit_flush` it writes STDOUT and END_REQUEST separately and Nagle holds the second until the delayed ACK (~40 ms).',
     '');
   lines.push('## Notes from the runs', '', ...(notes.length > 0 ? notes : ['- no failed publishes, retried opens, closed streams or server warnings.']), '');
   return lines.join('\n');
