@@ -2,6 +2,7 @@
 import { MessageChannel, type MessagePort, type Transferable, type Worker } from 'node:worker_threads';
 import type { Socket } from 'node:net';
 import { Piscina } from 'piscina';
+import v8 from 'node:v8';
 import type { Config, BackendAddress } from './config.ts';
 import type { Logger } from './log.ts';
 import type { MainMetrics } from './main-metrics.ts';
@@ -26,6 +27,13 @@ export interface GatheredMetrics {
 }
 
 const YOUNG_GENERATION_MB = 8;
+/**
+ * V8 lets the old generation grow well past its live size before a major GC; after a burst of connections the
+ * difference is the burst's garbage (requests, FastCGI exchanges), and it stays resident while the streams are
+ * held: 14.6 KiB per held stream at 10,000 streams (2 shards). Collecting at 1.2× the live size: 8.2 KiB, for
+ * about 10 % of peak fan-out throughput. A --heap-growing-percent given to node wins.
+ */
+const HEAP_GROWING_PERCENT = 20;
 
 export class ShardPool {
   private readonly config: Readonly<Config>;
@@ -49,6 +57,9 @@ export class ShardPool {
     this.metrics = metrics;
     this.connectionCountsBuffer = new SharedArrayBuffer(4 * config.shards);
     this.connectionCounts = new Int32Array(this.connectionCountsBuffer);
+    if (!process.execArgv.some((arg) => /^--heap[-_]growing[-_]percent/.test(arg))) {
+      v8.setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
+    }
     this.pool = new Piscina({
       filename: SHARD_FILE,
       minThreads: config.shards,
