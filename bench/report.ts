@@ -90,7 +90,8 @@ export function renderReport(r: BenchResults): string {
       `(libnginx-mod-nchan); ${version('pushpin --version')} (condure, zurl, pushpin-proxy, pushpin-handler); ${version('wrk -v')}; ${version('php-fpm8.2 -v || php-fpm -v')}`,
     '- everything on loopback: servers on 127.0.0.1, subscribers bound to source addresses 127.0.0.1–127.0.0.9, in 2 subscriber processes ' +
       '(`bench/subscriber.c`, one epoll loop each, built with gcc -O2; count `@T=<µs>;` markers in the bytes whatever the framing); one publisher process (`bench/publisher.ts`) ' +
-      'over 4 keep-alive connections; every system streams `text/event-stream` (muxgate: `Multiplex-Channel` via `bench/backend.ts`; ' +
+      `over ${r.sizes.fanOut.concurrency} keep-alive connections, a publish in flight on each (4 until muxgate's 2-shard row showed ` +
+      'the publisher to be its limit: each push is answered once every shard has written it, two thread hops); every system streams `text/event-stream` (muxgate: `Multiplex-Channel` via `bench/backend.ts`; ' +
       'Nchan: `nchan_subscriber eventsource`; Pushpin: an origin answering `Grip-Hold: stream`); configs in `bench/peers/`',
     '- publishes: muxgate `POST /push` with one part `Multiplex-Channel: c` (or `Multiplex-Token: t`); Nchan `POST /pub?id=c`; Pushpin `POST /publish/` ' +
       '(one `http-stream` item); one message per request for every system',

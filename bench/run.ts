@@ -79,10 +79,10 @@ async function deliveryRows(name: string, specs: SystemSpec[], scenario: Deliver
   return rows;
 }
 
-const fanOut: DeliveryScenario = { subscribers: isQuick ? 200 : 1000, subscriberProcesses: 2, isAddressEach: false, messages: isQuick ? 200 : 2000, rate: 0, concurrency: 4, runs };
+const fanOut: DeliveryScenario = { subscribers: isQuick ? 200 : 1000, subscriberProcesses: 2, isAddressEach: false, messages: isQuick ? 200 : 2000, rate: 0, concurrency: 16, runs };
 const idleStreams = isQuick ? 1000 : 10_000;
-const latency: DeliveryScenario = { subscribers: isQuick ? 1000 : 10_000, subscriberProcesses: 2, isAddressEach: false, messages: isQuick ? 50 : 250, rate: 50, concurrency: 4, runs: latencyRuns };
-const many: DeliveryScenario = { subscribers: isQuick ? 1000 : 10_000, subscriberProcesses: 2, isAddressEach: true, messages: 0, rate: 0, concurrency: 4, runs };
+const latency: DeliveryScenario = { subscribers: isQuick ? 1000 : 10_000, subscriberProcesses: 2, isAddressEach: false, messages: isQuick ? 50 : 250, rate: 50, concurrency: 16, runs: latencyRuns };
+const many: DeliveryScenario = { subscribers: isQuick ? 1000 : 10_000, subscriberProcesses: 2, isAddressEach: true, messages: 0, rate: 0, concurrency: 16, runs };
 const requestPath = { workers: [1, 2], seconds: isQuick ? 2 : 5, connections: 32, phpChildren: 8, runs };
 results.sizes = { fanOut, idleStreams, latency, many, requestPath };
 
