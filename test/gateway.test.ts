@@ -141,6 +141,19 @@ test('a connection serves its next requests once its long-poll ends, a request p
   client.close();
 });
 
+test('a reader that keeps up is not dropped when one push carries more than MUX_MAX_BUFFERED_BYTES for it', async () => {
+  const client = await RawHttp.get(`${mux.url}/stream.php?hold=stream&silent=1`);
+  const token = /\r\nX-Token: (\S+)\r\n/i.exec(await client.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the head'))![1];
+  // 3 × 600 KiB in one push, handled within one or two turns: more than the 1 MiB a slow consumer may leave unread.
+  const bodies = ['x', 'y', 'z'].map((letter) => letter.repeat(600 * 1024));
+  const result = await push(bodies.map((body) => ({ tokens: [token], body })));
+  assert.equal(result.deliveries, 3);
+  await client.waitFor((t) => decodeChunked(t).body.endsWith('z'.repeat(600 * 1024)), 10_000, 'all three parts');
+  assert.equal(decodeChunked(client.text).body, bodies.join(''));
+  assert.equal(client.hasClosed, false);
+  client.close();
+});
+
 test('keep-alive data is written when the stream is idle', async () => {
   const { client } = await openStream('hold=stream&type=text/event-stream&keepalive=1');
   await client.waitFor((t) => decodeChunked(t).body.includes(':\n\n'), 4000, 'the default SSE heartbeat');

@@ -69,6 +69,8 @@ export class HeldStream {
 const TICK_MS = 250;
 /** Live channel parts a resuming stream may hold back while its replay is on the way. */
 const MAX_HELD_BACK = 10_000;
+/** Writes held back for the end of the turn (see cork()) up to this size; always well below MUX_MAX_BUFFERED_BYTES. */
+const MAX_CORKED_BYTES = 65_536;
 /** What a client may send behind a held stream's request before it is cut off. */
 const MAX_UNREAD_BYTES = 65_536;
 
@@ -296,6 +298,8 @@ export class HeldStreams {
     if (res === null || (socket as SocketWithMessage)._httpMessage === res) {
       if (!socket.writableCorked) this.cork(socket);
       socket.write(bytes);
+      // Enough for one writev: what is unsent past this point is what the client has not taken.
+      if (socket.writableLength >= MAX_CORKED_BYTES) socket.uncork();
     } else {
       res.write(bytes);
     }
