@@ -17,12 +17,18 @@ export class HttpFront {
   private readonly metrics: ShardMetrics;
   private readonly sockets = new Set<Socket>();
   private readonly emptyWaiters: (() => void)[] = [];
+  /** One 'close' listener for every connection, called with the socket as `this`: no closure per connection. */
+  private readonly onSocketClose: (this: Socket) => void;
 
   constructor(config: Readonly<Config>, shard: number, connectionCounts: Int32Array, metrics: ShardMetrics,
     handlers: Record<ListenerKind, Handler>) {
     this.shard = shard;
     this.connectionCounts = connectionCounts;
     this.metrics = metrics;
+    const front = this;
+    this.onSocketClose = function (this: Socket) {
+      front.forget(this);
+    };
     const options: http.ServerOptions = {
       maxHeaderSize: config.maxRequestHeadBytes,
       headersTimeout: config.headersTimeoutMs,
@@ -55,14 +61,16 @@ export class HttpFront {
   adopt(socket: Socket, kind: ListenerKind): void {
     this.sockets.add(socket);
     this.metrics.openConnections.inc();
-    socket.once('close', () => {
-      this.sockets.delete(socket);
-      Atomics.sub(this.connectionCounts, this.shard, 1);
-      this.metrics.openConnections.dec();
-      if (this.sockets.size === 0) for (const resolve of this.emptyWaiters.splice(0)) resolve();
-    });
+    socket.on('close', this.onSocketClose);
     this.servers[kind].emit('connection', socket);
     socket.resume();
+  }
+
+  private forget(socket: Socket): void {
+    this.sockets.delete(socket);
+    Atomics.sub(this.connectionCounts, this.shard, 1);
+    this.metrics.openConnections.dec();
+    if (this.sockets.size === 0) for (const resolve of this.emptyWaiters.splice(0)) resolve();
   }
 
   /** Closes idle keep-alive connections now and the rest as their responses finish; all of them after graceMs. */
