@@ -34,8 +34,6 @@ export class HeldStream {
   readonly canKeepAlive: boolean;
   /** Bytes the client sent behind the stream's request (a pipelined request), kept for node:http. */
   unread: Buffer | null = null;
-  /** Removes muxgate's listeners from a detached connection. */
-  unwatch: (() => void) | null = null;
   readonly options: StreamOptions;
   /** The backend's multiplexed body has ended: the hold mode now decides the stream's life. */
   isBackendDone = false;
@@ -90,6 +88,14 @@ export class HeldStreams {
   private readonly streams = new Map<string, HeldStream>();
   /** Streams with a heartbeat or a deadline, visited by the tick. */
   private readonly timed = new Set<HeldStream>();
+  /**
+   * Detached streams by connection. Their listeners are shared, called with the socket as `this`: a held stream
+   * costs a map entry, not three closures and their context.
+   */
+  private readonly detached = new Map<Socket, HeldStream>();
+  private readonly onDetachedClose: (this: Socket) => void;
+  private readonly onDetachedError: (this: Socket, error: Error) => void;
+  private readonly onDetachedData: (this: Socket, chunk: Buffer) => void;
   /** Sockets corked in this turn (see cork()). */
   private corked: Socket[] = [];
   readonly channels = new ChannelIndex();
@@ -110,6 +116,21 @@ export class HeldStreams {
     this.hasEventIds = isKeepingHistory;
     this.onEnded = onEnded;
     this.ticker = setInterval(() => this.tick(), TICK_MS).unref();
+    const detached = this.detached;
+    const end = (stream: HeldStream, reason: EndReason) => this.end(stream, reason);
+    this.onDetachedClose = function (this: Socket) {
+      const stream = detached.get(this);
+      if (stream === undefined) return;
+      detached.delete(this);
+      end(stream, 'client');
+    };
+    this.onDetachedError = (error: Error) => this.log.debug({ err: error.message }, 'held stream connection error');
+    this.onDetachedData = function (this: Socket, chunk: Buffer) {
+      const stream = detached.get(this)!;
+      const unread = stream.unread === null ? chunk : Buffer.concat([stream.unread, chunk]);
+      if (unread.length > MAX_UNREAD_BYTES) return void this.destroy();
+      stream.unread = unread;
+    };
   }
 
   get size(): number {
@@ -255,21 +276,17 @@ export class HeldStreams {
 
   /** A detached connection's events: the client leaving, or sending more (kept for node:http, within a limit). */
   private watch(stream: HeldStream, socket: Socket): void {
-    const onClose = () => this.end(stream, 'client');
-    const onError = (error: Error) => this.log.debug({ err: error.message }, 'held stream connection error');
-    const onData = (chunk: Buffer) => {
-      const unread = stream.unread === null ? chunk : Buffer.concat([stream.unread, chunk]);
-      if (unread.length > MAX_UNREAD_BYTES) return void socket.destroy();
-      stream.unread = unread;
-    };
-    socket.once('close', onClose);
-    socket.on('error', onError);
-    socket.on('data', onData);
-    stream.unwatch = () => {
-      socket.removeListener('close', onClose);
-      socket.removeListener('error', onError);
-      socket.removeListener('data', onData);
-    };
+    this.detached.set(socket, stream);
+    socket.on('close', this.onDetachedClose);
+    socket.on('error', this.onDetachedError);
+    socket.on('data', this.onDetachedData);
+  }
+
+  private unwatch(socket: Socket): void {
+    this.detached.delete(socket);
+    socket.removeListener('close', this.onDetachedClose);
+    socket.removeListener('error', this.onDetachedError);
+    socket.removeListener('data', this.onDetachedData);
   }
 
   private endResponse(res: ServerResponse, isChunked: boolean, reason: EndReason): void {
@@ -287,7 +304,7 @@ export class HeldStreams {
     if (reason === 'client' || reason === 'overflow') return void socket.destroy();
     if (stream.options.isChunked) socket.write(LAST_CHUNK);
     if (!stream.canKeepAlive || this.isClosing || !socket.readable) return void socket.end();
-    stream.unwatch!();
+    this.unwatch(socket);
     returnToHttp(socket, stream.unread);
   }
 
