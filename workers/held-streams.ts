@@ -69,6 +69,12 @@ const TICK_MS = 250;
 const MAX_HELD_BACK = 10_000;
 /** Writes held back for the end of the turn (see cork()) up to this size; always well below MUX_MAX_BUFFERED_BYTES. */
 const MAX_CORKED_BYTES = 65_536;
+/**
+ * After a flush of corked writes that took t, the next waits until FLUSH_SPACING × t has passed (see cork()), and at
+ * most MAX_FLUSH_DELAY_MS.
+ */
+const FLUSH_SPACING = 4;
+const MAX_FLUSH_DELAY_MS = 50;
 /** What a client may send behind a held stream's request before it is cut off. */
 const MAX_UNREAD_BYTES = 65_536;
 
@@ -96,8 +102,10 @@ export class HeldStreams {
   private readonly onDetachedClose: (this: Socket) => void;
   private readonly onDetachedError: (this: Socket, error: Error) => void;
   private readonly onDetachedData: (this: Socket, chunk: Buffer) => void;
-  /** Sockets corked in this turn (see cork()). */
+  /** Sockets corked since the last flush (see cork()). */
   private corked: Socket[] = [];
+  /** performance.now() before which the next flush waits. */
+  private nextFlushAt = 0;
   readonly channels = new ChannelIndex();
   private readonly metrics: ShardMetrics;
   private readonly log: Logger;
@@ -305,6 +313,8 @@ export class HeldStreams {
     if (stream.options.isChunked) socket.write(LAST_CHUNK);
     if (!stream.canKeepAlive || this.isClosing || !socket.readable) return void socket.end();
     this.unwatch(socket);
+    // node:http answers the next request itself: what is corked for this stream leaves now, not at the next flush.
+    if (socket.writableCorked) socket.uncork();
     returnToHttp(socket, stream.unread);
   }
 
@@ -330,18 +340,27 @@ export class HeldStreams {
   }
 
   /**
-   * Holds a socket's writes until the end of this turn of the event loop: the parts of every push handled in
-   * the turn leave in one writev per socket instead of one write each.
+   * Holds a socket's writes until the next flush: at the end of this turn of the event loop, or later when the last
+   * flush was long. The parts written meanwhile leave in one writev per socket instead of one write each. Flushing
+   * (system calls, one per socket) then takes at most a fifth of the shard's time: a light load is flushed at once, as
+   * its flushes take microseconds; under heavy fan-out more parts share each write, instead of the shard spending
+   * itself on writes of one part each (fan-out with 2 shards: 2.3× the deliveries/s).
    */
   private cork(socket: Socket): void {
     socket.cork();
-    if (this.corked.push(socket) === 1) setImmediate(this.uncorkAll);
+    if (this.corked.push(socket) !== 1) return;
+    const wait = this.nextFlushAt - performance.now();
+    if (wait <= 0) setImmediate(this.uncorkAll);
+    else setTimeout(this.uncorkAll, wait);
   }
 
   private readonly uncorkAll = (): void => {
+    const startedAt = performance.now();
     const corked = this.corked;
     this.corked = [];
     for (const socket of corked) socket.uncork();
+    const endedAt = performance.now();
+    this.nextFlushAt = endedAt + Math.min(MAX_FLUSH_DELAY_MS, FLUSH_SPACING * (endedAt - startedAt));
   };
 
   private tick(): void {
