@@ -12,7 +12,7 @@ export interface BenchResults {
   loadAtEnd?: string;
   runs: number;
   isQuick: boolean;
-  sizes: { fanOut: DeliveryScenario; idleStreams: number; latency: DeliveryScenario; many: DeliveryScenario; requestPath: RequestPathOptions };
+  sizes: { fanOut: DeliveryScenario; idleStreams: number[]; latency: DeliveryScenario; many: DeliveryScenario; requestPath: RequestPathOptions };
   fanOut: DeliveryResult[];
   idle: IdleResult[];
   requestPath: RequestPathResult[];
@@ -71,7 +71,7 @@ export function renderReport(r: BenchResults): string {
   const fanOutRate = (label: string) => (find(r.fanOut, label) as DeliveryResult | undefined)?.median.rate;
   const fanOutP99 = (label: string) => (find(r.fanOut, label) as DeliveryResult | undefined)?.median.p99;
   const latencyP99 = (label: string) => (find(r.latency, label) as DeliveryResult | undefined)?.median.p99;
-  const idleMux = find(r.idle, 'muxgate, 2 shards') as IdleResult | undefined;
+  const idleMux = r.idle.find((row) => row.label === 'muxgate, 2 shards' && row.median.streams === r.sizes.idleStreams[0]);
   const rp = (label: string) => (find(r.requestPath, label) as RequestPathResult | undefined)?.median.requestsPerSecond;
   const s = r.sizes;
   const lines = [
@@ -121,10 +121,10 @@ export function renderReport(r: BenchResults): string {
     lines.push(`## Scenario 2, fan-out: ${fixed(s.fanOut.subscribers)} subscribers on one channel, ${fixed(s.fanOut.messages)} messages flat out`, '', ...deliveryTable(r.fanOut), '');
   }
   if (r.idle.length > 0) {
-    lines.push(`## Scenario 1, idle capacity: ${fixed(s.idleStreams)} held streams`, '',
-      '| system | server processes | connect all s | streams/s | RSS before MiB | RSS after MiB | KiB per stream | CPU % while connecting: server / subscribers / machine |',
-      '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-      ...r.idle.map(({ label, processes, median: m }) => `| ${label} | ${processes} | ${fixed(m.connectSeconds, 2)} | ${fixed(m.streams / m.connectSeconds)} | ` +
+    lines.push(`## Scenario 1, idle capacity: ${s.idleStreams.map((n) => fixed(n)).join(', then ')} held streams`, '',
+      '| system | held streams | server processes | connect all s | streams/s | RSS before MiB | RSS after MiB | KiB per stream | CPU % while connecting: server / subscribers / machine |',
+      '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+      ...r.idle.map(({ label, processes, median: m }) => `| ${label} | ${fixed(m.streams)} | ${processes} | ${fixed(m.connectSeconds, 2)} | ${fixed(m.streams / m.connectSeconds)} | ` +
         `${fixed(m.beforeKiB / 1024, 1)} | ${fixed(m.afterKiB / 1024, 1)} | ${fixed(m.kiBPerStream, 2)} | ${fixed(m.serverCpu)} / ${fixed(m.subscriberCpu)} / ${fixed(m.machineCpu)} |`),
       '', 'RSS is the sum over the server\'s processes (shared pages of nginx\'s workers count in each); per stream = (after − before) / streams.', '');
   }
@@ -158,6 +158,10 @@ export function renderReport(r: BenchResults): string {
     '| `fastcgi-client`: records of a tick corked into one write (previous round) | request path +30 % |',
     '| FastCGI params encoded by muxgate in one buffer; a request ends at END_REQUEST (not at the close one turn later); each record one buffer; a short response sent with its head in one write | request path, 1 shard: 1,887 → 2,432 req/s; shard CPU per request ≈546 → ≈440 µs |',
     '| subscribers in C with epoll instead of Node | subscriber user CPU per 1M deliveries 4.3 s → 0.5 s (kernel time, mostly loopback TCP, unchanged): muxgate rows are now bound by the server |',
+    '| shards collect the old generation at 1.2× its live size (`--heap-growing-percent=20`): the garbage of a connect burst does not stay resident | 2 shards, 10,000 held streams: 14.6 → 8.0 KiB per stream, for ~10 % of peak fan-out |',
+    '| the publisher keeps 16 publishes in flight instead of 4 (every system) | muxgate 2 shards: 116k → 359k deliveries/s (each push is answered once every shard has written it: with 4 in flight the round trip was the limit) |',
+    '| detached held streams share their socket listeners (a map by socket instead of three closures and a once-wrapper per stream); one shared `close` listener per connection | 2 shards, 10,000 held streams: 8.1 → 7.5 KiB per stream |',
+    '| corked writes flushed at most a fifth of the time: after a flush that took t, the next waits 4t (≤ 50 ms); a light load still flushes at the end of the turn | fan-out, 2 shards: 260–296k → 600–680k deliveries/s, 1 shard: 410–474k → 540–656k; write system calls per delivery ÷3 |',
     '',
     'Tried and not kept: a major GC once a burst of connections is over (no RSS drop measured: V8 keeps the freed pages); ' +
       'FastCGI keep-alive connections (180 req/s, see below); `TCP_QUICKACK` and read pacing in the subscriber (no measurable gain).',
@@ -168,8 +172,10 @@ export function renderReport(r: BenchResults): string {
       'any system\'s ceiling, and 2 shards / 2 workers can only show scaling where one process was below a core.',
     '- **muxgate fan-out**: every push is an HTTP request parsed as a multipart body, sequenced by shard 0 and broadcast to ' +
       'every shard over MessagePorts; each part is framed once and written to every stream\'s socket, and a socket\'s writes ' +
-      'are corked until the end of the event-loop turn, so the parts of all the pushes handled in a turn leave in one writev. ' +
-      'On 2 cores a second shard competes with the subscribers and the publisher for the same CPUs and adds a cross-thread hop.',
+      'are corked until the next flush, so the parts of all the pushes handled meanwhile leave in one writev. The flushes ' +
+      '(one system call per socket, most of the cost of a delivery on loopback) are spaced so that they take at most a fifth ' +
+      'of a shard\'s time. On 2 cores a second shard competes with the subscribers and the publisher for the same CPUs and adds ' +
+      'a cross-thread hop, so 2 shards cannot show their scaling here.',
     '- **Nchan** writes from C inside nginx\'s event loop; with 2 workers the subscribers are spread over both and the message ' +
       'is shared through shared memory, so it scales with workers where muxgate adds a cross-thread hop.',
     '- **Pushpin** accepts publishes at once and delivers them later in bursts: the handler sends one message to condure ' +
@@ -179,15 +185,18 @@ export function renderReport(r: BenchResults): string {
       'and the subscribers retry with back-off, which is most of its connect time; during the connect burst or the first flat-out ' +
       'run the handler cancels some streams ("received message out of sequence"), and their messages are the missing ones.',
     '- **Idle RSS**: a muxgate held stream is a socket and a small record once its head is out (it leaves `node:http`); ' +
-      'what is left above that is V8: the socket object arrives from the main thread in dictionary mode (~1.6 KiB), and the ' +
-      'garbage of the connect burst (requests, FastCGI exchanges) stays resident in the old generation until the next major ' +
-      'GC. Nchan holds a connection, a request pool and a subscriber; Pushpin holds the stream in condure (8 KiB client ' +
+      'what is left above that is V8: a heap snapshot of a shard holding 10,000 streams has ~6.5 KiB live per stream, of ' +
+      'which ~1.5 KiB is the socket\'s property dictionary (a socket transferred from the main thread arrives in V8 dictionary ' +
+      'mode; one made in the thread does not), and the pages of the connect burst\'s garbage. Nchan holds a connection, a request pool and a subscriber; Pushpin holds the stream in condure (8 KiB client ' +
       'buffer), the proxy and the handler (a session each).',
     '- **Request path**: both open a new FastCGI connection to php-fpm per request (nginx without `fastcgi_keep_conn`; muxgate ' +
-      'through `fastcgi-client`). A `--cpu-prof` of muxgate\'s shard under wrk shows the two writes per request (the ' +
-      'minimum: params and stdin to php-fpm, the response to the client) and `internalConnect` at the top, then GC: ' +
-      'muxgate spends about 4× nginx\'s CPU per request (≈440 µs vs ≈110 µs), so its shard is the bottleneck while php-fpm ' +
-      'idles. Keeping FastCGI connections open (`FCGI_KEEP_CONN`) measured 180 req/s against this php-fpm: with ' +
+      'through `fastcgi-client`). muxgate spends about 3.5× nginx\'s CPU per request (≈450 µs vs ≈130 µs, `perf stat`), so ' +
+      'its shard is the bottleneck while php-fpm idles. `perf record` of the shard: a third in the kernel (connect, writev and ' +
+      'close on loopback TCP, which nginx pays too), ~15 % in V8\'s GC threads, the rest JavaScript spread thin over ' +
+      '`node:http`, `net.Socket` set-up and teardown and `fastcgi-client`\'s three streams per request; the same FastCGI ' +
+      'exchange from a bare `net.Socket` costs ≈160 µs, a `node:http` hello world ≈34 µs. php-fpm holds each child until the ' +
+      'client closes (it shuts down its side and reads to EOF), so the shard\'s event-loop latency is part of every child\'s ' +
+      'time. Keeping FastCGI connections open (`FCGI_KEEP_CONN`) measured 180 req/s against this php-fpm: with ' +
       '`implicit_flush` it writes STDOUT and END_REQUEST separately and Nagle holds the second until the delayed ACK (~40 ms).',
     '');
   lines.push('## Notes from the runs', '', ...(notes.length > 0 ? notes : ['- no failed publishes, retried opens, closed streams or server warnings.']), '');
