@@ -113,8 +113,12 @@ export type HoldMode = 'stream' | 'response' | 'none';
 
 export function parseHold(value: string | undefined): HoldMode {
   if (value === undefined) return 'none';
-  const mode = trimOws(value).toLowerCase();
-  if (mode === 'stream' || mode === 'response' || mode === 'none') return mode;
+  // The literals, not the header's string: a held stream keeps its mode for life.
+  switch (trimOws(value).toLowerCase()) {
+    case 'stream': return 'stream';
+    case 'response': return 'response';
+    case 'none': return 'none';
+  }
   throw new BadHeaderValueError('Multiplex-Hold', value, '"stream", "response" or "none"');
 }
 
