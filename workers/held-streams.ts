@@ -67,7 +67,7 @@ export class HeldStream {
 const TICK_MS = 250;
 /** Live channel parts a resuming stream may hold back while its replay is on the way. */
 const MAX_HELD_BACK = 10_000;
-/** Writes held back for the end of the turn (see cork()) up to this size; always well below MUX_MAX_BUFFERED_BYTES. */
+/** Writes held back for the next flush (see cork()) up to this size; always well below MUX_MAX_BUFFERED_BYTES. */
 const MAX_CORKED_BYTES = 65_536;
 /**
  * After a flush of corked writes that took t, the next waits until FLUSH_SPACING × t has passed (see cork()), and at
