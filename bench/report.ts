@@ -161,6 +161,7 @@ export function renderReport(r: BenchResults): string {
     '| shards collect the old generation at 1.2× its live size (`--heap-growing-percent=20`): the garbage of a connect burst does not stay resident | 2 shards, 10,000 held streams: 14.6 → 8.0 KiB per stream, for ~10 % of peak fan-out |',
     '| the publisher keeps 16 publishes in flight instead of 4 (every system) | muxgate 2 shards: 116k → 359k deliveries/s (each push is answered once every shard has written it: with 4 in flight the round trip was the limit) |',
     '| detached held streams share their socket listeners (a map by socket instead of three closures and a once-wrapper per stream); one shared `close` listener per connection | 2 shards, 10,000 held streams: 8.1 → 7.5 KiB per stream |',
+    '| `fastcgi-client`: the connection is closed at once when php-fpm closes its side after END_REQUEST (php-fpm holds the child until the client closes), not shut down a loop turn later | request path, 1 shard, paired runs: +4 to +20 % req/s |',
     '| corked writes flushed at most a fifth of the time: after a flush that took t, the next waits 4t (≤ 50 ms); a light load still flushes at the end of the turn | fan-out, 2 shards: 260–296k → 600–680k deliveries/s, 1 shard: 410–474k → 540–656k; write system calls per delivery ÷3 |',
     '',
     'Tried and not kept: a major GC once a burst of connections is over (no RSS drop measured: V8 keeps the freed pages); ' +
