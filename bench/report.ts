@@ -162,7 +162,7 @@ export function renderReport(r: BenchResults): string {
     '| the publisher keeps 16 publishes in flight instead of 4 (every system) | muxgate 2 shards: 116k → 359k deliveries/s (each push is answered once every shard has written it: with 4 in flight the round trip was the limit) |',
     '| detached held streams share their socket listeners (a map by socket instead of three closures and a once-wrapper per stream); one shared `close` listener per connection | 2 shards, 10,000 held streams: 8.1 → 7.5 KiB per stream |',
     '| `fastcgi-client`: the connection is closed at once when php-fpm closes its side after END_REQUEST (php-fpm holds the child until the client closes), not shut down a loop turn later | request path, 1 shard, paired runs: +4 to +20 % req/s |',
-    '| corked writes flushed at most a fifth of the time: after a flush that took t, the next waits 4t (≤ 50 ms); a light load still flushes at the end of the turn | fan-out, 2 shards: 260–296k → 600–680k deliveries/s, 1 shard: 410–474k → 540–656k; write system calls per delivery ÷3 |',
+    '| corked writes flushed at most a fifth of the time: after a flush that took t, the next waits 4t (≤ 50 ms); a light load still flushes at the end of the turn | fan-out, 2 shards: 260–296k → 600–680k deliveries/s, 1 shard: 410–474k → 540–656k; write and writev calls for 2M deliveries, 2 shards: 370k → 52k |',
     '',
     'Tried and not kept: a major GC once a burst of connections is over (no RSS drop measured: V8 keeps the freed pages); ' +
       'FastCGI keep-alive connections (180 req/s, see below); `TCP_QUICKACK` and read pacing in the subscriber (no measurable gain).',
@@ -188,8 +188,9 @@ export function renderReport(r: BenchResults): string {
     '- **Idle RSS**: a muxgate held stream is a socket and a small record once its head is out (it leaves `node:http`); ' +
       'what is left above that is V8: a heap snapshot of a shard holding 10,000 streams has ~6.5 KiB live per stream, of ' +
       'which ~1.5 KiB is the socket\'s property dictionary (a socket transferred from the main thread arrives in V8 dictionary ' +
-      'mode; one made in the thread does not), and the pages of the connect burst\'s garbage. Nchan holds a connection, a request pool and a subscriber; Pushpin holds the stream in condure (8 KiB client ' +
-      'buffer), the proxy and the handler (a session each).',
+      'mode; one made in the thread does not), and the pages of the connect burst\'s garbage. Nchan holds a connection, ' +
+      'a request pool and a subscriber; Pushpin holds the stream in condure (8 KiB client buffer), the proxy and the ' +
+      'handler (a session each).',
     '- **Request path**: both open a new FastCGI connection to php-fpm per request (nginx without `fastcgi_keep_conn`; muxgate ' +
       'through `fastcgi-client`). muxgate spends about 3.5× nginx\'s CPU per request (≈450 µs vs ≈130 µs, `perf stat`), so ' +
       'its shard is the bottleneck while php-fpm idles. `perf record` of the shard: a third in the kernel (connect, writev and ' +

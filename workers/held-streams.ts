@@ -100,7 +100,7 @@ export class HeldStreams {
    */
   private readonly detached = new Map<Socket, HeldStream>();
   private readonly onDetachedClose: (this: Socket) => void;
-  private readonly onDetachedError: (this: Socket, error: Error) => void;
+  private readonly onDetachedError: (error: Error) => void;
   private readonly onDetachedData: (this: Socket, chunk: Buffer) => void;
   /** Sockets corked since the last flush (see cork()). */
   private corked: Socket[] = [];
@@ -124,17 +124,16 @@ export class HeldStreams {
     this.hasEventIds = isKeepingHistory;
     this.onEnded = onEnded;
     this.ticker = setInterval(() => this.tick(), TICK_MS).unref();
-    const detached = this.detached;
-    const end = (stream: HeldStream, reason: EndReason) => this.end(stream, reason);
+    const held = this;
     this.onDetachedClose = function (this: Socket) {
-      const stream = detached.get(this);
+      const stream = held.detached.get(this);
       if (stream === undefined) return;
-      detached.delete(this);
-      end(stream, 'client');
+      held.detached.delete(this);
+      held.end(stream, 'client');
     };
     this.onDetachedError = (error: Error) => this.log.debug({ err: error.message }, 'held stream connection error');
     this.onDetachedData = function (this: Socket, chunk: Buffer) {
-      const stream = detached.get(this)!;
+      const stream = held.detached.get(this)!;
       const unread = stream.unread === null ? chunk : Buffer.concat([stream.unread, chunk]);
       if (unread.length > MAX_UNREAD_BYTES) return void this.destroy();
       stream.unread = unread;
