@@ -24,6 +24,8 @@ export interface Config {
   scriptFilename: string;
   documentRoot: string;
   fastcgiTimeoutMs: number;
+  /** FastCGI connections per shard kept open (FCGI_KEEP_CONN) for requests without a body; 0: one per request. */
+  fastcgiKeepalive: number;
   pushSecret: string | null;
   holdTimeoutMs: number;
   maxPartBytes: number;
@@ -124,6 +126,7 @@ export function loadConfig(env: Env): Readonly<Config> {
     fastcgi: parseBackend(env),
     scriptFilename: env.MUX_SCRIPT_FILENAME ?? '',
     documentRoot: env.MUX_DOCUMENT_ROOT ?? '',
+    fastcgiKeepalive: parseInteger(env, 'MUX_FASTCGI_KEEPALIVE', 0, 0, 10_000),
     fastcgiTimeoutMs: parseSecondsAsMs(env, 'MUX_FASTCGI_TIMEOUT', 30),
     pushSecret,
     holdTimeoutMs: parseSecondsAsMs(env, 'MUX_HOLD_TIMEOUT', 0),

@@ -15,6 +15,7 @@ test('defaults follow the design', () => {
   assert.equal(config.fastcgi, null);
   assert.equal(config.pushSecret, null);
   assert.equal(config.holdTimeoutMs, 0);
+  assert.equal(config.fastcgiKeepalive, 0);
   assert.equal(config.maxPartBytes, 1_048_576);
   assert.equal(config.maxBufferedBytes, 1_048_576);
   assert.equal(config.events, false);
@@ -26,13 +27,14 @@ test('defaults follow the design', () => {
 test('accepted forms', () => {
   const config = loadConfig({
     MUX_LISTEN: '[::1]:0', MUX_PUSH_LISTEN: '9000', MUX_FASTCGI: 'unix:/run/php/fpm.sock', MUX_SHARDS: '4',
-    MUX_HOLD_TIMEOUT: '1.5', MUX_EVENTS: 'close', MUX_NODE_ID: 'node-a', MUX_LOG_LEVEL: 'debug',
+    MUX_HOLD_TIMEOUT: '1.5', MUX_EVENTS: 'close', MUX_NODE_ID: 'node-a', MUX_LOG_LEVEL: 'debug', MUX_FASTCGI_KEEPALIVE: '4',
   });
   assert.deepEqual(config.listen, { host: '::1', port: 0 });
   assert.deepEqual(config.pushListen, { host: '0.0.0.0', port: 9000 });
   assert.deepEqual(config.fastcgi, { kind: 'unix', path: '/run/php/fpm.sock' });
   assert.equal(config.shards, 4);
   assert.equal(config.holdTimeoutMs, 1500);
+  assert.equal(config.fastcgiKeepalive, 4);
   assert.equal(config.events, true);
   assert.equal(config.nodeId, 'node-a');
   assert.deepEqual(loadConfig({ MUX_FASTCGI: 'php:9000' }).fastcgi, { kind: 'tcp', host: 'php', port: 9000 });
@@ -48,6 +50,7 @@ const BAD_VALUES: Array<[string, string, RegExp]> = [
   ['MUX_FASTCGI', 'unix:relative.sock', /absolute/],
   ['MUX_FASTCGI', 'php', /host:port/],
   ['MUX_HOLD_TIMEOUT', '-1', /seconds/],
+  ['MUX_FASTCGI_KEEPALIVE', '-1', /integer from 0 to 10000/],
   ['MUX_MAX_PART_BYTES', '1e6', /integer/],
   ['MUX_MAX_BUFFERED_BYTES', '10', /integer from 1024/],
   ['MUX_EVENTS', 'maybe', /on or off/],

@@ -120,3 +120,58 @@ test('a request ends at its end-request record; a connection the server keeps op
     server.close();
   }
 });
+
+// keepConns: bodyless requests reuse a kept connection (FCGI_KEEP_CONN); one the server closes without answering is
+// replaced by a new connection and the request sent again; a request with a body never takes an idle connection.
+test('kept connections are reused, replaced when the server closed one, and not given to requests with a body', { timeout: 10_000 }, async () => {
+  const STDIN_END = Buffer.from([1, 5, 0, 1, 0, 0, 0, 0]);
+  const connections: Array<{ socket: Socket; keepFlags: number[] }> = [];
+  const server = createServer((socket: Socket) => {
+    const connection = { socket, keepFlags: [] as number[] };
+    const index = connections.push(connection) - 1;
+    let pending = Buffer.alloc(0);
+    socket.on('data', (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      let end: number;
+      while ((end = pending.indexOf(STDIN_END)) >= 0) {
+        // the flags byte of FCGI_BEGIN_REQUEST's body (after its 8-byte head and the 2-byte role)
+        connection.keepFlags.push(pending[8 + 2]);
+        pending = pending.subarray(end + STDIN_END.length);
+        // the first connection answers one request, then closes under the next one without answering
+        if (index === 0 && connection.keepFlags.length === 2) socket.destroy();
+        else socket.write(response);
+      }
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  const client = createClient({ host: '127.0.0.1', port, skipCheckServer: true, keepConns: 1 });
+  await once(client, 'ready');
+  const get = (bodyless: boolean) => new Promise<string>((resolve, reject) => {
+    client.request({ REQUEST_METHOD: 'GET', SCRIPT_FILENAME: '/kept.php' }, (error, request) => {
+      if (error) return reject(error);
+      request.stdin.end();
+      let text = '';
+      request.stdout.setEncoding('utf8').on('data', (chunk: string) => { text += chunk; });
+      request.stdout.once('end', () => resolve(`${text} (${String(request.getExitStatus())})`));
+    }, bodyless);
+  });
+  try {
+    assert.equal(await get(true), `${HEAD}hello (0)`);
+    assert.equal(await get(true), `${HEAD}hello (0)`, 'the request on the closed kept connection was not sent again');
+    assert.equal(connections.length, 2);
+    assert.deepEqual(connections[0].keepFlags, [1, 1], 'both requests went on the first, kept connection');
+    assert.deepEqual(connections[1].keepFlags, [1]);
+    // the second connection is idle and kept, but a request with a body opens a connection of its own (not kept:
+    // the one kept connection allowed exists), so it never waits on a connection the server may just have closed
+    assert.equal(await get(false), `${HEAD}hello (0)`);
+    assert.equal(connections.length, 3);
+    assert.deepEqual(connections[2].keepFlags, [0]);
+    assert.equal(await get(true), `${HEAD}hello (0)`);
+    assert.deepEqual(connections[1].keepFlags, [1, 1]);
+  } finally {
+    for (const { socket } of connections) socket.destroy();
+    server.close();
+  }
+});

@@ -14,7 +14,9 @@ export interface FastcgiRequest {
 
 interface FastcgiClient {
   /** params: name-value pairs, or their FastCGI encoding, which the client sends as is. */
-  request(params: Record<string, string> | Buffer, callback: (error: Error | null, request: FastcgiRequest) => void): void;
+  /** bodyless: stdin is ended at once; such a request may use a kept connection (and is sent again on a new one if
+   * that connection turns out closed before any answer). */
+  request(params: Record<string, string> | Buffer, callback: (error: Error | null, request: FastcgiRequest) => void, bodyless: boolean): void;
   once(event: 'ready', listener: () => void): void;
 }
 
@@ -30,11 +32,13 @@ export class Backend {
   private readonly client: FastcgiClient;
   private readonly ready: Promise<void>;
 
-  constructor(address: BackendAddress) {
+  /** keepConnections: connections kept open for requests without a body (MUX_FASTCGI_KEEPALIVE). */
+  constructor(address: BackendAddress, keepConnections: number) {
     this.client = createClient({
       ...(address.kind === 'unix' ? { sockFile: address.path } : { host: address.host, port: address.port }),
       skipCheckServer: true,
       maxConns: 65535,
+      keepConns: keepConnections,
     });
     this.ready = new Promise((resolve) => this.client.once('ready', resolve));
   }
@@ -51,7 +55,7 @@ export class Backend {
         if (error) return reject(new BackendUnavailableError(error.message));
         if (!hasBody) request.stdin.end();
         resolve(request);
-      });
+      }, !hasBody);
     });
   }
 }

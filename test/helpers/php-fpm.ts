@@ -27,6 +27,11 @@ export interface PhpFpmOptions {
   env?: Record<string, string>;
   /** A fixed port (to start it again on the same one); by default a free one. */
   port?: number;
+  /**
+   * Every echo leaves at once (output_buffering 0, implicit_flush on), as streaming scripts need; the default. false
+   * keeps php.ini's buffering (Debian's production php.ini: 4096 bytes), as a site serving plain pages would run.
+   */
+  flushEachEcho?: boolean;
 }
 
 const HOST = '127.0.0.1';
@@ -91,7 +96,7 @@ async function startOnce(binary: string, dir: string, options: PhpFpmOptions, ma
   const isRoot = process.getuid?.() === 0;
   const errorLogPath = join(dir, 'error.log');
   const confPath = join(dir, 'php-fpm.conf');
-  writeFileSync(confPath, renderConfig({ dir, errorLogPath, port, maxChildren, isRoot, documentRoot: options.documentRoot }));
+  writeFileSync(confPath, renderConfig({ dir, errorLogPath, port, maxChildren, isRoot, documentRoot: options.documentRoot, flushEachEcho: options.flushEachEcho ?? true }));
 
   const args = ['-F', '-y', confPath, '-p', dir];
   if (isRoot) args.push('-R');
@@ -161,6 +166,7 @@ interface ConfigValues {
   maxChildren: number;
   isRoot: boolean;
   documentRoot: string;
+  flushEachEcho: boolean;
 }
 
 function renderConfig(c: ConfigValues): string {
@@ -181,12 +187,11 @@ function renderConfig(c: ConfigValues): string {
     'catch_workers_output = yes',
     'decorate_workers_output = no',
     'request_terminate_timeout = 0',
-    'php_admin_value[output_buffering] = 0',
-    'php_admin_flag[implicit_flush] = on',
     'php_admin_value[error_reporting] = E_ALL',
     'php_admin_flag[display_errors] = off',
     'php_admin_flag[log_errors] = on',
   ];
+  if (c.flushEachEcho) lines.push('php_admin_value[output_buffering] = 0', 'php_admin_flag[implicit_flush] = on');
   if (c.isRoot) lines.push('user = root', 'group = root');
   return lines.join('\n') + '\n';
 }

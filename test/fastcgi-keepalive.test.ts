@@ -1,0 +1,81 @@
+// MUX_FASTCGI_KEEPALIVE against a real php-fpm: requests reuse kept FastCGI connections instead of opening one each,
+// requests with a body and bursts beyond the kept connections still get through, and a php-fpm restart is survived.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { phpFpmAvailable, startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
+import { startMuxgate, type Muxgate } from './helpers/muxgate.ts';
+
+const PHP_ROOT = join(import.meta.dirname, 'php');
+const KEPT = 2;
+const skip = !phpFpmAvailable() && !process.env.CI ? 'php-fpm is not installed' : false;
+
+let fpm: PhpFpm;
+let kept: Muxgate;
+let perRequest: Muxgate;
+
+before(async () => {
+  if (skip) return;
+  fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 8, flushEachEcho: false });
+  const env = { MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '1', MUX_LOG_LEVEL: 'info' };
+  kept = await startMuxgate({ ...env, MUX_FASTCGI_KEEPALIVE: String(KEPT) });
+  perRequest = await startMuxgate(env);
+});
+
+after(async () => {
+  await kept?.stop();
+  await perRequest?.stop();
+  await fpm?.stop();
+});
+
+/** TCP connections on php-fpm's port in a state; php-fpm closes first, so a closed connection waits in its TIME_WAIT. */
+function fpmSockets(state: 'time-wait' | 'established'): number {
+  return execFileSync('ss', ['-tanH', 'state', state, `( sport = :${fpm.port} )`], { encoding: 'utf8' }).split('\n').filter(Boolean).length;
+}
+
+async function getEcho(mux: Muxgate, query: string): Promise<Record<string, unknown>> {
+  const response = await fetch(`${mux.url}/echo.php?${query}`);
+  assert.equal(response.status, 200);
+  return (await response.json()) as Record<string, unknown>;
+}
+
+test('sequential requests go over one kept connection, not a connection each', { skip, timeout: 30_000 }, async () => {
+  const REQUESTS = 40;
+  const closedBefore = fpmSockets('time-wait');
+  for (let i = 0; i < REQUESTS; i++) {
+    const echo = await getEcho(kept, `i=${i}`);
+    assert.equal((echo.server as Record<string, string>).QUERY_STRING, `i=${i}`);
+  }
+  const closedByKept = fpmSockets('time-wait') - closedBefore;
+  assert.ok(closedByKept <= 1, `${closedByKept} connections were closed for ${REQUESTS} requests`);
+  assert.ok(fpmSockets('established') >= 1, 'no kept connection is open');
+
+  // the same requests without MUX_FASTCGI_KEEPALIVE: one connection each, which php-fpm closes
+  for (let i = 0; i < REQUESTS; i++) await getEcho(perRequest, `i=${i}`);
+  assert.ok(fpmSockets('time-wait') - closedBefore - closedByKept >= REQUESTS, 'the per-request baseline did not close its connections');
+});
+
+test('requests with a body and bursts beyond the kept connections are answered', { skip, timeout: 30_000 }, async () => {
+  const body = randomBytes(200_000);
+  const posted = await fetch(`${kept.url}/echo.php`, { method: 'POST', body });
+  assert.equal(posted.status, 200);
+  const echo = (await posted.json()) as { bodyLength: number; bodyMd5: string };
+  assert.equal(echo.bodyLength, body.length);
+  assert.equal(echo.bodyMd5, createHash('md5').update(body).digest('hex'));
+
+  const burst = await Promise.all(Array.from({ length: 5 * KEPT }, (_, i) => getEcho(kept, `burst=${i}`)));
+  assert.deepEqual(burst.map((echo) => (echo.server as Record<string, string>).QUERY_STRING), Array.from({ length: 5 * KEPT }, (_, i) => `burst=${i}`));
+  assert.ok(fpmSockets('established') <= KEPT, 'more connections than MUX_FASTCGI_KEEPALIVE stayed open');
+});
+
+test('kept connections closed by a php-fpm restart are replaced without failing a request', { skip, timeout: 30_000 }, async () => {
+  await getEcho(kept, 'before=restart');
+  const { port } = fpm;
+  await fpm.stop();
+  fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 8, port });
+  for (let i = 0; i < 10; i++) await getEcho(kept, `after=${i}`);
+  const metrics = await (await fetch(kept.metricsUrl)).text();
+  assert.doesNotMatch(metrics, /^muxgate_fastcgi_errors_total\{[^}]*\} [1-9]/m, 'a request failed at the backend');
+});
