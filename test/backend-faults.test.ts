@@ -68,6 +68,19 @@ test('a backend slower than MUX_FASTCGI_TIMEOUT gets a 504', async () => {
   await assertStillServing();
 });
 
+test('a client that leaves before the backend answers is no backend error', async () => {
+  const noHead = async () => (await metricValue(mux.metricsUrl, 'muxgate_fastcgi_errors_total{kind="no_head"}')) ?? 0;
+  const before = await noHead();
+  const client = await RawHttp.get(`${mux.url}/slow-body.php?kind=silent&count=3&pause=100`);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  client.close();
+  const line = await mux.waitForLog((l) => l.msg === 'client left before the backend answered');
+  assert.equal(line.uri, '/slow-body.php?kind=silent&count=3&pause=100');
+  assert.equal(await noHead(), before);
+  assert.ok(!mux.logs.some((l) => l.msg === 'backend ended without a response head'), 'the abort was logged as a backend fault');
+  await assertStillServing();
+});
+
 test('a broken CGI head from a backend is a 502; so is a backend that is down, until it is back', async () => {
   let stdout = Buffer.from('this line has no colon\r\n\r\nbody');
   const fake = await startFakeFastcgi(() => stdout);

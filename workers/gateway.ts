@@ -138,6 +138,8 @@ export class Gateway {
     };
     const onEndBeforeHead = () => {
       stopWaitingForHead();
+      // the client left and the request was aborted for it: no backend error
+      if (res.destroyed) return void log.debug({ requestId, uri: req.url }, 'client left before the backend answered');
       metrics.fastcgiErrors.inc({ kind: 'no_head' });
       log.warn({ requestId, uri: req.url, exit: String(fcgi.getExitStatus()) }, 'backend ended without a response head');
       this.fail(res, 502, 'Bad Gateway');
