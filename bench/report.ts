@@ -3,7 +3,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import type { DeliveryResult, DeliveryScenario } from './scenarios/delivery-scenario.ts';
 import type { IdleResult } from './scenarios/idle.ts';
-import type { RequestPathOptions, RequestPathResult } from './scenarios/request-path.ts';
+import { NODE_FLOOR_LABEL, type RequestPathOptions, type RequestPathResult } from './scenarios/request-path.ts';
 
 export interface BenchResults {
   startedAt: Date;
@@ -41,6 +41,12 @@ function ratio(a: number | undefined, b: number | undefined, target: number, isA
   const r = a / b;
   const isMet = isAtMost ? r <= target : r >= target;
   return `${r.toFixed(2)}× (target ${isAtMost ? '≤' : '≥'} ${target}: ${isMet ? 'met' : '**not met**'})`;
+}
+
+/** "1.23×", for a ratio without a target */
+function times(a: number | undefined, b: number | undefined): string {
+  if (a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0) return '–';
+  return `${(a / b).toFixed(2)}×`;
 }
 
 /** What most likely bounds a row, from the CPU figures: the machine when its cores are busy, else the busiest process. */
@@ -115,6 +121,16 @@ export function renderReport(r: BenchResults): string {
     `| RSS per held stream ≤ 8 KiB | ${idleMux === undefined ? '–' : `${fixed(idleMux.median.kiBPerStream, 2)} KiB (${idleMux.median.kiBPerStream <= 8 ? 'met' : '**not met**'})`} |`,
     `| request path ≥ 0.9× nginx fastcgi_pass, 1 shard vs 1 worker | ${ratio(rp('muxgate, 1 shard'), rp('nginx fastcgi_pass, 1 worker'), 0.9)} |`,
     `| request path ≥ 0.9× nginx fastcgi_pass, 2 shards vs 2 workers | ${ratio(rp('muxgate, 2 shards'), rp('nginx fastcgi_pass, 2 workers'), 0.9)} |`,
+    ...[1, 2].map((workers) => {
+      const kept = Math.floor(s.requestPath.keptConnections / workers);
+      const [shards, nginxWorkers] = workers > 1 ? [`${workers} shards`, `${workers} workers`] : ['1 shard', '1 worker'];
+      return `| request path, FastCGI connections kept (${kept} per shard or worker), ${shards} vs ${nginxWorkers} (for reference) | ` +
+        `${times(rp(`muxgate, ${shards}, MUX_FASTCGI_KEEPALIVE=${kept}`), rp(`nginx fastcgi_pass, ${nginxWorkers}, keepalive ${kept}`))} |`;
+    }),
+    `| request path, the Node floor (\`bench/peers/node-fastcgi-relay.ts\`: node:http and a FastCGI exchange, nothing else) vs nginx, 1 worker (for reference) | ` +
+      `${times(rp(NODE_FLOOR_LABEL), rp('nginx fastcgi_pass, 1 worker'))} |`,
+    `| request path, muxgate keeping ${s.requestPath.keptConnections} FastCGI connections vs nginx with a connection per request, 1 shard vs 1 worker (for reference) | ` +
+      `${times(rp(`muxgate, 1 shard, MUX_FASTCGI_KEEPALIVE=${s.requestPath.keptConnections}`), rp('nginx fastcgi_pass, 1 worker'))} |`,
     '',
   ];
   if (r.fanOut.length > 0) {
@@ -133,8 +149,8 @@ export function renderReport(r: BenchResults): string {
       `wrk -t1 -c${s.requestPath.connections} -d${s.requestPath.seconds}s --latency.`, '',
       '| system | req/s | ratio to nginx | p50 ms | p99 ms | errors | server CPU % | php-fpm CPU % | wrk CPU % | machine busy % |',
       '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-      ...r.requestPath.map(({ label, workers, median: m }) => {
-        const nginx = r.requestPath.find((row) => row.workers === workers && row.label.startsWith('nginx'))!;
+      ...r.requestPath.map(({ label, workers, keepalive, median: m }) => {
+        const nginx = r.requestPath.find((row) => row.workers === workers && row.keepalive === keepalive && row.label.startsWith('nginx'))!;
         return `| ${label} | ${fixed(m.requestsPerSecond)} | ${(m.requestsPerSecond / nginx.median.requestsPerSecond).toFixed(2)} | ${fixed(m.p50, 2)} | ${fixed(m.p99, 2)} | ${fixed(m.errors)} | ` +
           `${fixed(m.serverCpu)} | ${fixed(m.phpCpu)} | ${fixed(m.clientCpu)} | ${fixed(m.machineCpu)} |`;
       }), '');

@@ -84,7 +84,7 @@ const fanOut: DeliveryScenario = { subscribers: isQuick ? 200 : 1000, subscriber
 const idleStreams = isQuick ? [1000] : [10_000, 18_000];
 const latency: DeliveryScenario = { subscribers: isQuick ? 1000 : 10_000, subscriberProcesses: 2, isAddressEach: false, messages: isQuick ? 50 : 250, rate: 50, concurrency: 16, runs: latencyRuns };
 const many: DeliveryScenario = { subscribers: isQuick ? 1000 : 10_000, subscriberProcesses: 2, isAddressEach: true, messages: 0, rate: 0, concurrency: 16, runs };
-const requestPath = { workers: [1, 2], seconds: isQuick ? 2 : 5, connections: 32, phpChildren: 8, runs };
+const requestPath = { workers: [1, 2], seconds: isQuick ? 2 : 5, connections: 32, phpChildren: 8, keptConnections: 6, runs };
 results.sizes = { fanOut, idleStreams, latency, many, requestPath };
 
 if (scenarios.has('fan-out')) results.fanOut = await deliveryRows('fan-out', [muxgate1, nchan1, muxgate2, nchan2, pushpinSpec, muxgateTwoNodes], fanOut);

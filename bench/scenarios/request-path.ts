@@ -1,22 +1,28 @@
 // Scenario 5, request path: plain GETs of a small PHP script, through muxgate and through nginx `fastcgi_pass`, to
-// the same php-fpm, driven by wrk over keep-alive connections.
-import { execFile } from 'node:child_process';
+// the same php-fpm, driven by wrk over keep-alive connections; each with a FastCGI connection per request and with
+// kept FastCGI connections (MUX_FASTCGI_KEEPALIVE, nginx `keepalive` + `fastcgi_keep_conn`).
+import { execFile, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname } from 'node:path';
 import { startPhpFpm } from '../../test/helpers/php-fpm.ts';
 import { CpuMeter, processTree } from '../proc-stats.ts';
-import { track } from '../child-processes.ts';
+import { terminate, track } from '../child-processes.ts';
 import * as muxgate from '../systems/muxgate.ts';
 import * as nginxFastcgi from '../systems/nginx-fastcgi.ts';
 import { medianOf } from './stats.ts';
 
 const SCRIPT = fileURLToPath(new URL('../peers/hello.php', import.meta.url));
+const RELAY = fileURLToPath(new URL('../peers/node-fastcgi-relay.ts', import.meta.url));
+/** The floor row: the least a Node server does per request (bench/peers/node-fastcgi-relay.ts). */
+export const NODE_FLOOR_LABEL = 'Node floor: node:http → FastCGI relay, 1 thread';
 
 export interface RequestPathOptions {
   workers: number[];
   seconds: number;
   connections: number;
   phpChildren: number;
+  /** FastCGI connections kept open per server, split over its shards or workers; fewer than phpChildren (each pins a child). */
+  keptConnections: number;
   runs: number;
 }
 
@@ -34,6 +40,8 @@ export interface WrkRun {
 export interface RequestPathResult {
   label: string;
   workers: number;
+  /** Kept FastCGI connections per shard or worker; 0: a connection per request. */
+  keepalive: number;
   median: WrkRun;
   runs: WrkRun[];
 }
@@ -70,29 +78,46 @@ async function wrk(url: string, options: RequestPathOptions, serverPids: number[
 }
 
 export async function runRequestPath(options: RequestPathOptions): Promise<RequestPathResult[]> {
-  const fpm = await startPhpFpm({ documentRoot: dirname(SCRIPT), maxChildren: options.phpChildren });
+  // php.ini's output buffering, as a site serving plain pages runs: with every echo flushed, php-fpm writes its
+  // output and its end-request record apart, and on a kept TCP connection Nagle holds the second until a delayed ACK.
+  const fpm = await startPhpFpm({ documentRoot: dirname(SCRIPT), maxChildren: options.phpChildren, flushEachEcho: false });
   const results: RequestPathResult[] = [];
   try {
     // php-fpm's master and its workers; found once, as the pool is static.
     const phpPids = processTree(await fpmMasterPid(fpm.port));
+    const measure = async (label: string, workers: number, keepalive: number, url: string, serverPids: () => number[]) => {
+      const runs = [];
+      for (let i = 0; i < options.runs; i++) runs.push(await wrk(url, options, serverPids(), phpPids));
+      results.push({ label, workers, keepalive, median: medianOf(runs), runs });
+    };
     for (const workers of options.workers) {
-      const mux = await muxgate.start(workers, {
-        MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_SCRIPT_FILENAME: SCRIPT, MUX_DOCUMENT_ROOT: dirname(SCRIPT),
-      });
-      try {
-        const runs = [];
-        for (let i = 0; i < options.runs; i++) runs.push(await wrk(`http://127.0.0.1:${mux.port}/hello.php`, options, mux.serverPids(), phpPids));
-        results.push({ label: mux.label, workers, median: medianOf(runs), runs });
-      } finally {
-        await mux.stop();
-      }
-      const nginx = await nginxFastcgi.start(workers, fpm.port, SCRIPT);
-      try {
-        const runs = [];
-        for (let i = 0; i < options.runs; i++) runs.push(await wrk(`http://127.0.0.1:${nginx.port}/hello.php`, options, nginx.pids(), phpPids));
-        results.push({ label: `nginx fastcgi_pass, ${workers} worker${workers > 1 ? 's' : ''}`, workers, median: medianOf(runs), runs });
-      } finally {
-        await nginx.stop();
+      for (const keepalive of [0, Math.floor(options.keptConnections / workers)]) {
+        const mux = await muxgate.start(workers, {
+          MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_SCRIPT_FILENAME: SCRIPT, MUX_DOCUMENT_ROOT: dirname(SCRIPT),
+          MUX_FASTCGI_KEEPALIVE: String(keepalive),
+        });
+        try {
+          const label = keepalive > 0 ? `${mux.label}, MUX_FASTCGI_KEEPALIVE=${keepalive}` : mux.label;
+          await measure(label, workers, keepalive, `http://127.0.0.1:${mux.port}/hello.php`, () => mux.serverPids());
+        } finally {
+          await mux.stop();
+        }
+        if (workers === 1 && keepalive === 0) {
+          const relay = track(fork(RELAY, [`${fpm.host}:${fpm.port}`, SCRIPT], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+          try {
+            const { port } = await new Promise<{ port: number }>((resolve) => relay.once('message', resolve));
+            await measure(NODE_FLOOR_LABEL, 1, 0, `http://127.0.0.1:${port}/hello.php`, () => [relay.pid!]);
+          } finally {
+            await terminate(relay);
+          }
+        }
+        const nginx = await nginxFastcgi.start(workers, fpm.port, SCRIPT, keepalive);
+        try {
+          const label = `nginx fastcgi_pass, ${workers} worker${workers > 1 ? 's' : ''}${keepalive > 0 ? `, keepalive ${keepalive}` : ''}`;
+          await measure(label, workers, keepalive, `http://127.0.0.1:${nginx.port}/hello.php`, () => nginx.pids());
+        } finally {
+          await nginx.stop();
+        }
       }
     }
   } finally {
