@@ -7,6 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { phpFpmAvailable, startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, type Muxgate } from './helpers/muxgate.ts';
+import { RawHttp } from './helpers/raw-http.ts';
 
 const PHP_ROOT = join(import.meta.dirname, 'php');
 const KEPT = 2;
@@ -19,7 +20,7 @@ let perRequest: Muxgate;
 before(async () => {
   if (skip) return;
   fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 8, flushEachEcho: false });
-  const env = { MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '1', MUX_LOG_LEVEL: 'info' };
+  const env = { MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '1' };
   kept = await startMuxgate({ ...env, MUX_FASTCGI_KEEPALIVE: String(KEPT) });
   perRequest = await startMuxgate(env);
 });
@@ -78,4 +79,19 @@ test('kept connections closed by a php-fpm restart are replaced without failing 
   for (let i = 0; i < 10; i++) await getEcho(kept, `after=${i}`);
   const metrics = await (await fetch(kept.metricsUrl)).text();
   assert.doesNotMatch(metrics, /^muxgate_fastcgi_errors_total\{[^}]*\} [1-9]/m, 'a request failed at the backend');
+});
+
+test('a client that leaves mid-request closes the kept connection it was using', { skip, timeout: 30_000 }, async () => {
+  await getEcho(kept, 'warm');
+  const idle = fpmSockets('established');
+  assert.ok(idle >= 1, 'no kept connection to reuse');
+  const client = await RawHttp.get(`${kept.url}/slow-body.php?kind=silent&count=20&pause=100`);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.equal(fpmSockets('established'), idle, 'the request did not reuse a kept connection');
+  client.close();
+  await kept.waitForLog((line) => line.msg === 'client left before the backend answered');
+  const deadline = Date.now() + 5000;
+  while (fpmSockets('established') !== idle - 1 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(fpmSockets('established'), idle - 1, 'the kept connection stayed open under an abandoned request');
+  await getEcho(kept, 'after');
 });

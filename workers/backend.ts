@@ -13,9 +13,10 @@ export interface FastcgiRequest {
 }
 
 interface FastcgiClient {
-  /** params: name-value pairs, or their FastCGI encoding, which the client sends as is. */
-  /** bodyless: stdin is ended at once; such a request may use a kept connection (and is sent again on a new one if
-   * that connection turns out closed before any answer). */
+  /**
+   * params: name-value pairs, or their FastCGI encoding, which the client sends as is. bodyless: stdin is ended at
+   * once; such a request may use a kept connection, and is sent again on a new one if that turns out closed unanswered.
+   */
   request(params: Record<string, string> | Buffer, callback: (error: Error | null, request: FastcgiRequest) => void, bodyless: boolean): void;
   once(event: 'ready', listener: () => void): void;
 }
