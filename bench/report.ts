@@ -178,10 +178,13 @@ export function renderReport(r: BenchResults): string {
     '| the publisher keeps 16 publishes in flight instead of 4 (every system) | muxgate 2 shards: 116k → 359k deliveries/s (each push is answered once every shard has written it: with 4 in flight the round trip was the limit) |',
     '| detached held streams share their socket listeners (a map by socket instead of three closures and a once-wrapper per stream); one shared `close` listener per connection | 2 shards, 10,000 held streams: 8.1 → 7.5 KiB per stream |',
     '| `fastcgi-client`: the connection is closed at once when php-fpm closes its side after END_REQUEST (php-fpm holds the child until the client closes), not shut down a loop turn later | request path, 1 shard, paired runs: +4 to +20 % req/s |',
+    '| FastCGI connections kept open on request (`MUX_FASTCGI_KEEPALIVE`, `FCGI_KEEP_CONN`; requests without a body reuse them) | request path, 1 shard, php-fpm with buffered output: shard CPU per request ≈400 → ≈200–300 µs; this run\'s rows: see scenario 5 |',
     '| corked writes flushed at most a fifth of the time: after a flush that took t, the next waits 4t (≤ 50 ms); a light load still flushes at the end of the turn | fan-out, 2 shards: 260–296k → 600–680k deliveries/s, 1 shard: 410–474k → 540–656k; write and writev calls for 2M deliveries, 2 shards: 370k → 52k |',
     '',
     'Tried and not kept: a major GC once a burst of connections is over (no RSS drop measured: V8 keeps the freed pages); ' +
-      'FastCGI keep-alive connections (180 req/s, see below); `TCP_QUICKACK` and read pacing in the subscriber (no measurable gain).',
+      '`TCP_QUICKACK` and read pacing in the subscriber (no measurable gain); a FastCGI client of our own without streams in place of ' +
+      '`fastcgi-client` (user CPU per request 220–280 µs against 235–255: no gain); a 32 MB young generation for the request path ' +
+      '(CPU per request unchanged within the noise).',
     '');
   lines.push('## What limits the rows', '',
     '- **The machine.** 2 cores carry the server, 2 subscriber processes, the publisher and other engineers\' tests (see the load ' +
@@ -207,15 +210,19 @@ export function renderReport(r: BenchResults): string {
       'mode; one made in the thread does not), and the pages of the connect burst\'s garbage. Nchan holds a connection, ' +
       'a request pool and a subscriber; Pushpin holds the stream in condure (8 KiB client buffer), the proxy and the ' +
       'handler (a session each).',
-    '- **Request path**: both open a new FastCGI connection to php-fpm per request (nginx without `fastcgi_keep_conn`; muxgate ' +
-      'through `fastcgi-client`). muxgate spends about 3.5× nginx\'s CPU per request (≈450 µs vs ≈130 µs, `perf stat`), so ' +
-      'its shard is the bottleneck while php-fpm idles. `perf record` of the shard: a third in the kernel (connect, writev and ' +
-      'close on loopback TCP, which nginx pays too), ~15 % in V8\'s GC threads, the rest JavaScript spread thin over ' +
-      '`node:http`, `net.Socket` set-up and teardown and `fastcgi-client`\'s three streams per request; the same FastCGI ' +
-      'exchange from a bare `net.Socket` costs ≈160 µs, a `node:http` hello world ≈34 µs. php-fpm holds each child until the ' +
-      'client closes (it shuts down its side and reads to EOF), so the shard\'s event-loop latency is part of every child\'s ' +
-      'time. Keeping FastCGI connections open (`FCGI_KEEP_CONN`) measured 180 req/s against this php-fpm: with ' +
-      '`implicit_flush` it writes STDOUT and END_REQUEST separately and Nagle holds the second until the delayed ACK (~40 ms).',
+    '- **Request path**: muxgate with 1 shard is bound by its shard thread (≈100 % of a core), the other rows by the machine ' +
+      '(84–99 % busy): req/s follows the CPU each process spends per request. Measured from `/proc/<pid>/stat` over 5 s wrk runs, with a FastCGI connection per request: ' +
+      'nginx ≈115–145 µs per request, of which ≈20–25 µs in user space; the Node floor (`bench/peers/node-fastcgi-relay.ts`, a ' +
+      '`node:http` server that relays to php-fpm and does nothing else) ≈260 µs, ≈130 µs in user space; muxgate ≈350–450 µs, ' +
+      '≈220–280 µs in user space. The kernel\'s part (loopback TCP connect, writes, close: ≈100–170 µs) is about the same for all three; ' +
+      'what separates them is user space, where `node:http`, `net.Socket` and Buffers alone cost 6× nginx. That is why the ' +
+      'Node floor row is about half of nginx and 0.9× is out of reach of a Node gateway on this machine. The rest of muxgate\'s ' +
+      'CPU is spread thin over the gateway (tokens, CGI parameters, the CGI head, metrics), `fastcgi-client`\'s streams and V8\'s ' +
+      'GC (≈7 % of a CPU profile), no other item above ~5 %. Kept FastCGI connections take connect and close off both sides, for nginx as for ' +
+      'muxgate; each holds a php-fpm child, so the bench keeps 6 per server against 8 children. With `implicit_flush` (every echo ' +
+      'flushed) php-fpm writes its output and its end-request record apart, and on a kept TCP connection Nagle holds the second ' +
+      'until the delayed ACK: 180 req/s for nginx and muxgate alike; the bench\'s php-fpm therefore keeps php.ini\'s output ' +
+      'buffering, and the README tells users the same.',
     '');
   lines.push('## Notes from the runs', '', ...(notes.length > 0 ? notes : ['- no failed publishes, retried opens, closed streams or server warnings.']), '');
   return lines.join('\n');
