@@ -182,9 +182,9 @@ export function renderReport(r: BenchResults): string {
     '| corked writes flushed at most a fifth of the time: after a flush that took t, the next waits 4t (≤ 50 ms); a light load still flushes at the end of the turn | fan-out, 2 shards: 260–296k → 600–680k deliveries/s, 1 shard: 410–474k → 540–656k; write and writev calls for 2M deliveries, 2 shards: 370k → 52k |',
     '',
     'Tried and not kept: a major GC once a burst of connections is over (no RSS drop measured: V8 keeps the freed pages); ' +
-      '`TCP_QUICKACK` and read pacing in the subscriber (no measurable gain); a FastCGI client of our own without streams in place of ' +
-      '`fastcgi-client` (user CPU per request 220–280 µs against 235–255: no gain); a 32 MB young generation for the request path ' +
-      '(CPU per request unchanged within the noise).',
+      '`TCP_QUICKACK` and read pacing in the subscriber (no measurable gain); a FastCGI client of our own (one stream per ' +
+      'request instead of three) in place of `fastcgi-client` (user CPU per request 220–280 µs against 235–255: no gain); a ' +
+      '32 MB young generation for the request path (CPU per request unchanged within the noise).',
     '');
   lines.push('## What limits the rows', '',
     '- **The machine.** 2 cores carry the server, 2 subscriber processes, the publisher and other engineers\' tests (see the load ' +
