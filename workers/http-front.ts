@@ -1,6 +1,6 @@
 // node:http servers over the sockets the main thread transfers to this shard.
 import http from 'node:http';
-import type { Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
 import type { Config } from '../src/config.ts';
 import type { ShardMetrics } from './metrics.ts';
 
@@ -9,6 +9,18 @@ export type ListenerKind = 'public' | 'push';
 const PUSH_KEEP_ALIVE_MS = 75_000;
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
+
+/**
+ * The same connection in a socket made by this thread. A socket transferred from the main thread arrives with its
+ * properties in V8's dictionary mode (slower to read, and 1.7 KiB more per held stream: 7.7 → 6.0 KiB at 10,000);
+ * one constructed here around the transferred handle keeps fast properties. Nothing has been read yet.
+ */
+function rewrap(transferred: Socket): Socket {
+  const source = transferred as unknown as { _handle: unknown };
+  const handle = source._handle;
+  source._handle = null;
+  return new net.Socket({ handle, allowHalfOpen: transferred.allowHalfOpen, readable: true, writable: true } as net.SocketConstructorOpts);
+}
 
 export class HttpFront {
   private readonly servers: Record<ListenerKind, http.Server>;
@@ -58,7 +70,8 @@ export class HttpFront {
     }
   }
 
-  adopt(socket: Socket, kind: ListenerKind): void {
+  adopt(transferred: Socket, kind: ListenerKind): void {
+    const socket = rewrap(transferred);
     this.sockets.add(socket);
     this.metrics.openConnections.inc();
     socket.on('close', this.onSocketClose);
