@@ -179,6 +179,7 @@ export function renderReport(r: BenchResults): string {
     '| detached held streams share their socket listeners (a map by socket instead of three closures and a once-wrapper per stream); one shared `close` listener per connection | 2 shards, 10,000 held streams: 8.1 → 7.5 KiB per stream |',
     '| `fastcgi-client`: the connection is closed at once when php-fpm closes its side after END_REQUEST (php-fpm holds the child until the client closes), not shut down a loop turn later | request path, 1 shard, paired runs: +4 to +20 % req/s |',
     '| FastCGI connections kept open on request (`MUX_FASTCGI_KEEPALIVE`, `FCGI_KEEP_CONN`; requests without a body reuse them) | request path, 1 shard, php-fpm with buffered output: shard CPU per request ≈400 → ≈200–300 µs; this run\'s rows: see scenario 5 |',
+    '| each transferred connection\'s handle wrapped in a socket made by the shard (a socket transferred from the main thread arrives with its properties in V8 dictionary mode) | 2 shards, 10,000 held streams: 7.7 → 6.0 KiB per stream; request path, 1 shard: +8 to +21 % req/s, 6–17 % less CPU per request; fan-out: +4 to +25 % in 5 of 6 paired runs |',
     '| corked writes flushed at most a fifth of the time: after a flush that took t, the next waits 4t (≤ 50 ms); a light load still flushes at the end of the turn | fan-out, 2 shards: 260–296k → 600–680k deliveries/s, 1 shard: 410–474k → 540–656k; write and writev calls for 2M deliveries, 2 shards: 370k → 52k |',
     '',
     'Tried and not kept: a major GC once a burst of connections is over (no RSS drop measured: V8 keeps the freed pages); ' +
@@ -205,22 +206,25 @@ export function renderReport(r: BenchResults): string {
       'and the subscribers retry with back-off, which is most of its connect time; during the connect burst or the first flat-out ' +
       'run the handler cancels some streams ("received message out of sequence"), and their messages are the missing ones.',
     '- **Idle RSS**: a muxgate held stream is a socket and a small record once its head is out (it leaves `node:http`); ' +
-      'what is left above that is V8: a heap snapshot of a shard holding 10,000 streams has ~6.5 KiB live per stream, of ' +
-      'which ~1.5 KiB is the socket\'s property dictionary (a socket transferred from the main thread arrives in V8 dictionary ' +
-      'mode; one made in the thread does not), and the pages of the connect burst\'s garbage. Nchan holds a connection, ' +
+      'what is left above that is V8: a heap snapshot of a shard holding 10,000 streams had ~6.5 KiB live per stream, of ' +
+      'which ~1.5 KiB was the socket\'s property dictionary (a socket transferred from the main thread arrives in V8 dictionary ' +
+      'mode), until the shards wrapped each transferred handle in a socket of their own, which keeps fast properties; the ' +
+      'rest is the socket and the pages of the connect burst\'s garbage. Nchan holds a connection, ' +
       'a request pool and a subscriber; Pushpin holds the stream in condure (8 KiB client buffer), the proxy and the ' +
       'handler (a session each).',
-    '- **Request path**: muxgate with 1 shard is bound by its shard thread (≈100 % of a core), the other rows by the machine ' +
-      '(84–99 % busy): req/s follows the CPU each process spends per request. Measured from `/proc/<pid>/stat` over 5 s wrk runs, with a FastCGI connection per request: ' +
-      'nginx ≈115–145 µs per request, of which ≈20–25 µs in user space; the Node floor (`bench/peers/node-fastcgi-relay.ts`, a ' +
-      '`node:http` server that relays to php-fpm and does nothing else) ≈260 µs, ≈130 µs in user space; muxgate ≈350–450 µs, ' +
-      '≈220–280 µs in user space. The kernel\'s part (loopback TCP connect, writes, close: ≈100–170 µs) is about the same for all three; ' +
-      'what separates them is user space, where `node:http`, `net.Socket` and Buffers alone cost 6× nginx. That is why the ' +
-      'Node floor row is about half of nginx and 0.9× is out of reach of a Node gateway on this machine. The rest of muxgate\'s ' +
-      'CPU is spread thin over the gateway (tokens, CGI parameters, the CGI head, metrics), `fastcgi-client`\'s streams and V8\'s ' +
-      'GC (≈7 % of a CPU profile), no other item above ~5 %. Kept FastCGI connections take connect and close off both sides, for nginx as for ' +
-      'muxgate; each holds a php-fpm child, so the bench keeps 6 per server against 8 children. With `implicit_flush` (every echo ' +
-      'flushed) php-fpm writes its output and its end-request record apart, and on a kept TCP connection Nagle holds the second ' +
+    '- **Request path**: muxgate with 1 shard is bound by its shard thread (≈100 % of a core), the other rows by the ' +
+      'machine (84–99 % busy): req/s follows the CPU each process spends per request. Measured from `/proc/<pid>/stat` over ' +
+      '5 s wrk runs, with a FastCGI connection per request: nginx ≈115–145 µs per request, of which ≈20–25 µs in user ' +
+      'space; the Node floor (`bench/peers/node-fastcgi-relay.ts`, a `node:http` server that relays to php-fpm and does ' +
+      'nothing else) ≈260 µs, ≈130 µs in user space; muxgate ≈350–450 µs, ≈220–280 µs in user space (before its sockets ' +
+      'kept fast properties, which took 6–17 % off). The kernel\'s part (loopback TCP connect, writes, close: ≈100–170 µs) ' +
+      'is about the same for all three; what separates them is user space, where `node:http`, `net.Socket` and Buffers ' +
+      'alone cost 6× nginx. That is why the Node floor row reaches 0.5–0.65× of nginx from run to run and 0.9× is out of ' +
+      'reach of a Node gateway on this machine. The rest of muxgate\'s CPU is spread thin over the gateway (tokens, CGI ' +
+      'parameters, the CGI head, metrics), `fastcgi-client`\'s streams and V8\'s GC (≈7 % of a CPU profile), no other item ' +
+      'above ~5 %. Kept FastCGI connections take connect and close off both sides, for nginx as for muxgate; each holds a ' +
+      'php-fpm child, so the bench keeps 6 per server against 8 children. With `implicit_flush` (every echo flushed) ' +
+      'php-fpm writes its output and its end-request record apart, and on a kept TCP connection Nagle holds the second ' +
       'until the delayed ACK: 180 req/s for nginx and muxgate alike; the bench\'s php-fpm therefore keeps php.ini\'s output ' +
       'buffering, and the README tells users the same.',
     '');
