@@ -148,6 +148,8 @@ test('kept connections are reused, replaced when the server closed one, and not 
   const { port } = server.address() as AddressInfo;
   const client = createClient({ host: '127.0.0.1', port, skipCheckServer: true, keepConns: 1 });
   await once(client, 'ready');
+  let retries = 0;
+  client.on('retry', () => retries++);
   const get = (bodyless: boolean) => new Promise<string>((resolve, reject) => {
     client.request({ REQUEST_METHOD: 'GET', SCRIPT_FILENAME: '/kept.php' }, (error, request) => {
       if (error) return reject(error);
@@ -160,6 +162,7 @@ test('kept connections are reused, replaced when the server closed one, and not 
   try {
     assert.equal(await get(true), `${HEAD}hello (0)`);
     assert.equal(await get(true), `${HEAD}hello (0)`, 'the request on the closed kept connection was not sent again');
+    assert.equal(retries, 1, 'the request sent again was not reported');
     assert.equal(connections.length, 2);
     assert.deepEqual(connections[0].keepFlags, [1, 1], 'both requests went on the first, kept connection');
     assert.deepEqual(connections[1].keepFlags, [1]);

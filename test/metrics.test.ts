@@ -96,9 +96,10 @@ test('every documented metric is exported and moves when what it counts happens'
   await mux.waitForLog((l) => l.msg === 'slow consumer dropped');
   const after = await snapshot();
   const unmoved = documented.filter((name) => !(after.get(name)! > before.get(name)!));
-  // Restarts are proven in shards.test.ts, refusals in limits.test.ts, Redis in redis.test.ts; the rest must all have moved.
+  // Restarts are proven in shards.test.ts, refusals in limits.test.ts, Redis in redis.test.ts, FastCGI retries in
+  // fastcgi-keepalive.test.ts; the rest must all have moved.
   const provenElsewhere = ['muxgate_shard_restarts_total', 'muxgate_refused_connections_total', 'muxgate_shard_up', 'muxgate_event_loop_delay_seconds',
-    'muxgate_redis_up', 'muxgate_redis_parts_total', 'muxgate_redis_latency_seconds'];
+    'muxgate_redis_up', 'muxgate_redis_parts_total', 'muxgate_redis_latency_seconds', 'muxgate_fastcgi_retries_total'];
   assert.deepEqual(unmoved.filter((name) => !provenElsewhere.includes(name)), []);
   assert.equal(after.get('muxgate_shard_up'), 4);
   assert.ok(after.get('muxgate_held_streams')! >= 7);

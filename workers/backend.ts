@@ -19,6 +19,8 @@ interface FastcgiClient {
    */
   request(params: Record<string, string> | Buffer, callback: (error: Error | null, request: FastcgiRequest) => void, bodyless: boolean): void;
   once(event: 'ready', listener: () => void): void;
+  /** A request is sent again: the kept connection it went on was closed before any answer. */
+  on(event: 'retry', listener: () => void): void;
 }
 
 const createClient = createRequire(import.meta.url)('fastcgi-client') as (options: object) => FastcgiClient;
@@ -33,8 +35,11 @@ export class Backend {
   private readonly client: FastcgiClient;
   private readonly ready: Promise<void>;
 
-  /** keepConnections: connections kept open for requests without a body (MUX_FASTCGI_KEEPALIVE). */
-  constructor(address: BackendAddress, keepConnections: number) {
+  /**
+   * keepConnections: connections kept open for requests without a body (MUX_FASTCGI_KEEPALIVE). onRetry: a request is
+   * sent again because the kept connection it went on had been closed.
+   */
+  constructor(address: BackendAddress, keepConnections: number, onRetry: () => void) {
     this.client = createClient({
       ...(address.kind === 'unix' ? { sockFile: address.path } : { host: address.host, port: address.port }),
       skipCheckServer: true,
@@ -42,6 +47,7 @@ export class Backend {
       keepConns: keepConnections,
     });
     this.ready = new Promise((resolve) => this.client.once('ready', resolve));
+    this.client.on('retry', onRetry);
   }
 
   /**

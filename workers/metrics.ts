@@ -34,6 +34,11 @@ export function createShardMetrics(shard: number) {
       name: 'muxgate_fastcgi_errors_total', help: 'FastCGI requests that failed, by kind.',
       labelNames: ['kind'], registers: [registry],
     }),
+    fastcgiRetries: new Counter({
+      name: 'muxgate_fastcgi_retries_total',
+      help: 'FastCGI requests sent again on a new connection: the kept connection they went on had been closed (MUX_FASTCGI_KEEPALIVE).',
+      registers: [registry],
+    }),
     parts: new Counter({
       name: 'muxgate_parts_total', help: 'Parts routed, by source (response, push) and route (local, remote, channel).',
       labelNames: ['source', 'route'], registers: [registry],
