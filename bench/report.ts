@@ -37,10 +37,11 @@ function find(rows: Array<{ label: string }>, label: string) {
 
 /** "1.23× (target ≥ 1.0: met)" */
 function ratio(a: number | undefined, b: number | undefined, target: number, isAtMost = false): string {
-  if (a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0) return '–';
-  const r = a / b;
+  const text = times(a, b);
+  if (text === '–') return text;
+  const r = a! / b!;
   const isMet = isAtMost ? r <= target : r >= target;
-  return `${r.toFixed(2)}× (target ${isAtMost ? '≤' : '≥'} ${target}: ${isMet ? 'met' : '**not met**'})`;
+  return `${text} (target ${isAtMost ? '≤' : '≥'} ${target}: ${isMet ? 'met' : '**not met**'})`;
 }
 
 /** "1.23×", for a ratio without a target */

@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { test } from 'node:test';
 import fastcgiClient from 'fastcgi-client';
+import { startKeptFastcgi } from './helpers/fake-fastcgi.ts';
 
 // The package's types declare `export default`, but it is `module.exports = createClient`.
 const createClient = fastcgiClient as unknown as typeof fastcgiClient.default;
@@ -124,29 +125,9 @@ test('a request ends at its end-request record; a connection the server keeps op
 // keepConns: bodyless requests reuse a kept connection (FCGI_KEEP_CONN); one the server closes without answering is
 // replaced by a new connection and the request sent again; a request with a body never takes an idle connection.
 test('kept connections are reused, replaced when the server closed one, and not given to requests with a body', { timeout: 10_000 }, async () => {
-  const STDIN_END = Buffer.from([1, 5, 0, 1, 0, 0, 0, 0]);
-  const connections: Array<{ socket: Socket; keepFlags: number[] }> = [];
-  const server = createServer((socket: Socket) => {
-    const connection = { socket, keepFlags: [] as number[] };
-    const index = connections.push(connection) - 1;
-    let pending = Buffer.alloc(0);
-    socket.on('data', (chunk: Buffer) => {
-      pending = Buffer.concat([pending, chunk]);
-      let end: number;
-      while ((end = pending.indexOf(STDIN_END)) >= 0) {
-        // the flags byte of FCGI_BEGIN_REQUEST's body (after its 8-byte head and the 2-byte role)
-        connection.keepFlags.push(pending[8 + 2]);
-        pending = pending.subarray(end + STDIN_END.length);
-        // the first connection answers one request, then closes under the next one without answering
-        if (index === 0 && connection.keepFlags.length === 2) socket.destroy();
-        else socket.write(response);
-      }
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  const client = createClient({ host: '127.0.0.1', port, skipCheckServer: true, keepConns: 1 });
+  // the first connection answers one request, then closes under the next one without answering
+  const peer = await startKeptFastcgi(Buffer.from(HEAD + 'hello'), (connection, request) => connection === 0 && request === 1);
+  const client = createClient({ host: '127.0.0.1', port: peer.port, skipCheckServer: true, keepConns: 1 });
   await once(client, 'ready');
   let retries = 0;
   client.on('retry', () => retries++);
@@ -163,18 +144,17 @@ test('kept connections are reused, replaced when the server closed one, and not 
     assert.equal(await get(true), `${HEAD}hello (0)`);
     assert.equal(await get(true), `${HEAD}hello (0)`, 'the request on the closed kept connection was not sent again');
     assert.equal(retries, 1, 'the request sent again was not reported');
-    assert.equal(connections.length, 2);
-    assert.deepEqual(connections[0].keepFlags, [1, 1], 'both requests went on the first, kept connection');
-    assert.deepEqual(connections[1].keepFlags, [1]);
+    assert.equal(peer.keepFlags.length, 2);
+    assert.deepEqual(peer.keepFlags[0], [1, 1], 'both requests went on the first, kept connection');
+    assert.deepEqual(peer.keepFlags[1], [1]);
     // the second connection is idle and kept, but a request with a body opens a connection of its own (not kept:
     // the one kept connection allowed exists), so it never waits on a connection the server may just have closed
     assert.equal(await get(false), `${HEAD}hello (0)`);
-    assert.equal(connections.length, 3);
-    assert.deepEqual(connections[2].keepFlags, [0]);
+    assert.equal(peer.keepFlags.length, 3);
+    assert.deepEqual(peer.keepFlags[2], [0]);
     assert.equal(await get(true), `${HEAD}hello (0)`);
-    assert.deepEqual(connections[1].keepFlags, [1, 1]);
+    assert.deepEqual(peer.keepFlags[1], [1, 1]);
   } finally {
-    for (const { socket } of connections) socket.destroy();
-    server.close();
+    await peer.close();
   }
 });

@@ -4,13 +4,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { once } from 'node:events';
-import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { phpFpmAvailable, startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { metricValue, startMuxgate, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp } from './helpers/raw-http.ts';
+import { startKeptFastcgi } from './helpers/fake-fastcgi.ts';
 
 const PHP_ROOT = join(import.meta.dirname, 'php');
 const KEPT = 2;
@@ -102,43 +101,18 @@ test('a client that leaves mid-request closes the kept connection it was using',
 // php-fpm cannot be made to close a kept connection at the moment a request arrives on it, so a scripted FastCGI
 // peer does: it answers the first request on its first connection and keeps it open, then closes it under the second.
 test('a request whose kept connection the backend closed under it is sent again, answered and counted', { timeout: 15_000 }, async () => {
-  const STDIN_END = Buffer.from([1, 5, 0, 1, 0, 0, 0, 0]);
-  const answer = Buffer.concat([fastcgiRecord(6, Buffer.from('Content-Type: text/plain\r\n\r\nanswered')), fastcgiRecord(6, Buffer.alloc(0)), fastcgiRecord(3, Buffer.alloc(8))]);
-  const sockets: Socket[] = [];
-  const server = createServer((socket) => {
-    const index = sockets.push(socket) - 1;
-    let requests = 0;
-    let pending = Buffer.alloc(0);
-    socket.on('error', () => {});
-    socket.on('data', (chunk: Buffer) => {
-      pending = Buffer.concat([pending, chunk]);
-      let end: number;
-      while ((end = pending.indexOf(STDIN_END)) >= 0) {
-        pending = pending.subarray(end + STDIN_END.length);
-        if (index === 0 && ++requests === 2) socket.destroy();
-        else socket.write(answer);
-      }
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const mux = await startMuxgate({ MUX_FASTCGI: `127.0.0.1:${(server.address() as AddressInfo).port}`, MUX_SHARDS: '1', MUX_FASTCGI_KEEPALIVE: '1' });
+  const peer = await startKeptFastcgi(Buffer.from('Content-Type: text/plain\r\n\r\nanswered'), (connection, request) => connection === 0 && request === 1);
+  const mux = await startMuxgate({ MUX_FASTCGI: `127.0.0.1:${peer.port}`, MUX_SHARDS: '1', MUX_FASTCGI_KEEPALIVE: '1' });
   try {
     for (let i = 0; i < 2; i++) {
       const response = await fetch(`${mux.url}/any`);
       assert.equal(response.status, 200);
       assert.equal(await response.text(), 'answered');
     }
-    assert.equal(sockets.length, 2, 'the second request was not sent again on a new connection');
+    assert.equal(peer.keepFlags.length, 2, 'the second request was not sent again on a new connection');
     assert.equal(await metricValue(mux.metricsUrl, 'muxgate_fastcgi_retries_total'), 1);
   } finally {
     await mux.stop();
-    for (const socket of sockets) socket.destroy();
-    server.close();
+    await peer.close();
   }
 });
-
-function fastcgiRecord(type: number, content: Buffer): Buffer {
-  const head = Buffer.from([1, type, 0, 1, content.length >> 8, content.length & 0xff, 0, 0]);
-  return Buffer.concat([head, content]);
-}

@@ -90,6 +90,13 @@ export async function runRequestPath(options: RequestPathOptions): Promise<Reque
       for (let i = 0; i < options.runs; i++) runs.push(await wrk(url, options, serverPids(), phpPids));
       results.push({ label, workers, keepalive, median: medianOf(runs), runs });
     };
+    const relay = track(fork(RELAY, [`${fpm.host}:${fpm.port}`, SCRIPT], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+    try {
+      const { port } = await new Promise<{ port: number }>((resolve) => relay.once('message', resolve));
+      await measure(NODE_FLOOR_LABEL, 1, 0, `http://127.0.0.1:${port}/hello.php`, () => [relay.pid!]);
+    } finally {
+      await terminate(relay);
+    }
     for (const workers of options.workers) {
       for (const keepalive of [0, Math.floor(options.keptConnections / workers)]) {
         const mux = await muxgate.start(workers, {
@@ -101,15 +108,6 @@ export async function runRequestPath(options: RequestPathOptions): Promise<Reque
           await measure(label, workers, keepalive, `http://127.0.0.1:${mux.port}/hello.php`, () => mux.serverPids());
         } finally {
           await mux.stop();
-        }
-        if (workers === 1 && keepalive === 0) {
-          const relay = track(fork(RELAY, [`${fpm.host}:${fpm.port}`, SCRIPT], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
-          try {
-            const { port } = await new Promise<{ port: number }>((resolve) => relay.once('message', resolve));
-            await measure(NODE_FLOOR_LABEL, 1, 0, `http://127.0.0.1:${port}/hello.php`, () => [relay.pid!]);
-          } finally {
-            await terminate(relay);
-          }
         }
         const nginx = await nginxFastcgi.start(workers, fpm.port, SCRIPT, keepalive);
         try {
