@@ -113,3 +113,38 @@ test('a broken CGI head from a backend is a 502; so is a backend that is down, u
     assert.equal(await other.stop(), 0);
   }
 });
+
+test('a backend that answers before reading a large body and closes: the answer is relayed, the shard and its streams live on', async () => {
+  const held = Buffer.from('Content-Type: application/x-multiplex; boundary=b\r\nMultiplex-Hold: stream\r\n\r\n--b--\r\n');
+  const refusal = Buffer.from('Status: 413\r\nContent-Type: text/plain\r\n\r\ntoo large');
+  let answers = 0;
+  const fake = await startFakeFastcgi(() => (answers++ === 0 ? held : refusal), 0, true);
+  const other = await startMuxgate({ MUX_FASTCGI: `127.0.0.1:${fake.port}`, MUX_SHARDS: '1' });
+  try {
+    const stream = await RawHttp.get(`${other.url}/stream`);
+    await stream.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the held stream\'s head');
+    const { host } = new URL(other.url);
+    const chunk = Buffer.alloc(65_536, 'a');
+    for (const framing of ['chunked', 'length']) {
+      const size = 4 * 1024 * 1024;
+      const head = framing === 'chunked' ? 'Transfer-Encoding: chunked' : `Content-Length: ${size}`;
+      const client = await RawHttp.open(other.url, `POST /send HTTP/1.1\r\nHost: ${host}\r\n${head}\r\n\r\n`);
+      for (let sent = 0; sent < size && !client.hasClosed; sent += chunk.length) {
+        const isWritable = client.socket.write(framing === 'chunked' ? Buffer.concat([Buffer.from('10000\r\n'), chunk, Buffer.from('\r\n')]) : chunk);
+        if (!isWritable) await Promise.race([new Promise((resolve) => client.socket.once('drain', resolve)), client.waitFor(() => false, 60_000).catch(() => {})]);
+      }
+      if (framing === 'chunked') client.socket.write('0\r\n\r\n');
+      await client.waitFor((t) => t.endsWith('too large'), 10_000, `the backend's 413 (${framing} body)`);
+      assert.match(client.text, /^HTTP\/1\.1 413 /);
+      client.close();
+    }
+    // The shard that read those bodies is the one holding the stream: had it died, the stream would be cut.
+    assert.equal((await fetch(`${other.url}/again`, { method: 'POST', body: 'small' })).status, 413);
+    assert.equal(stream.hasClosed, false, 'the held stream was disconnected');
+    assert.equal(await metricValue(other.metricsUrl, 'muxgate_shard_restarts_total'), 0);
+    stream.close();
+  } finally {
+    assert.equal(await other.stop(), 0);
+    await fake.close();
+  }
+});

@@ -60,12 +60,19 @@ export class Backend {
     return new Promise((resolve, reject) => {
       this.client.request(encodeParams(params), (error, request) => {
         if (error) return reject(new BackendUnavailableError(error.message));
+        request.stdin.on('error', ignoreWriteError);
         if (!hasBody) request.stdin.end();
         resolve(request);
       }, !hasBody);
     });
   }
 }
+
+/**
+ * A body written after the backend closed the connection (it answered early, or died) fails with EPIPE or ECANCELED;
+ * unhandled, that error would end the shard. The request's stdout, which ends with the connection, tells the outcome.
+ */
+function ignoreWriteError(): void {}
 
 /**
  * The FCGI_PARAMS body of name-value pairs (FastCGI 1.0 §3.4), in one buffer: given an object, fastcgi-client builds

@@ -92,8 +92,17 @@ export class Gateway {
       fcgi.abort();
       return;
     }
-    if (bufferedBody !== null) fcgi.stdin.end(bufferedBody);
-    else if (contentLength !== null && contentLength > 0) req.pipe(fcgi.stdin);
+    if (bufferedBody !== null) {
+      fcgi.stdin.end(bufferedBody);
+    } else if (contentLength !== null && contentLength > 0) {
+      req.pipe(fcgi.stdin);
+      // The backend closed before taking the whole body: the rest is read and dropped, as nginx discards it.
+      fcgi.stdin.once('close', () => {
+        if (req.complete) return;
+        req.unpipe(fcgi.stdin);
+        req.resume();
+      });
+    }
 
     let stderr = '';
     fcgi.stderr.on('data', (chunk: Buffer) => {

@@ -4,6 +4,7 @@ import net from 'node:net';
 
 const STDOUT = 6;
 const STDIN = 5;
+const PARAMS = 4;
 const END_REQUEST = 3;
 
 function record(type: number, requestId: number, content: Buffer): Buffer {
@@ -21,7 +22,11 @@ export interface FakeFastcgi {
   close(): Promise<void>;
 }
 
-export async function startFakeFastcgi(stdout: () => Buffer, port = 0): Promise<FakeFastcgi> {
+/**
+ * Answers each request with `stdout` once its body has arrived; with `answerBeforeBody`, as soon as its params have,
+ * then closes without reading the body: an app that refuses a body early (a 413) and closes.
+ */
+export async function startFakeFastcgi(stdout: () => Buffer, port = 0, answerBeforeBody = false): Promise<FakeFastcgi> {
   const sockets = new Set<net.Socket>();
   const fake: FakeFastcgi = { port: 0, requests: 0, close: async () => {} };
   const server = net.createServer((socket) => {
@@ -38,12 +43,13 @@ export async function startFakeFastcgi(stdout: () => Buffer, port = 0): Promise<
         const requestId = buffered.readUInt16BE(2);
         const contentLength = buffered.readUInt16BE(4);
         buffered = buffered.subarray(8 + length);
-        if (type === STDIN && contentLength === 0) {
+        if (contentLength === 0 && type === (answerBeforeBody ? PARAMS : STDIN)) {
           fake.requests++;
           const body = stdout();
           const end = Buffer.alloc(8);
           socket.write(Buffer.concat([record(STDOUT, requestId, body), record(STDOUT, requestId, Buffer.alloc(0)), record(END_REQUEST, requestId, end)]));
           socket.end();
+          if (answerBeforeBody) return void socket.removeAllListeners("data").resume();
         }
       }
     });
