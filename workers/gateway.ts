@@ -13,7 +13,7 @@ import {
 } from '../src/protocol/headers.ts';
 import type { Backend, FastcgiRequest } from './backend.ts';
 import { cgiParams } from './cgi-params.ts';
-import type { HeldStream, HeldStreams } from './held-streams.ts';
+import type { HeldStream, HeldStreams, StreamOptions } from './held-streams.ts';
 import type { ShardMetrics } from './metrics.ts';
 import type { Router } from './router.ts';
 import { statusClass } from './metrics.ts';
@@ -27,6 +27,12 @@ const SSE_KEEP_ALIVE = Buffer.from(':\n\n');
 const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::\d{0,5})?$/;
 // Response headers the backend may not set: framing belongs to muxgate.
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-connection']);
+
+interface StreamHead {
+  /** Response headers as name, value, name, value… */
+  headers: string[];
+  options: StreamOptions;
+}
 
 export interface GatewayContext {
   config: Readonly<Config>;
@@ -171,15 +177,19 @@ export class Gateway {
       return this.fail(res, 502, 'Bad Gateway');
     }
     if (boundary === null) return this.relay(req, res, fcgi, head, rest);
-    let stream: HeldStream;
+    let streamHead: StreamHead;
     try {
-      stream = this.openStream(req, res, token, head);
+      streamHead = interpretStreamHead(req, head);
     } catch (error) {
       this.ctx.metrics.fastcgiErrors.inc({ kind: 'bad_head' });
       this.ctx.log.warn({ requestId, err: (error as Error).message }, 'backend sent a bad Multiplex-* header');
       fcgi.stdout.resume();
       return this.fail(res, 502, 'Bad Gateway');
     }
+    this.ctx.metrics.requests.inc({ listener: 'public', class: statusClass(head.status) });
+    res.writeHead(head.status, head.statusText, streamHead.headers);
+    // HEAD: the head a GET would get, and no stream: the token never becomes live. The body still feeds other streams.
+    const stream = req.method === 'HEAD' ? (res.end(), null) : this.openStream(req, res, token, streamHead.options);
     // The body may feed other streams: the requester leaving does not stop it.
     res.removeListener('close', onClientGone);
     const { config } = this.ctx;
@@ -188,56 +198,16 @@ export class Gateway {
     fcgi.stdout.on('data', (chunk: Buffer) => parser.push(chunk));
     fcgi.stdout.once('end', () => {
       parser.end();
-      this.ctx.streams.backendDone(stream, config.holdTimeoutMs);
+      if (stream !== null) this.ctx.streams.backendDone(stream, config.holdTimeoutMs);
     });
   }
 
-  private openStream(req: IncomingMessage, res: ServerResponse, token: string, head: CgiHead): HeldStream {
-    let hold: string | undefined;
-    let clientType = 'text/plain; charset=utf-8';
-    let keepAlive: KeepAlive | null = null;
-    let timeoutMs = -1;
-    let channels: ChannelSubscription[] = [];
-    let hasCacheControl = false;
-    const headers: string[] = [];
-    for (const [name, value] of head.headers) {
-      const lower = name.toLowerCase();
-      if (lower === 'multiplex-hold') hold = value;
-      else if (lower === 'multiplex-content-type') clientType = value;
-      else if (lower === 'multiplex-keep-alive') keepAlive = parseKeepAlive(value);
-      else if (lower === 'multiplex-timeout') timeoutMs = Math.round(parseSeconds('Multiplex-Timeout', value) * 1000);
-      else if (lower === 'multiplex-channel') channels = channels.concat(parseChannelSubscriptions(value));
-      else if (lower.startsWith('multiplex-') || lower === 'content-type' || lower === 'content-length' || HOP_BY_HOP.has(lower)) continue;
-      else {
-        if (lower === 'cache-control') hasCacheControl = true;
-        headers.push(name, value);
-      }
-    }
-    const holdMode = parseHold(hold);
-    headers.push('Content-Type', clientType);
-    if (holdMode !== 'none') {
-      if (!hasCacheControl) headers.push('Cache-Control', 'no-cache');
-      headers.push('X-Accel-Buffering', 'no');
-    }
-    const isChunked = req.httpVersionMajor === 1 && req.httpVersionMinor >= 1;
-    if (isChunked) headers.push('Transfer-Encoding', 'chunked');
-    const isEventStream = parseMediaType(clientType).type === 'text/event-stream';
-    const keepAliveData = keepAlive === null ? null : keepAlive.data ?? (isEventStream ? SSE_KEEP_ALIVE : null);
-    res.writeHead(head.status, head.statusText, headers);
+  /** Sends the head written so far and registers the held stream. */
+  private openStream(req: IncomingMessage, res: ServerResponse, token: string, options: StreamOptions): HeldStream {
     res.flushHeaders();
     // From here on muxgate frames the chunks itself, once per part for every stream.
-    if (isChunked) res.chunkedEncoding = false;
-    this.ctx.metrics.requests.inc({ listener: 'public', class: statusClass(head.status) });
-    const stream = this.ctx.streams.open(token, req, res, {
-      hold: holdMode,
-      isChunked,
-      isEventStream,
-      keepAliveMs: keepAlive === null ? 0 : Math.round(keepAlive.seconds * 1000),
-      keepAliveData,
-      timeoutMs,
-      channels,
-      requestUri: req.url ?? '/',
-    });
+    if (options.isChunked) res.chunkedEncoding = false;
+    const stream = this.ctx.streams.open(token, req, res, options);
     this.resume(stream);
     return stream;
   }
@@ -260,6 +230,8 @@ export class Gateway {
     for (const [name, value] of head.headers) {
       const lower = name.toLowerCase();
       if (HOP_BY_HOP.has(lower) || lower.startsWith('multiplex-')) continue;
+      // A 204 has no Content-Length at all (RFC 9110 §8.6).
+      if (lower === 'content-length' && head.status === 204) continue;
       if (lower === 'content-length') {
         const length = /^\d{1,15}$/.test(value) ? Number(value) : NaN;
         if (Number.isNaN(length) || (contentLength !== null && contentLength !== length)) {
@@ -274,7 +246,14 @@ export class Gateway {
       headers.push(name, value);
     }
     this.ctx.metrics.requests.inc({ listener: 'public', class: statusClass(head.status) });
-    if (contentLength === null) return this.relayUnframed(req, res, fcgi, head, headers, rest);
+    if (req.method === 'HEAD' || head.status === 204 || head.status === 304) {
+      // No body by definition (RFC 9110 §6.4.1): a HEAD or 304 keeps the Content-Length of the body it stands for.
+      res.writeHead(head.status, head.statusText, headers);
+      res.end();
+      fcgi.stdout.resume();
+      return;
+    }
+    if (contentLength === null) return this.relayUnframed(res, fcgi, head, headers, rest);
     res.writeHead(head.status, head.statusText, headers);
     // The declared length frames the response: bytes beyond it would reach the client as a second
     // response, and a shorter body would leave the client waiting for the rest.
@@ -311,7 +290,7 @@ export class Gateway {
    * over (as long as it stays under MAX_HELD_BODY_BYTES) is held: a short response then leaves in one write, with a
    * Content-Length, instead of a head and a chunk, then a last chunk. A longer or slower body is streamed chunked.
    */
-  private relayUnframed(req: IncomingMessage, res: ServerResponse, fcgi: FastcgiRequest, head: CgiHead, headers: string[], rest: Buffer): void {
+  private relayUnframed(res: ServerResponse, fcgi: FastcgiRequest, head: CgiHead, headers: string[], rest: Buffer): void {
     const held: Buffer[] = rest.length > 0 ? [rest] : [];
     let heldBytes = rest.length;
     let isStreaming = false;
@@ -343,8 +322,7 @@ export class Gateway {
       if (isStreaming) return void res.end();
       clearImmediate(flush);
       fcgi.stdout.removeListener('data', hold);
-      // HEAD and bodiless statuses keep the framing node:http gives them.
-      if (req.method !== 'HEAD' && head.status !== 204 && head.status !== 304) headers.push('Content-Length', String(heldBytes));
+      headers.push('Content-Length', String(heldBytes));
       res.writeHead(head.status, head.statusText, headers);
       res.end(held.length === 1 ? held[0] : Buffer.concat(held, heldBytes));
     });
@@ -360,6 +338,54 @@ export class Gateway {
     res.end(`${status} ${message}\n`);
   }
 }
+
+/** A multiplexed response's head as the client gets it, and how its stream behaves; throws on a bad Multiplex-* value. */
+function interpretStreamHead(req: IncomingMessage, head: CgiHead): StreamHead {
+  let hold: string | undefined;
+  let clientType = 'text/plain; charset=utf-8';
+  let keepAlive: KeepAlive | null = null;
+  let timeoutMs = -1;
+  let channels: ChannelSubscription[] = [];
+  let hasCacheControl = false;
+  const headers: string[] = [];
+  for (const [name, value] of head.headers) {
+    const lower = name.toLowerCase();
+    if (lower === 'multiplex-hold') hold = value;
+    else if (lower === 'multiplex-content-type') clientType = value;
+    else if (lower === 'multiplex-keep-alive') keepAlive = parseKeepAlive(value);
+    else if (lower === 'multiplex-timeout') timeoutMs = Math.round(parseSeconds('Multiplex-Timeout', value) * 1000);
+    else if (lower === 'multiplex-channel') channels = channels.concat(parseChannelSubscriptions(value));
+    else if (lower.startsWith('multiplex-') || lower === 'content-type' || lower === 'content-length' || HOP_BY_HOP.has(lower)) continue;
+    else {
+      if (lower === 'cache-control') hasCacheControl = true;
+      headers.push(name, value);
+    }
+  }
+  const holdMode = parseHold(hold);
+  headers.push('Content-Type', clientType);
+  if (holdMode !== 'none') {
+    if (!hasCacheControl) headers.push('Cache-Control', 'no-cache');
+    headers.push('X-Accel-Buffering', 'no');
+  }
+  const isChunked = req.httpVersionMajor === 1 && req.httpVersionMinor >= 1;
+  if (isChunked) headers.push('Transfer-Encoding', 'chunked');
+  const isEventStream = parseMediaType(clientType).type === 'text/event-stream';
+  const keepAliveData = keepAlive === null ? null : keepAlive.data ?? (isEventStream ? SSE_KEEP_ALIVE : null);
+  return {
+    headers,
+    options: {
+      hold: holdMode,
+      isChunked,
+      isEventStream,
+      keepAliveMs: keepAlive === null ? 0 : Math.round(keepAlive.seconds * 1000),
+      keepAliveData,
+      timeoutMs,
+      channels,
+      requestUri: req.url ?? '/',
+    },
+  };
+}
+
 
 /** A request whose framing or Host muxgate will not pass on (RFC 9112 §3.2, §6.1), or null. */
 function framingProblem(req: IncomingMessage): { status: number; message: string } | null {
