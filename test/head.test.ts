@@ -78,6 +78,15 @@ test('HEAD of a held multiplexed response: the head, then the response ends and 
   assert.equal(await held(), 0);
 });
 
+test('a multiplexed response with status 204: no body, no Transfer-Encoding, no stream, the connection kept', async () => {
+  const { first, second } = await thenGet('GET /stream.php?hold=stream&status=204 HTTP/1.1\r\nHost: {host}\r\n\r\n', headEnds);
+  assert.match(first, /^HTTP\/1\.1 204 No Content\r\n/);
+  assert.doesNotMatch(first, /transfer-encoding|content-length/i);
+  assert.ok(first.endsWith('\r\n\r\n'), `bytes after the head: ${JSON.stringify(first)}`);
+  assert.match(second, /^HTTP\/1\.1 200 OK\r\n/);
+  assert.equal(await metricValue(mux.metricsUrl, 'muxgate_held_streams'), 0);
+});
+
 test('GET of the same held response still holds it: HEAD changed nothing for GET', async () => {
   const client = await RawHttp.get(`${mux.url}/stream.php?hold=stream`);
   try {

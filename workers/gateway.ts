@@ -188,8 +188,8 @@ export class Gateway {
     }
     this.ctx.metrics.requests.inc({ listener: 'public', class: statusClass(head.status) });
     res.writeHead(head.status, head.statusText, streamHead.headers);
-    // HEAD: the head a GET would get, and no stream: the token never becomes live. The body still feeds other streams.
-    const stream = req.method === 'HEAD' ? (res.end(), null) : this.openStream(req, res, token, streamHead.options);
+    // HEAD, 204, 304: the head alone, and no stream: the token never becomes live. The body still feeds other streams.
+    const stream = hasNoBody(req, head) ? (res.end(), null) : this.openStream(req, res, token, streamHead.options);
     // The body may feed other streams: the requester leaving does not stop it.
     res.removeListener('close', onClientGone);
     const { config } = this.ctx;
@@ -246,8 +246,8 @@ export class Gateway {
       headers.push(name, value);
     }
     this.ctx.metrics.requests.inc({ listener: 'public', class: statusClass(head.status) });
-    if (req.method === 'HEAD' || head.status === 204 || head.status === 304) {
-      // No body by definition (RFC 9110 §6.4.1): a HEAD or 304 keeps the Content-Length of the body it stands for.
+    if (hasNoBody(req, head)) {
+      // A HEAD or 304 keeps the Content-Length of the body it stands for.
       res.writeHead(head.status, head.statusText, headers);
       res.end();
       fcgi.stdout.resume();
@@ -339,6 +339,11 @@ export class Gateway {
   }
 }
 
+/** Responses without a body by definition (RFC 9110 §6.4.1). */
+function hasNoBody(req: IncomingMessage, head: CgiHead): boolean {
+  return req.method === 'HEAD' || head.status === 204 || head.status === 304;
+}
+
 /** A multiplexed response's head as the client gets it, and how its stream behaves; throws on a bad Multiplex-* value. */
 function interpretStreamHead(req: IncomingMessage, head: CgiHead): StreamHead {
   let hold: string | undefined;
@@ -368,7 +373,8 @@ function interpretStreamHead(req: IncomingMessage, head: CgiHead): StreamHead {
     headers.push('X-Accel-Buffering', 'no');
   }
   const isChunked = req.httpVersionMajor === 1 && req.httpVersionMinor >= 1;
-  if (isChunked) headers.push('Transfer-Encoding', 'chunked');
+  // Never on a 204 (RFC 9112 §6.1).
+  if (isChunked && head.status !== 204) headers.push('Transfer-Encoding', 'chunked');
   const isEventStream = parseMediaType(clientType).type === 'text/event-stream';
   const keepAliveData = keepAlive === null ? null : keepAlive.data ?? (isEventStream ? SSE_KEEP_ALIVE : null);
   return {
