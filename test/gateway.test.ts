@@ -71,6 +71,25 @@ test('a client cannot choose its token or send Multiplex-* headers to the backen
   assert.equal(server.SERVER_SOFTWARE, 'muxgate');
 });
 
+test('an absolute-form target reaches the backend as its path, with the target\'s authority as the host (RFC 9112 §3.2.2)', async () => {
+  const client = await RawHttp.open(mux.url, 'GET http://evil.example:99/echo.php?a=1 HTTP/1.1\r\nHost: muxgate.example\r\nConnection: close\r\n\r\n');
+  const text = await client.waitForClose();
+  assert.match(text, /^HTTP\/1\.1 200 /);
+  const { server } = JSON.parse(decodeChunked(text).body) as { server: Record<string, string> };
+  assert.equal(server.REQUEST_URI, '/echo.php?a=1');
+  assert.equal(server.DOCUMENT_URI, '/echo.php');
+  assert.equal(server.SCRIPT_NAME, '/echo.php');
+  assert.equal(server.QUERY_STRING, 'a=1');
+  assert.equal(server.SCRIPT_FILENAME, join(PHP_ROOT, 'echo.php'));
+  assert.equal(server.HTTP_HOST, 'evil.example:99');
+  assert.equal(server.SERVER_NAME, 'evil.example');
+
+  for (const target of ['ftp://evil.example/echo.php', 'http://user@evil.example/echo.php', 'echo.php']) {
+    const refused = await RawHttp.open(mux.url, `GET ${target} HTTP/1.1\r\nHost: muxgate.example\r\n\r\n`);
+    assert.match(await refused.waitForClose(), /^HTTP\/1\.1 400 /, target);
+  }
+});
+
 test('request bodies reach the backend whole, with Content-Length or chunked', async () => {
   const body = Buffer.alloc(3_000_000, 'x');
   body.write('end', body.length - 3);

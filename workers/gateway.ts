@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Config } from '../src/config.ts';
 import type { Logger } from '../src/log.ts';
 import { mintToken } from '../src/protocol/token.ts';
+import { AUTHORITY, parseRequestTarget } from '../src/protocol/request-target.ts';
 import { CgiHeadParser, type CgiHead } from '../src/protocol/cgi-response.ts';
 import { MultiplexParser, type MultiplexParserLimits } from '../src/protocol/multiplex-parser.ts';
 import { partLimits } from './part-limits.ts';
@@ -23,8 +24,6 @@ const MAX_STDERR_LOGGED = 4096;
 // A body without Content-Length up to this size, complete within one turn of the event loop, is sent framed by one.
 const MAX_HELD_BODY_BYTES = 65_536;
 const SSE_KEEP_ALIVE = Buffer.from(':\n\n');
-// RFC 3986 host (reg-name or IP literal) and optional port.
-const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::\d{0,5})?$/;
 // Response headers the backend may not set: framing belongs to muxgate.
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-connection']);
 
@@ -56,7 +55,7 @@ export class Gateway {
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
-    const problem = framingProblem(req);
+    const problem = requestProblem(req);
     if (problem !== null) {
       this.ctx.log.debug({ problem: problem.message }, 'request refused');
       return this.fail(res, problem.status, problem.message);
@@ -393,8 +392,11 @@ function interpretStreamHead(req: IncomingMessage, head: CgiHead): StreamHead {
 }
 
 
-/** A request whose framing or Host muxgate will not pass on (RFC 9112 §3.2, §6.1), or null. */
-function framingProblem(req: IncomingMessage): { status: number; message: string } | null {
+/**
+ * A request whose framing, Host or target muxgate will not pass on (RFC 9112 §3.2, §6.1), or null; an absolute-form
+ * target is turned into origin-form on the way.
+ */
+function requestProblem(req: IncomingMessage): { status: number; message: string } | null {
   const transferEncoding = req.headers['transfer-encoding'];
   if (transferEncoding !== undefined && transferEncoding.trim().toLowerCase() !== 'chunked') {
     return { status: 501, message: 'Not Implemented: the only transfer coding accepted is chunked' };
@@ -402,7 +404,14 @@ function framingProblem(req: IncomingMessage): { status: number; message: string
   let hosts = 0;
   for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i].toLowerCase() === 'host') hosts++;
   const host = req.headers.host;
-  if (hosts > 1 || (host !== undefined && !HOST.test(host))) return { status: 400, message: 'Bad Request: one valid Host header' };
+  if (hosts > 1 || (host !== undefined && !AUTHORITY.test(host))) return { status: 400, message: 'Bad Request: one valid Host header' };
+  const target = parseRequestTarget(req.url ?? '', req.method ?? '');
+  if (target === null) return { status: 400, message: 'Bad Request: the request target must be a path or an http(s) URL' };
+  if (target.authority !== null) {
+    // Absolute-form: the backend sees the path, and the target's authority as the host (RFC 9112 §3.2.2).
+    req.url = target.path;
+    req.headers.host = target.authority;
+  }
   return null;
 }
 
