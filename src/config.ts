@@ -36,6 +36,8 @@ export interface Config {
   /** Client connections across all shards; beyond, a new connection gets a fast 503. 0: no limit. */
   maxConnections: number;
   headersTimeoutMs: number;
+  /** A whole request, head and body, must arrive within this (node:http's requestTimeout); never below headersTimeoutMs. */
+  requestTimeoutMs: number;
   shutdownGraceMs: number;
   events: boolean;
   /** Close events in flight, and waiting, per shard. */
@@ -108,6 +110,15 @@ function parseChannelHistory(env: Env): { channelHistory: number; channelHistory
   return { channelHistory: count === 0 && ms > 0 ? AGE_ONLY_HISTORY : count, channelHistoryMs: ms };
 }
 
+function parseRequestTimeouts(env: Env): { headersTimeoutMs: number; requestTimeoutMs: number } {
+  const headersTimeoutMs = parseSecondsAsMs(env, 'MUX_HEADERS_TIMEOUT', 20) || 20_000;
+  const requestTimeoutMs = env.MUX_REQUEST_TIMEOUT ? parseSecondsAsMs(env, 'MUX_REQUEST_TIMEOUT', 120) : Math.max(120_000, headersTimeoutMs);
+  if (requestTimeoutMs < headersTimeoutMs) {
+    throw new ConfigError('MUX_REQUEST_TIMEOUT', env.MUX_REQUEST_TIMEOUT!, `seconds, at least MUX_HEADERS_TIMEOUT (${headersTimeoutMs / 1000})`);
+  }
+  return { headersTimeoutMs, requestTimeoutMs };
+}
+
 export function loadConfig(env: Env): Readonly<Config> {
   const nodeId = env.MUX_NODE_ID || randomBytes(6).toString('base64url');
   if (!NODE_ID_PATTERN.test(nodeId)) throw new ConfigError('MUX_NODE_ID', nodeId, '1 to 16 characters from [A-Za-z0-9_-]');
@@ -136,7 +147,7 @@ export function loadConfig(env: Env): Readonly<Config> {
     maxRequestBytes: parseInteger(env, 'MUX_MAX_REQUEST_BYTES', 8_388_608, 0, 1 << 30),
     maxPushBytes: parseInteger(env, 'MUX_MAX_PUSH_BYTES', 67_108_864, 1024, 2 ** 40),
     maxConnections: parseInteger(env, 'MUX_MAX_CONNECTIONS', 0, 0, 10_000_000),
-    headersTimeoutMs: parseSecondsAsMs(env, 'MUX_HEADERS_TIMEOUT', 20) || 20_000,
+    ...parseRequestTimeouts(env),
     shutdownGraceMs: parseSecondsAsMs(env, 'MUX_SHUTDOWN_GRACE', 10),
     events: parseBoolean(env, 'MUX_EVENTS'),
     eventsConcurrency: parseInteger(env, 'MUX_EVENTS_CONCURRENCY', 8, 1, 1000),

@@ -1,6 +1,7 @@
 // Bad backends: malformed output, broken heads, slow, down and back up. The gateway keeps serving.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { join } from 'node:path';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, type Muxgate } from './helpers/muxgate.ts';
@@ -146,5 +147,67 @@ test('a backend that answers before reading a large body and closes: the answer 
   } finally {
     assert.equal(await other.stop(), 0);
     await fake.close();
+  }
+});
+
+/** Sends a POST of `pieces` × 10,000 bytes to `url`, one piece every 100 ms; resolves with the client. */
+async function slowUpload(url: string, pieces: number, declaredPieces = pieces): Promise<RawHttp> {
+  const { host, pathname } = new URL(url);
+  const client = await RawHttp.open(url, `POST ${pathname} HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${declaredPieces * 10_000}\r\n\r\n`);
+  for (let i = 0; i < pieces && !client.hasClosed; i++) {
+    client.socket.write(Buffer.alloc(10_000, 'u'));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return client;
+}
+
+test('a slow upload is no backend timeout: MUX_FASTCGI_TIMEOUT (1 s here) starts once the body has been sent', async () => {
+  const timeouts = () => metricValue(mux.metricsUrl, 'muxgate_fastcgi_errors_total{kind="timeout"}');
+  const before = await timeouts();
+  const client = await slowUpload(`${mux.url}/echo.php`, 30);
+  const text = await client.waitFor((t) => decodeChunked(t).isComplete, 10_000, 'the backend\'s answer');
+  client.close();
+  assert.match(text, /^HTTP\/1\.1 200 /);
+  assert.equal((JSON.parse(decodeChunked(text).body) as { bodyLength: number }).bodyLength, 300_000);
+  assert.equal(await timeouts(), before);
+});
+
+test('a client that sends its body slower than MUX_REQUEST_TIMEOUT gets a 408, a client error, not a backend one', async () => {
+  const other = await startMuxgate({
+    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '1',
+    MUX_FASTCGI_TIMEOUT: '1', MUX_HEADERS_TIMEOUT: '1', MUX_REQUEST_TIMEOUT: '2',
+  });
+  try {
+    // 3 pieces in 0.3 s, then nothing of the 300,000 bytes announced.
+    const client = await slowUpload(`${other.url}/echo.php`, 3, 30);
+    const text = await client.waitForClose(10_000);
+    assert.match(text, /^HTTP\/1\.1 408 /);
+    assert.equal(await metricValue(other.metricsUrl, 'muxgate_requests_total{listener="public",class="4xx"}'), 1);
+    assert.equal(await metricValue(other.metricsUrl, 'muxgate_requests_total{listener="public",class="5xx"}'), 0);
+    assert.equal(await metricValue(other.metricsUrl, 'muxgate_fastcgi_errors_total'), 0);
+  } finally {
+    assert.equal(await other.stop(), 0);
+  }
+});
+
+test('a backend that stops taking the body gets MUX_FASTCGI_TIMEOUT: a 504, not a hang until the client gives up', async () => {
+  const stuck = net.createServer((socket) => {
+    socket.on('error', () => {});
+    socket.pause();
+  });
+  await new Promise<void>((resolve) => stuck.listen(0, '127.0.0.1', resolve));
+  const other = await startMuxgate({ MUX_FASTCGI: `127.0.0.1:${(stuck.address() as net.AddressInfo).port}`, MUX_SHARDS: '1', MUX_FASTCGI_TIMEOUT: '1' });
+  try {
+    const { host } = new URL(other.url);
+    const size = 6 * 1024 * 1024;
+    const client = await RawHttp.open(other.url, `POST /upload HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${size}\r\n\r\n`);
+    client.socket.write(Buffer.alloc(size, 'b'));
+    const text = await client.waitFor((t) => t.includes('\r\n\r\n'), 10_000, 'an answer');
+    client.close();
+    assert.match(text, /^HTTP\/1\.1 504 /);
+    assert.equal(await metricValue(other.metricsUrl, 'muxgate_fastcgi_errors_total{kind="timeout"}'), 1);
+  } finally {
+    assert.equal(await other.stop(), 0);
+    stuck.close();
   }
 });

@@ -19,6 +19,8 @@ test('defaults follow the design', () => {
   assert.equal(config.maxPartBytes, 1_048_576);
   assert.equal(config.maxBufferedBytes, 1_048_576);
   assert.equal(config.events, false);
+  assert.equal(config.headersTimeoutMs, 20_000);
+  assert.equal(config.requestTimeoutMs, 120_000);
   assert.equal(config.logLevel, 'info');
   assert.match(config.nodeId, /^[A-Za-z0-9_-]{1,16}$/);
   assert.ok(Object.isFrozen(config));
@@ -40,6 +42,8 @@ test('accepted forms', () => {
   assert.deepEqual(loadConfig({ MUX_FASTCGI: 'php:9000' }).fastcgi, { kind: 'tcp', host: 'php', port: 9000 });
   assert.equal(loadConfig({ MUX_REDIS_URL: 'redis://:secret@10.0.0.5:6379/2' }).redisUrl, 'redis://:secret@10.0.0.5:6379/2');
   assert.equal(loadConfig({}).redisUrl, null);
+  assert.equal(loadConfig({ MUX_REQUEST_TIMEOUT: '30' }).requestTimeoutMs, 30_000);
+  assert.equal(loadConfig({ MUX_HEADERS_TIMEOUT: '300' }).requestTimeoutMs, 300_000, 'the default never undercuts the headers timeout');
 });
 
 const BAD_VALUES: Array<[string, string, RegExp]> = [
@@ -57,6 +61,7 @@ const BAD_VALUES: Array<[string, string, RegExp]> = [
   ['MUX_NODE_ID', 'has.dot', /\[A-Za-z0-9_-\]/],
   ['MUX_LOG_LEVEL', 'loud', /one of fatal/],
   ['MUX_REDIS_URL', '127.0.0.1:6379', /redis:\/\//],
+  ['MUX_REQUEST_TIMEOUT', '5', /at least MUX_HEADERS_TIMEOUT \(20\)/],
 ];
 
 test('bad values throw a ConfigError naming the variable, the value and what is expected', () => {

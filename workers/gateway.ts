@@ -1,5 +1,6 @@
 // A client request → a FastCGI request; its response relayed as is, or multiplexed into held streams.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Writable } from 'node:stream';
 import type { Config } from '../src/config.ts';
 import type { Logger } from '../src/log.ts';
 import { mintToken } from '../src/protocol/token.ts';
@@ -97,18 +98,6 @@ export class Gateway {
       fcgi.abort();
       return;
     }
-    if (bufferedBody !== null) {
-      fcgi.stdin.end(bufferedBody);
-    } else if (contentLength !== null && contentLength > 0) {
-      req.pipe(fcgi.stdin);
-      // The backend closed before taking the whole body: the rest is read and dropped, as nginx discards it.
-      fcgi.stdin.once('close', () => {
-        if (req.complete) return;
-        req.unpipe(fcgi.stdin);
-        req.resume();
-      });
-    }
-
     let stderr = '';
     fcgi.stderr.on('data', (chunk: Buffer) => {
       if (stderr.length < MAX_STDERR_LOGGED) stderr += chunk.toString('utf8', 0, MAX_STDERR_LOGGED - stderr.length);
@@ -118,18 +107,35 @@ export class Gateway {
     });
 
     const headParser = new CgiHeadParser(MAX_CGI_HEAD_BYTES);
-    const timeout = setTimeout(() => {
+    // MUX_FASTCGI_TIMEOUT runs only while the backend is what muxgate waits for (its head, or taking more of the body),
+    // never while a slow client is still sending the body: that one is MUX_REQUEST_TIMEOUT's (a 408).
+    let timeout: NodeJS.Timeout | null = null;
+    let isWaitingForHead = true;
+    const waitForBackend = (isWaiting: boolean) => {
+      if (timeout !== null) clearTimeout(timeout);
+      timeout = isWaiting && isWaitingForHead ? setTimeout(onTimeout, config.fastcgiTimeoutMs) : null;
+    };
+    const onTimeout = () => {
       stopWaitingForHead();
       fcgi.abort();
       metrics.fastcgiErrors.inc({ kind: 'timeout' });
       log.warn({ requestId, uri: req.url, timeoutMs: config.fastcgiTimeoutMs }, 'backend response head timed out');
       this.fail(res, 504, 'Gateway Timeout');
-    }, config.fastcgiTimeoutMs);
+    };
     const stopWaitingForHead = () => {
-      clearTimeout(timeout);
+      waitForBackend(false);
+      isWaitingForHead = false;
       fcgi.stdout.removeListener('data', onHeadData);
       fcgi.stdout.removeListener('end', onEndBeforeHead);
     };
+    if (bufferedBody !== null) {
+      fcgi.stdin.end(bufferedBody);
+      waitForBackend(true);
+    } else if (contentLength !== null && contentLength > 0) {
+      sendBody(req, fcgi.stdin, waitForBackend);
+    } else {
+      waitForBackend(true);
+    }
     const onClientGone = () => fcgi.abort();
     res.once('close', onClientGone);
 
@@ -413,6 +419,33 @@ function requestProblem(req: IncomingMessage): { status: number; message: string
     req.headers.host = target.authority;
   }
   return null;
+}
+
+/**
+ * Streams a request body to FastCGI stdin with backpressure. `waitForBackend` says whether what comes next is up to the
+ * backend (to take more of the body, or to answer once it has it all) or to the client (to send more).
+ */
+function sendBody(req: IncomingMessage, stdin: Writable, waitForBackend: (isWaiting: boolean) => void): void {
+  const onData = (chunk: Buffer) => {
+    if (stdin.write(chunk)) return;
+    req.pause();
+    waitForBackend(true);
+  };
+  req.on('data', onData);
+  stdin.on('drain', () => {
+    waitForBackend(false);
+    req.resume();
+  });
+  req.once('end', () => {
+    stdin.end();
+    waitForBackend(true);
+  });
+  // The backend closed before taking the whole body: the rest is read and dropped, as nginx discards it.
+  stdin.once('close', () => {
+    if (req.complete) return;
+    req.removeListener('data', onData);
+    req.resume();
+  });
 }
 
 /** The whole request body, or null when it is larger than the limit. */

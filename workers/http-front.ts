@@ -44,7 +44,7 @@ export class HttpFront {
     const options: http.ServerOptions = {
       maxHeaderSize: config.maxRequestHeadBytes,
       headersTimeout: config.headersTimeoutMs,
-      requestTimeout: Math.max(120_000, config.headersTimeoutMs),
+      requestTimeout: config.requestTimeoutMs,
       // The timeouts are only checked this often (30 s by default): a slowloris must be cut in time.
       connectionsCheckingInterval: Math.min(1000, config.headersTimeoutMs / 4),
       keepAliveTimeout: 5_000,
