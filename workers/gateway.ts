@@ -15,6 +15,7 @@ import {
 } from '../src/protocol/headers.ts';
 import type { Backend, FastcgiRequest } from './backend.ts';
 import { cgiParams } from './cgi-params.ts';
+import { ConnectionTurns } from './connection-turns.ts';
 import type { HeldStream, HeldStreams, StreamOptions } from './held-streams.ts';
 import type { ShardMetrics } from './metrics.ts';
 import type { Router } from './router.ts';
@@ -48,6 +49,7 @@ export interface GatewayContext {
 export class Gateway {
   private readonly ctx: GatewayContext;
   private readonly limits: MultiplexParserLimits;
+  private readonly turns = new ConnectionTurns((req, res) => this.start(req, res));
   private nextRequestId = 1;
 
   constructor(ctx: GatewayContext) {
@@ -55,7 +57,12 @@ export class Gateway {
     this.limits = partLimits(ctx.config);
   }
 
+  /** One request from a client: refused, or forwarded once the requests before it on its connection are answered. */
   handle(req: IncomingMessage, res: ServerResponse): void {
+    this.turns.take(req, res);
+  }
+
+  private start(req: IncomingMessage, res: ServerResponse): void {
     const problem = requestProblem(req);
     if (problem !== null) {
       this.ctx.log.debug({ problem: problem.message }, 'request refused');
@@ -213,6 +220,8 @@ export class Gateway {
     // From here on muxgate frames the chunks itself, once per part for every stream.
     if (options.isChunked) res.chunkedEncoding = false;
     const stream = this.ctx.streams.open(token, req, res, options);
+    // A stream whose connection left node:http is over for it: the connection may carry the next request later.
+    if (stream.res === null) this.turns.release(req.socket);
     this.resume(stream);
     return stream;
   }
