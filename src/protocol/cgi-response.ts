@@ -46,6 +46,9 @@ export class CgiHeadParser {
   #statusText = '';
   #hasLocation = false;
   #isDone = false;
+  /** The line end of the head, set by its first line: LF-only heads are common (nginx takes them), mixed ones are not. */
+  #lineEnding: 'CRLF' | 'LF' | null = null;
+  #lineCount = 0;
 
   constructor(maxHeadBytes: number) {
     this.#maxHeadBytes = maxHeadBytes;
@@ -78,8 +81,9 @@ export class CgiHeadParser {
         this.#pendingLine = [];
       }
       pos = end;
-      let lineEnd = line.length;
-      if (lineEnd > 0 && line[lineEnd - 1] === CR) lineEnd--;
+      const isCrlf = line.length > 0 && line[line.length - 1] === CR;
+      this.#checkLineEnd(isCrlf ? 'CRLF' : 'LF');
+      const lineEnd = isCrlf ? line.length - 1 : line.length;
       if (lineEnd === 0) {
         this.#isDone = true;
         return { head: this.#head(), rest: chunk.subarray(pos) };
@@ -87,6 +91,20 @@ export class CgiHeadParser {
       this.#line(line, lineEnd);
     }
     return null;
+  }
+
+  /**
+   * Every line ends as the first one did. A bare LF inside a CRLF head (or a CRLF inside an LF head) is how a value
+   * the backend copied from user input, stripped of CRLF but not of a lone LF, would add a header or end the head.
+   */
+  #checkLineEnd(ending: 'CRLF' | 'LF'): void {
+    this.#lineCount++;
+    if (this.#lineEnding === null) this.#lineEnding = ending;
+    else if (ending !== this.#lineEnding) {
+      throw new BadCgiHeadError(
+        `line ${this.#lineCount} of the CGI response head ends with ${ending === 'LF' ? 'a bare LF' : 'CRLF'} but the first line ended with ${this.#lineEnding}: expected one line end throughout the head`,
+      );
+    }
   }
 
   #line(line: Buffer, lineEnd: number): void {

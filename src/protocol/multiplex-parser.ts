@@ -337,8 +337,12 @@ export class MultiplexParser {
       line = Buffer.concat(this.#pendingLine);
       this.#pendingLine = [];
     }
-    let lineEnd = line.length;
-    if (lineEnd > 0 && line[lineEnd - 1] === CR) lineEnd--;
+    // CRLF only: a backend that strips CRLF from user input but not a lone LF must not let it start a header line.
+    if (line.length === 0 || line[line.length - 1] !== CR) {
+      this.#malformed('a part header line ends with a bare LF: expected CRLF');
+      return length;
+    }
+    const lineEnd = line.length - 1;
     if (lineEnd === 0) {
       this.#state = BODY;
       this.#matched = 0;

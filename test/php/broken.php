@@ -14,6 +14,11 @@ switch ($_GET['case'] ?? '') {
         header('Content-Type: application/x-multiplex; boundary=gb');
         echo "--gb\r\nMultiplex-Token: $token\r\n\r\nfirst\r\n--gbGARBAGE\r\n\r\nsecond\r\n--gb--\r\n";
         break;
+    case 'bare-lf':
+        // A part header value copied from user input with CRLF stripped but not a lone LF, naming another stream.
+        header('Content-Type: application/x-multiplex; boundary=lf');
+        echo "--lf\r\nMultiplex-Channel: x\nMultiplex-Token: {$_SERVER['HTTP_X_VICTIM']}\r\n\r\nstolen\r\n--lf--\r\n";
+        break;
     case 'bad-hold':
         header('Content-Type: application/x-multiplex; boundary=hb');
         header('Multiplex-Hold: forever');
