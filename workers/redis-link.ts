@@ -2,6 +2,7 @@
 // channel parts for the channels this node's streams subscribe to. Batched per destination per turn.
 import { Redis } from 'ioredis';
 import type { Logger } from '../src/log.ts';
+import { redact } from '../src/redact.ts';
 import type { ShardMetrics } from './metrics.ts';
 
 /** One part as it travels between nodes. */
@@ -258,7 +259,8 @@ export class RedisLink {
       }
       return { node: header.node, items };
     } catch (error) {
-      this.log.warn({ err: (error as Error).message }, 'unreadable message from Redis dropped');
+      // The parser's message may quote the frame, tokens and all.
+      this.log.warn({ err: redact((error as Error).message, 1000) }, 'unreadable message from Redis dropped');
       return null;
     }
   }

@@ -2,6 +2,7 @@
 
 import { STATUS_CODES } from 'node:http';
 import { BadCgiHeadError } from '../errors.ts';
+import { quote, redact } from '../redact.ts';
 
 export interface CgiHead {
   status: number;
@@ -29,10 +30,6 @@ function trimOws(value: string): string {
   while (start < end && (value.charCodeAt(start) === SP || value.charCodeAt(start) === HT)) start++;
   while (end > start && (value.charCodeAt(end - 1) === SP || value.charCodeAt(end - 1) === HT)) end--;
   return value.slice(start, end);
-}
-
-function quote(text: string): string {
-  return JSON.stringify(text.length > 100 ? `${text.slice(0, 100)}...` : text);
 }
 
 export class CgiHeadParser {
@@ -113,7 +110,7 @@ export class CgiHeadParser {
     }
     const colon = line.indexOf(COLON);
     if (colon === -1 || colon >= lineEnd) {
-      throw new BadCgiHeadError(`CGI header line ${quote(line.toString('latin1', 0, lineEnd))} has no colon: expected "Name: value"`);
+      throw new BadCgiHeadError(`CGI header line ${quote(line.toString('latin1', 0, Math.min(lineEnd, 200)))} has no colon: expected "Name: value"`);
     }
     const name = line.toString('latin1', 0, colon);
     if (!HEADER_NAME.test(name)) {
@@ -121,7 +118,7 @@ export class CgiHeadParser {
     }
     const value = trimOws(line.toString('latin1', colon + 1, lineEnd));
     if (CONTROL.test(value)) {
-      throw new BadCgiHeadError(`CGI header ${name}: ${quote(value)} holds a control character: expected visible characters, spaces and tabs`);
+      throw new BadCgiHeadError(`CGI header ${redact(name)}: ${quote(value)} holds a control character: expected visible characters, spaces and tabs`);
     }
     const lowerName = name.toLowerCase();
     if (lowerName === 'status') {

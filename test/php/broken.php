@@ -19,6 +19,16 @@ switch ($_GET['case'] ?? '') {
         header('Content-Type: application/x-multiplex; boundary=lf');
         echo "--lf\r\nMultiplex-Channel: x\nMultiplex-Token: {$_SERVER['HTTP_X_VICTIM']}\r\n\r\nstolen\r\n--lf--\r\n";
         break;
+    case 'part-header':
+        // A part whose header line is the request's X-Part-Header, as a backend might copy it from user input.
+        header('Content-Type: application/x-multiplex; boundary=ph');
+        echo "--ph\r\n{$_SERVER['HTTP_X_PART_HEADER']}\r\n\r\nx\r\n--ph--\r\n";
+        break;
+    case 'keep-alive':
+        header('Content-Type: application/x-multiplex; boundary=ka');
+        header('Multiplex-Keep-Alive: ' . $_SERVER['HTTP_X_KEEP_ALIVE']);
+        echo "--ka--\r\n";
+        break;
     case 'bad-hold':
         header('Content-Type: application/x-multiplex; boundary=hb');
         header('Multiplex-Hold: forever');
