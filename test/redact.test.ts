@@ -189,6 +189,9 @@ describe('tokens in logs end to end', () => {
     await mux.waitForLog((l) => l.msg === 'push body rejected; the parts before it stand' && /has no colon/.test(String(l.err)));
     stream.close();
 
+    // Stopping reports the repeats counted: every line is in once the count of rejected bodies is.
+    await mux.stop();
+    await mux.waitForLog((l) => l.msg === rejected && l.repeats !== undefined);
     const above = mux.logs.filter((l) => Number(l.level) > 20);
     for (const line of above) assertNoPieceOf(secret, JSON.stringify(line));
     // The warnings still say what was wrong; the debug lines, where a token may show, did name it.
