@@ -1,5 +1,7 @@
 // Every error muxgate raises on purpose: a class with a stable `code` and a
-// message that says what was wrong, what was expected and the value seen.
+// message that says what was wrong, what was expected and the value seen (outside input quoted through redact.ts).
+
+import { quote } from './redact.ts';
 
 export class MuxError extends Error {
   readonly code: string;
@@ -45,7 +47,7 @@ export class PartHeadersTooLargeError extends MuxError {
 /** A Multiplex-* header value (from a backend or a pusher) is not valid. */
 export class BadHeaderValueError extends MuxError {
   constructor(header: string, value: string, expected: string) {
-    super('MUX_ERR_BAD_HEADER', `${header}: ${JSON.stringify(value.slice(0, 200))} is invalid: expected ${expected}`);
+    super('MUX_ERR_BAD_HEADER', `${header}: ${quote(value, 200)} is invalid: expected ${expected}`);
   }
 }
 

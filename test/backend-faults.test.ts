@@ -60,6 +60,43 @@ test('garbage after a delimiter: the parts before stand, the rest is rejected', 
   await assertStillServing();
 });
 
+test('a bare LF in part headers cannot add a target: the body is rejected there and the other stream gets nothing', async () => {
+  const victim = await RawHttp.get(`${mux.url}/stream.php?hold=stream&silent=1`);
+  const head = await victim.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the head');
+  const token = /\r\nX-Token: (\S+)\r\n/i.exec(head)![1]!;
+  const response = await fetch(`${mux.url}/broken.php?case=bare-lf`, { headers: { 'X-Victim': token } });
+  assert.equal(response.status, 200);
+  assert.equal(await response.text(), '');
+  await mux.waitForLog((l) => l.msg === 'backend multiplexed body rejected; the parts before it stand' && /bare LF/.test(String(l.err)));
+  const pushed = await fetch(mux.pushUrl, {
+    method: 'POST', headers: { 'Content-Type': 'application/x-multiplex; boundary=PB' }, body: `--PB\r\nMultiplex-Token: ${token}\r\n\r\nafter\r\n--PB--\r\n`,
+  });
+  assert.equal(pushed.status, 200);
+  await victim.waitFor((t) => decodeChunked(t).body.endsWith('after'), 5000, 'the pushed part');
+  assert.equal(decodeChunked(victim.text).body, 'after');
+  victim.close();
+});
+
+test('a CGI head that mixes line ends is a 502; a head with LF line ends throughout is relayed', async () => {
+  // X-User copied from user input with CRLF stripped but not a lone LF: it would add a Set-Cookie.
+  let stdout = Buffer.from('Content-Type: text/plain\r\nX-User: a\nSet-Cookie: session=evil\r\n\r\nbody');
+  const fake = await startFakeFastcgi(() => stdout);
+  const other = await startMuxgate({ MUX_FASTCGI: `127.0.0.1:${fake.port}`, MUX_SHARDS: '1' });
+  try {
+    const mixed = await fetch(other.url);
+    assert.equal(mixed.status, 502);
+    assert.equal(mixed.headers.get('set-cookie'), null);
+    await other.waitForLog((l) => l.msg === 'backend sent a malformed CGI head' && /line 2 .* bare LF .* CRLF/.test(String(l.err)));
+    assert.equal(await metricValue(other.metricsUrl, 'muxgate_fastcgi_errors_total{kind="bad_head"}'), 1);
+    stdout = Buffer.from('Status: 201 Made\nContent-Type: text/plain\nX-A: 1\n\nbody');
+    const lf = await fetch(other.url);
+    assert.deepEqual([lf.status, lf.headers.get('x-a'), await lf.text()], [201, '1', 'body']);
+  } finally {
+    assert.equal(await other.stop(), 0);
+    await fake.close();
+  }
+});
+
 test('a backend slower than MUX_FASTCGI_TIMEOUT gets a 504', async () => {
   const started = Date.now();
   const response = await fetch(`${mux.url}/broken.php?case=slow&seconds=4`);

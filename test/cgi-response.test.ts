@@ -82,11 +82,10 @@ describe('CgiHeadParser', () => {
   });
 
   for (const [name, input] of [
-    ['LF LF', 'A: 1\nB: 2\n\nbody'],
-    ['CRLF LF', 'A: 1\r\nB: 2\r\n\nbody'],
-    ['LF CRLF', 'A: 1\nB: 2\n\r\nbody'],
+    ['LF', 'A: 1\nB: 2\n\nbody'],
+    ['CRLF', 'A: 1\r\nB: 2\r\n\r\nbody'],
   ] as const) {
-    it(`accepts ${name} line ends`, () => {
+    it(`accepts ${name} line ends throughout`, () => {
       const result = parseHead([input]);
       assert.ok(result);
       assert.deepEqual(result.head.headers, [
@@ -96,6 +95,25 @@ describe('CgiHeadParser', () => {
       assert.equal(result.rest.toString(), 'body');
     });
   }
+
+  // The first line's end decides; a line ending otherwise is what a value with a lone LF from user input looks like.
+  const mixed: Array<[string, string, RegExp]> = [
+    ['a bare LF inside a CRLF head', 'A: 1\r\nX-User: a\nSet-Cookie: evil=1\r\n\r\nbody', /^line 2 of the CGI response head ends with a bare LF but the first line ended with CRLF/],
+    ['a bare LF blank line ending a CRLF head', 'A: 1\r\nB: 2\r\n\nbody', /^line 3 .* bare LF .* first line ended with CRLF/],
+    ['a CRLF line inside an LF head', 'A: 1\nB: 2\r\nC: 3\n\nbody', /^line 2 .* ends with CRLF but the first line ended with LF/],
+    ['a CRLF blank line ending an LF head', 'A: 1\nB: 2\n\r\nbody', /^line 3 .* ends with CRLF but the first line ended with LF/],
+    ['a CR before the LF of an LF head', 'A: 1\nB: 2\r\n\n', /^line 2 .* CRLF/],
+  ];
+  for (const [name, input, message] of mixed) {
+    it(`rejects ${name}`, () => {
+      assertBadHead([input], message);
+    });
+  }
+
+  it('rejects a head that mixes line ends wherever it is cut', () => {
+    const input = 'Content-Type: text/html\r\nX-User: a\nSet-Cookie: evil=1\r\n\r\nbody';
+    for (let at = 0; at <= input.length; at++) assertBadHead([input.slice(0, at), input.slice(at)], /^line 2 .* bare LF/);
+  });
 
   const statuses: Array<[string, number, string]> = [
     ['Status: 404 Not Found\r\n', 404, 'Not Found'],
@@ -196,15 +214,14 @@ describe('CgiHeadParser', () => {
   it('gives the same head and rest for any split of the input', () => {
     const name = fc.string({ unit: fc.constantFrom(...'AbZ-_09!'), minLength: 1, maxLength: 10 });
     const value = fc.string({ unit: fc.constantFrom(...'ab :;,\t"\xe9'), maxLength: 20 });
-    const eol = fc.constantFrom('\r\n', '\n');
     const input = fc
       .record({
-        headers: fc.array(fc.tuple(name, value, eol), { maxLength: 6 }),
-        blank: eol,
+        headers: fc.array(fc.tuple(name, value), { maxLength: 6 }),
+        eol: fc.constantFrom('\r\n', '\n'),
         body: fc.uint8Array({ maxLength: 30 }),
       })
-      .map(({ headers, blank, body }) => {
-        const head = headers.map(([n, v, e]) => `${n}: ${v}${e}`).join('') + blank;
+      .map(({ headers, eol, body }) => {
+        const head = headers.map(([n, v]) => `${n}: ${v}${eol}`).join('') + eol;
         return { bytes: Buffer.concat([Buffer.from(head, 'latin1'), Buffer.from(body)]), headers, body: Buffer.from(body) };
       });
     fc.assert(

@@ -345,6 +345,8 @@ function checkPartsInInput(input: Buffer, boundary: string, limits: MultiplexPar
     assert.equal(input[at - 1], LF, 'a body does not start after the blank line');
     const head = text.slice(open, at);
     assert.match(head, /^[ \t]*\r\n/, 'a part does not start with the boundary line');
+    // a bare LF must not end a header line: CRLF only
+    assert.doesNotMatch(head, /(?:^|[^\r])\n/, 'a part whose headers hold a bare LF was delivered');
     assert.ok(head.length <= limits.maxPartHeaderBytes, `part headers of ${head.length} bytes passed a limit of ${limits.maxPartHeaderBytes}`);
     const lowerHead = head.toLowerCase();
     assertInOrder(part.tokens, head, 'token');
@@ -531,6 +533,9 @@ function fuzzHead(input: Buffer, maxHeadBytes: number, chunking: number[] | 'byt
     assert.ok(headBytes <= maxHeadBytes, `a head of ${headBytes} bytes passed a limit of ${maxHeadBytes}`);
     const headText = input.toString('latin1', 0, headBytes);
     assert.match(headText, /(^|\n)\r?\n$/, 'the head does not end with a blank line');
+    // one line end throughout: every LF after a CR, or none
+    const crlfs = headText.split('\r\n').length - 1;
+    assert.ok(crlfs === 0 || crlfs === headText.split('\n').length - 1, 'a head that mixes CRLF and bare LF line ends was accepted');
     const { status, statusText, headers } = whole.head;
     assert.ok(Number.isInteger(status) && status >= 100 && status <= 999, `status ${status}`);
     assert.doesNotMatch(statusText, CONTROL);

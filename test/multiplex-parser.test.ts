@@ -229,10 +229,29 @@ describe('MultiplexParser part headers', () => {
     assert.deepEqual(plain(out.parts), [part('body')]);
   });
 
-  it('accepts bare LF line ends in part headers', () => {
-    const out = parse('--B\r\nMultiplex-Token: a\nMultiplex-Channel: c\n\nbody\r\n--B\r\n\nx\r\n--B--');
-    assertOk(out);
-    assert.deepEqual(plain(out.parts), [part('body', ['a'], ['c']), part('x')]);
+  // A backend that strips CRLF from user input but not a lone LF would let a user add a target.
+  const bareLf: Array<[string, string]> = [
+    ['between two header lines', 'Multiplex-Channel: x\nMultiplex-Token: victim\r\n\r\n'],
+    ['ending the last header line', 'Multiplex-Token: a\n\r\n'],
+    ['as the blank line', 'Multiplex-Token: a\r\n\n'],
+    ['ending a line and as the blank line', 'Multiplex-Token: a\n\n'],
+    ['as the blank line of a part without headers', '\n'],
+  ];
+  for (const [name, headers] of bareLf) {
+    it(`rejects a bare LF ${name} in part headers, keeping the parts before`, () => {
+      const out = parse(`--B\r\n\r\nfirst\r\n--B\r\n${headers}x\r\n--B--`);
+      assertError(out, MalformedMultiplexError, MALFORMED, /^part 2: a part header line ends with a bare LF: expected CRLF$/);
+      assert.deepEqual(plain(out.parts), [part('first')]);
+    });
+  }
+
+  it('rejects a bare LF in part headers wherever the body is cut', () => {
+    const input = Buffer.from('--B\r\nMultiplex-Channel: x\nMultiplex-Token: victim\r\n\r\nx\r\n--B--', 'latin1');
+    for (let at = 0; at <= input.length; at++) {
+      const out = parse([input.subarray(0, at), input.subarray(at)]);
+      assertError(out, MalformedMultiplexError, MALFORMED, /bare LF/);
+      assert.deepEqual(out.parts, []);
+    }
   });
 
   it('matches header names case-insensitively', () => {
@@ -442,7 +461,7 @@ interface GenPart {
   isClose: boolean;
   body: Buffer;
   /** serialisation choices that must not change the result */
-  style: { repeat: boolean; lf: boolean; upper: boolean; padding: string; extra: boolean; closeNo: boolean };
+  style: { repeat: boolean; upper: boolean; padding: string; extra: boolean; closeNo: boolean };
 }
 
 const boundaryArb = fc
@@ -477,7 +496,6 @@ function genPartArb(boundary: string): fc.Arbitrary<GenPart> {
     body: bytesArb(boundary),
     style: fc.record({
       repeat: fc.boolean(),
-      lf: fc.boolean(),
       upper: fc.boolean(),
       padding: fc.constantFrom('', ' ', '\t ', '  '),
       extra: fc.boolean(),
@@ -507,7 +525,7 @@ function serialise(m: Multipart): Buffer {
   out.push(preamble);
   add(preamble.length > 0 || m.leadingCrlf ? `\r\n--${m.boundary}` : `--${m.boundary}`);
   for (const p of m.parts) {
-    const eol = p.style.lf ? '\n' : '\r\n';
+    const eol = '\r\n';
     const name = (n: string) => (p.style.upper ? n.toUpperCase() : n);
     add(`${p.style.padding}\r\n`);
     if (p.style.extra) add(`Content-Type: application/octet-stream${eol}`);
@@ -602,6 +620,36 @@ describe('MultiplexParser properties', () => {
           plain(out.parts),
           m.parts.map((p) => ({ tokens: p.tokens, channels: p.channels, isClose: p.isClose, body: p.body.toString('latin1') })),
         );
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('rejects a bare LF in place of any CRLF of a part\'s headers, however the body is cut', () => {
+    const withParts = multipartArb.filter((m) => m.parts.length > 0);
+    fc.assert(
+      fc.property(withParts, fc.nat(), fc.nat({ max: 4 }), fc.array(fc.nat(), { maxLength: 10 }), (m, pick, partPick, cuts) => {
+        const input = serialise(m);
+        const text = input.toString('latin1');
+        // after the delimiter opening part k (k from 0), its padding and the CRLF ending the boundary line
+        const k = partPick % m.parts.length;
+        let at = text.indexOf(`--${m.boundary}`, m.preamble.length);
+        for (let i = 0; i < k; i++) at = text.indexOf(`\r\n--${m.boundary}`, text.indexOf('\r\n\r\n', at) + 4) + 2;
+        let pos = text.indexOf('\r\n', at + m.boundary.length + 2) + 2;
+        // the CRLF of each header line and of the blank line (header lines hold no CR or LF)
+        const lineEnds: number[] = [];
+        for (;;) {
+          const end = text.indexOf('\r\n', pos);
+          lineEnds.push(end);
+          if (end === pos) break;
+          pos = end + 2;
+        }
+        const cr = lineEnds[pick % lineEnds.length]!;
+        const damaged = Buffer.concat([input.subarray(0, cr), input.subarray(cr + 1)]);
+        const whole = parse(damaged, LIMITS, m.boundary);
+        assertError(whole, MalformedMultiplexError, MALFORMED, new RegExp(`^part ${k + 1}: .*bare LF`));
+        assert.equal(whole.parts.length, k);
+        assert.deepEqual(summary(parse(split(damaged, cuts), LIMITS, m.boundary)), summary(whole));
       }),
       { numRuns: 300 },
     );

@@ -2,6 +2,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from '../src/log.ts';
+import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
 import type { ChannelSubscription, HoldMode } from '../src/protocol/headers.ts';
 import type { ShardMetrics } from './metrics.ts';
 import { ChannelIndex } from './channel-index.ts';
@@ -109,6 +110,7 @@ export class HeldStreams {
   readonly channels = new ChannelIndex();
   private readonly metrics: ShardMetrics;
   private readonly log: Logger;
+  private readonly warnings: RepeatedWarnings;
   private readonly maxBufferedBytes: number;
   private readonly hasEventIds: boolean;
   private readonly onEnded: (stream: HeldStream, reason: EndReason) => void;
@@ -116,10 +118,11 @@ export class HeldStreams {
   /** Shutting down: a stream is no longer held once its backend body ends. */
   private isClosing = false;
 
-  constructor(metrics: ShardMetrics, log: Logger, maxBufferedBytes: number, isKeepingHistory: boolean,
+  constructor(metrics: ShardMetrics, log: Logger, warnings: RepeatedWarnings, maxBufferedBytes: number, isKeepingHistory: boolean,
     onEnded: (stream: HeldStream, reason: EndReason) => void) {
     this.metrics = metrics;
     this.log = log;
+    this.warnings = warnings;
     this.maxBufferedBytes = maxBufferedBytes;
     this.hasEventIds = isKeepingHistory;
     this.onEnded = onEnded;
@@ -333,7 +336,7 @@ export class HeldStreams {
     const unsent = res === null ? socket.writableLength : res.writableLength;
     if (unsent > this.maxBufferedBytes) {
       this.metrics.slowConsumerDrops.inc();
-      this.log.warn({ unsentBytes: unsent, limit: this.maxBufferedBytes }, 'slow consumer dropped');
+      this.warnings.warn('slow_consumer', { unsentBytes: unsent, limit: this.maxBufferedBytes }, 'slow consumer dropped');
       this.end(stream, 'overflow');
     }
   }

@@ -1,7 +1,7 @@
 // POST /push: an application/x-multiplex body from any process, routed like a backend's.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { Logger } from '../src/log.ts';
+import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
 import { PushTooLargeError, type MuxError } from '../src/errors.ts';
 import { MultiplexParser, type MultiplexParserLimits, type MultiplexParserSink, type Part } from '../src/protocol/multiplex-parser.ts';
 import { multiplexBoundary } from '../src/protocol/headers.ts';
@@ -46,16 +46,16 @@ function digest(value: string): Buffer {
 export class PushApi {
   private readonly router: Router;
   private readonly metrics: ShardMetrics;
-  private readonly log: Logger;
+  private readonly warnings: RepeatedWarnings;
   private readonly limits: MultiplexParserLimits;
   private readonly maxBodyBytes: number;
   /** Compared as digests, in constant time whatever the length of what was sent. */
   private readonly secretDigest: Buffer | null;
 
-  constructor(router: Router, metrics: ShardMetrics, log: Logger, options: PushApiOptions) {
+  constructor(router: Router, metrics: ShardMetrics, warnings: RepeatedWarnings, options: PushApiOptions) {
     this.router = router;
     this.metrics = metrics;
-    this.log = log;
+    this.warnings = warnings;
     this.limits = options.limits;
     this.maxBodyBytes = options.maxBodyBytes;
     this.secretDigest = options.secret === null ? null : digest(options.secret);
@@ -70,7 +70,7 @@ export class PushApi {
     }
     if (!this.isAuthorized(req.headers.authorization)) {
       res.setHeader('WWW-Authenticate', 'Bearer realm="muxgate push"');
-      this.log.warn({ remote: req.socket.remoteAddress }, 'push refused: missing or wrong bearer secret');
+      this.warnings.warn('push_refused', { remote: req.socket.remoteAddress }, 'push refused: missing or wrong bearer secret');
       return this.answer(res, 401, { error: 'unauthorized: send Authorization: Bearer <MUX_PUSH_SECRET>' });
     }
     let boundary: string | null;
@@ -122,7 +122,7 @@ export class PushApi {
     if (error === null) return this.answer(res, 200, result);
     const isTooLarge = error.code === 'MUX_ERR_PART_TOO_LARGE' || error.code === 'MUX_ERR_PUSH_TOO_LARGE';
     this.metrics.rejectedParts.inc({ source: 'push', reason: error.code });
-    this.log.warn({ code: error.code, err: error.message, partsBefore: parts }, 'push body rejected; the parts before it stand');
+    this.warnings.warn('push_rejected', { code: error.code, err: error.message, partsBefore: parts }, 'push body rejected; the parts before it stand');
     // The rest of the body is not read: close the connection after answering.
     res.setHeader('Connection', 'close');
     this.answer(res, isTooLarge ? 413 : 400, { error: error.message, code: error.code, ...result });

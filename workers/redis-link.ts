@@ -2,6 +2,7 @@
 // channel parts for the channels this node's streams subscribe to. Batched per destination per turn.
 import { Redis } from 'ioredis';
 import type { Logger } from '../src/log.ts';
+import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
 import type { ShardMetrics } from './metrics.ts';
 
 /** One part as it travels between nodes. */
@@ -94,12 +95,14 @@ export class RedisLink {
   private lastDownLogAt = 0;
   private readonly following = new Set<string>();
   private readonly followWaiters = new Map<string, Array<() => void>>();
+  private readonly warnings: RepeatedWarnings;
 
-  constructor(url: string, nodeId: string, shard: number, metrics: ShardMetrics, log: Logger,
+  constructor(url: string, nodeId: string, shard: number, metrics: ShardMetrics, log: Logger, warnings: RepeatedWarnings,
     receive: (items: RemoteItem[], isChannelPart: boolean) => void) {
     this.nodeId = nodeId;
     this.metrics = metrics;
     this.log = log;
+    this.warnings = warnings;
     this.receive = receive;
     // Parts are not queued while Redis is away: they are counted as undeliverable instead.
     const options = { enableOfflineQueue: false, maxRetriesPerRequest: 0, lazyConnect: false };
@@ -258,7 +261,8 @@ export class RedisLink {
       }
       return { node: header.node, items };
     } catch (error) {
-      this.log.warn({ err: (error as Error).message }, 'unreadable message from Redis dropped');
+      // The parser's message may quote the frame, tokens and all: the line is masked, and one per interval.
+      this.warnings.warn('redis_message_unreadable', { err: (error as Error).message }, 'unreadable message from Redis dropped');
       return null;
     }
   }

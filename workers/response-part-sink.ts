@@ -1,6 +1,6 @@
 // Feeds the parts of a backend's multiplexed body (a response, or an answer to an event) to the router.
 import type { MuxError } from '../src/errors.ts';
-import type { Logger } from '../src/log.ts';
+import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
 import type { MultiplexParserSink, Part } from '../src/protocol/multiplex-parser.ts';
 import type { ShardMetrics } from './metrics.ts';
 import type { Router } from './router.ts';
@@ -8,12 +8,12 @@ import type { Router } from './router.ts';
 export class ResponsePartSink implements MultiplexParserSink {
   private readonly router: Router;
   private readonly metrics: ShardMetrics;
-  private readonly log: Logger;
+  private readonly warnings: RepeatedWarnings;
 
-  constructor(router: Router, metrics: ShardMetrics, log: Logger) {
+  constructor(router: Router, metrics: ShardMetrics, warnings: RepeatedWarnings) {
     this.router = router;
     this.metrics = metrics;
-    this.log = log;
+    this.warnings = warnings;
   }
 
   onPart(part: Part): void {
@@ -22,6 +22,6 @@ export class ResponsePartSink implements MultiplexParserSink {
 
   onError(error: MuxError): void {
     this.metrics.rejectedParts.inc({ source: 'response', reason: error.code });
-    this.log.warn({ code: error.code, err: error.message }, 'backend multiplexed body rejected; the parts before it stand');
+    this.warnings.warn('backend_body_rejected', { code: error.code, err: error.message }, 'backend multiplexed body rejected; the parts before it stand');
   }
 }

@@ -3,6 +3,7 @@ import { threadId, type MessagePort } from 'node:worker_threads';
 import type { Socket } from 'node:net';
 import type { Config, BackendAddress } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
+import { RepeatedWarnings } from '../src/repeated-warnings.ts';
 import { Backend } from './backend.ts';
 import { Gateway } from './gateway.ts';
 import { HeldStreams } from './held-streams.ts';
@@ -38,26 +39,30 @@ export type ShardReport =
   | { type: 'ready'; shard: number; threadId: number }
   | { type: 'metrics'; id: number; metrics: object[] };
 
+/** Warnings outside input can repeat are logged at most once per kind per interval, with a count (repeated-warnings.ts). */
+const WARNING_INTERVAL_MS = 10_000;
+
 export default async function runShard(init: ShardInit): Promise<string> {
   const { index, config, control } = init;
   const log = createLogger(config.logLevel, { shard: index }, config.logPretty);
   const metrics = createShardMetrics(index);
+  const warnings = new RepeatedWarnings(log, WARNING_INTERVAL_MS);
   const backend = new Backend(init.backend, config.fastcgiKeepalive, () => metrics.fastcgiRetries.inc());
   const channelLog = index === SEQUENCER ? new ChannelLog(config.channelHistory, config.channelHistoryMs) : null;
-  const streams = new HeldStreams(metrics, log, config.maxBufferedBytes, config.channelHistory > 0, (stream, reason) => {
+  const streams = new HeldStreams(metrics, log, warnings, config.maxBufferedBytes, config.channelHistory > 0, (stream, reason) => {
     if (events !== null && stream.isHeld) events.close(stream.token, reason, stream.options.requestUri);
   });
   const router = new Router(index, config.nodeId, config.shards, streams, channelLog, metrics, log);
-  const partSink = new ResponsePartSink(router, metrics, log);
+  const partSink = new ResponsePartSink(router, metrics, warnings);
   const redis = config.redisUrl === null ? null
-    : new RedisLink(config.redisUrl, config.nodeId, index, metrics, log, (items, isChannelPart) => router.receiveRemote(items, isChannelPart));
+    : new RedisLink(config.redisUrl, config.nodeId, index, metrics, log, warnings, (items, isChannelPart) => router.receiveRemote(items, isChannelPart));
   if (redis !== null) {
     router.setRedis(redis, config.channelHistory);
     streams.channels.onInterest = (channel, isInterested) => router.reportInterest(channel, isInterested);
   }
-  const events = config.events ? new StreamEvents(backend, config, metrics, log, partSink) : null;
+  const events = config.events ? new StreamEvents(backend, config, metrics, warnings, partSink) : null;
   const gateway = new Gateway({ config, shard: index, backend, streams, router, partSink, metrics, log });
-  const pushApi = new PushApi(router, metrics, log, { secret: config.pushSecret, limits: partLimits(config), maxBodyBytes: config.maxPushBytes });
+  const pushApi = new PushApi(router, metrics, warnings, { secret: config.pushSecret, limits: partLimits(config), maxBodyBytes: config.maxPushBytes });
   const front = new HttpFront(config, index, new Int32Array(init.connectionCounts), metrics, {
     public: (req, res) => gateway.handle(req, res),
     push: (req, res) => pushApi.handle(req, res),
@@ -95,6 +100,7 @@ export default async function runShard(init: ShardInit): Promise<string> {
   streams.stop();
   channelLog?.stop();
   redis?.close();
+  warnings.flush();
   control.close();
   log.debug('shard stopped');
   return `shard ${index} stopped`;

@@ -2,6 +2,7 @@
 
 import { STATUS_CODES } from 'node:http';
 import { BadCgiHeadError } from '../errors.ts';
+import { quote, redact } from '../redact.ts';
 
 export interface CgiHead {
   status: number;
@@ -31,10 +32,6 @@ function trimOws(value: string): string {
   return value.slice(start, end);
 }
 
-function quote(text: string): string {
-  return JSON.stringify(text.length > 100 ? `${text.slice(0, 100)}...` : text);
-}
-
 export class CgiHeadParser {
   readonly #maxHeadBytes: number;
   #headBytes = 0;
@@ -46,6 +43,9 @@ export class CgiHeadParser {
   #statusText = '';
   #hasLocation = false;
   #isDone = false;
+  /** The line end of the head, set by its first line: LF-only heads are common (nginx takes them), mixed ones are not. */
+  #lineEnding: 'CRLF' | 'LF' | null = null;
+  #lineCount = 0;
 
   constructor(maxHeadBytes: number) {
     this.#maxHeadBytes = maxHeadBytes;
@@ -78,8 +78,9 @@ export class CgiHeadParser {
         this.#pendingLine = [];
       }
       pos = end;
-      let lineEnd = line.length;
-      if (lineEnd > 0 && line[lineEnd - 1] === CR) lineEnd--;
+      const isCrlf = line.length > 0 && line[line.length - 1] === CR;
+      this.#checkLineEnd(isCrlf ? 'CRLF' : 'LF');
+      const lineEnd = isCrlf ? line.length - 1 : line.length;
       if (lineEnd === 0) {
         this.#isDone = true;
         return { head: this.#head(), rest: chunk.subarray(pos) };
@@ -89,13 +90,27 @@ export class CgiHeadParser {
     return null;
   }
 
+  /**
+   * Every line ends as the first one did. A bare LF inside a CRLF head (or a CRLF inside an LF head) is how a value
+   * the backend copied from user input, stripped of CRLF but not of a lone LF, would add a header or end the head.
+   */
+  #checkLineEnd(ending: 'CRLF' | 'LF'): void {
+    this.#lineCount++;
+    if (this.#lineEnding === null) this.#lineEnding = ending;
+    else if (ending !== this.#lineEnding) {
+      throw new BadCgiHeadError(
+        `line ${this.#lineCount} of the CGI response head ends with ${ending === 'LF' ? 'a bare LF' : 'CRLF'} but the first line ended with ${this.#lineEnding}: expected one line end throughout the head`,
+      );
+    }
+  }
+
   #line(line: Buffer, lineEnd: number): void {
     if (line[0] === SP || line[0] === HT) {
       throw new BadCgiHeadError('a CGI header line starts with whitespace: obsolete line folding is not allowed');
     }
     const colon = line.indexOf(COLON);
     if (colon === -1 || colon >= lineEnd) {
-      throw new BadCgiHeadError(`CGI header line ${quote(line.toString('latin1', 0, lineEnd))} has no colon: expected "Name: value"`);
+      throw new BadCgiHeadError(`CGI header line ${quote(line.toString('latin1', 0, Math.min(lineEnd, 200)))} has no colon: expected "Name: value"`);
     }
     const name = line.toString('latin1', 0, colon);
     if (!HEADER_NAME.test(name)) {
@@ -103,7 +118,7 @@ export class CgiHeadParser {
     }
     const value = trimOws(line.toString('latin1', colon + 1, lineEnd));
     if (CONTROL.test(value)) {
-      throw new BadCgiHeadError(`CGI header ${name}: ${quote(value)} holds a control character: expected visible characters, spaces and tabs`);
+      throw new BadCgiHeadError(`CGI header ${redact(name)}: ${quote(value)} holds a control character: expected visible characters, spaces and tabs`);
     }
     const lowerName = name.toLowerCase();
     if (lowerName === 'status') {

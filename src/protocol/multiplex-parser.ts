@@ -3,6 +3,7 @@
 import { MalformedMultiplexError, PartHeadersTooLargeError, PartTooLargeError } from '../errors.ts';
 import type { MuxError } from '../errors.ts';
 import { CHANNEL_NAME } from './headers.ts';
+import { quote } from '../redact.ts';
 
 export interface Part {
   tokens: string[];
@@ -337,8 +338,12 @@ export class MultiplexParser {
       line = Buffer.concat(this.#pendingLine);
       this.#pendingLine = [];
     }
-    let lineEnd = line.length;
-    if (lineEnd > 0 && line[lineEnd - 1] === CR) lineEnd--;
+    // CRLF only: a backend that strips CRLF from user input but not a lone LF must not let it start a header line.
+    if (line.length === 0 || line[line.length - 1] !== CR) {
+      this.#malformed('a part header line ends with a bare LF: expected CRLF');
+      return length;
+    }
+    const lineEnd = line.length - 1;
     if (lineEnd === 0) {
       this.#state = BODY;
       this.#matched = 0;
@@ -355,12 +360,12 @@ export class MultiplexParser {
     }
     const colon = line.indexOf(COLON);
     if (colon === -1 || colon >= lineEnd) {
-      this.#malformed(`part header line ${JSON.stringify(line.toString('latin1', 0, Math.min(lineEnd, 100)))} has no colon: expected "Name: value"`);
+      this.#malformed(`part header line ${quote(line.toString('latin1', 0, Math.min(lineEnd, 200)))} has no colon: expected "Name: value"`);
       return;
     }
     const name = line.toString('latin1', 0, colon);
     if (!HEADER_NAME.test(name)) {
-      this.#malformed(`part header name ${JSON.stringify(name.slice(0, 100))} is not a valid token`);
+      this.#malformed(`part header name ${quote(name)} is not a valid token`);
       return;
     }
     const lowerName = name.toLowerCase();
@@ -372,7 +377,7 @@ export class MultiplexParser {
       const value = trimOws(line.toString('latin1', colon + 1, lineEnd)).toLowerCase();
       if (value === 'true' || value === '1' || value === 'yes') this.#isClose = true;
       else if (value === 'false' || value === '0' || value === 'no') this.#isClose = false;
-      else this.#malformed(`Multiplex-Close: ${JSON.stringify(value.slice(0, 100))} is invalid: expected true, 1, yes, false, 0 or no`);
+      else this.#malformed(`Multiplex-Close: ${quote(value)} is invalid: expected true, 1, yes, false, 0 or no`);
     }
   }
 
@@ -385,7 +390,7 @@ export class MultiplexParser {
       start = end + 1;
       if (item === '') continue;
       if (!syntax.test(item)) {
-        this.#malformed(`${header}: ${JSON.stringify(item.slice(0, 200))} is invalid: expected ${expected}`);
+        this.#malformed(`${header}: ${quote(item)} is invalid: expected ${expected}`);
         return;
       }
       if (this.#tokens.length + this.#channels.length >= this.#limits.maxTargetsPerPart) {
