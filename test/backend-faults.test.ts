@@ -36,6 +36,14 @@ test('a multiplexed response without a boundary is a 502 with a log line', async
   await assertStillServing();
 });
 
+test('a backend fault repeated with every request is one warning line per interval, each one still at debug', async () => {
+  const warned = () => mux.logs.filter((l) => l.kind === 'backend_bad_boundary' && l.level === 40).length;
+  const before = warned();
+  for (let i = 0; i < 50; i++) assert.equal((await fetch(`${mux.url}/broken.php?case=no-boundary`)).status, 502);
+  await mux.waitForLog((l) => l.level === 20 && l.msg === 'backend sent a multiplexed response without a usable boundary');
+  assert.ok(warned() - before <= 1, `${warned() - before} warn lines for 50 faults`);
+});
+
 test('an invalid Multiplex-Hold is a 502 with a log line', async () => {
   assert.equal((await fetch(`${mux.url}/broken.php?case=bad-hold`)).status, 502);
   await mux.waitForLog((l) => l.msg === 'backend sent a bad Multiplex-* header');

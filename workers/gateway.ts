@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Writable } from 'node:stream';
 import type { Config } from '../src/config.ts';
 import type { Logger } from '../src/log.ts';
+import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
 import { mintToken } from '../src/protocol/token.ts';
 import { AUTHORITY, parseRequestTarget } from '../src/protocol/request-target.ts';
 import { CgiHeadParser, type CgiHead } from '../src/protocol/cgi-response.ts';
@@ -44,6 +45,8 @@ export interface GatewayContext {
   partSink: ResponsePartSink;
   metrics: ShardMetrics;
   log: Logger;
+  /** Warnings a backend can repeat with every request, at most one line per kind per interval. */
+  warnings: RepeatedWarnings;
 }
 
 export class Gateway {
@@ -77,7 +80,7 @@ export class Gateway {
   }
 
   private async forward(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const { config, log, metrics } = this.ctx;
+    const { config, log, metrics, warnings } = this.ctx;
     const requestId = this.nextRequestId++;
     const token = mintToken(config.nodeId, this.ctx.shard);
     const declared = req.headers['content-length'];
@@ -98,7 +101,7 @@ export class Gateway {
       fcgi = await this.ctx.backend.request(cgiParams(req, token, config, contentLength), hasBody);
     } catch (error) {
       metrics.fastcgiErrors.inc({ kind: 'connect' });
-      log.warn({ requestId, err: (error as Error).message }, 'backend unavailable');
+      warnings.warn('backend_unavailable', { requestId, err: (error as Error).message }, 'backend unavailable');
       return this.fail(res, 502, 'Bad Gateway');
     }
     if (res.destroyed) {
@@ -110,7 +113,7 @@ export class Gateway {
       if (stderr.length < MAX_STDERR_LOGGED) stderr += chunk.toString('utf8', 0, MAX_STDERR_LOGGED - stderr.length);
     });
     fcgi.stderr.once('end', () => {
-      if (stderr !== '') log.warn({ requestId, uri: req.url, stderr }, 'backend stderr');
+      if (stderr !== '') warnings.warn('backend_stderr', { requestId, uri: req.url, stderr }, 'backend stderr');
     });
 
     const headParser = new CgiHeadParser(MAX_CGI_HEAD_BYTES);
@@ -126,7 +129,7 @@ export class Gateway {
       stopWaitingForHead();
       fcgi.abort();
       metrics.fastcgiErrors.inc({ kind: 'timeout' });
-      log.warn({ requestId, uri: req.url, timeoutMs: config.fastcgiTimeoutMs }, 'backend response head timed out');
+      warnings.warn('backend_timeout', { requestId, uri: req.url, timeoutMs: config.fastcgiTimeoutMs }, 'backend response head timed out');
       this.fail(res, 504, 'Gateway Timeout');
     };
     const stopWaitingForHead = () => {
@@ -154,7 +157,7 @@ export class Gateway {
         stopWaitingForHead();
         fcgi.stdout.resume();
         metrics.fastcgiErrors.inc({ kind: 'bad_head' });
-        log.warn({ requestId, uri: req.url, err: (error as Error).message }, 'backend sent a malformed CGI head');
+        warnings.warn('backend_bad_head', { requestId, uri: req.url, err: (error as Error).message }, 'backend sent a malformed CGI head');
         this.fail(res, 502, 'Bad Gateway');
         return;
       }
@@ -168,7 +171,7 @@ export class Gateway {
       // the client left and the request was aborted for it: no backend error
       if (res.destroyed) return void log.debug({ requestId, uri: req.url }, 'client left before the backend answered');
       metrics.fastcgiErrors.inc({ kind: 'no_head' });
-      log.warn({ requestId, uri: req.url, exit: String(fcgi.getExitStatus()) }, 'backend ended without a response head');
+      warnings.warn('backend_no_head', { requestId, uri: req.url, exit: String(fcgi.getExitStatus()) }, 'backend ended without a response head');
       this.fail(res, 502, 'Bad Gateway');
     };
     fcgi.stdout.on('data', onHeadData);
@@ -184,7 +187,7 @@ export class Gateway {
       boundary = multiplexBoundary(contentType);
     } catch (error) {
       this.ctx.metrics.fastcgiErrors.inc({ kind: 'bad_head' });
-      this.ctx.log.warn({ requestId, err: (error as Error).message }, 'backend sent a multiplexed response without a usable boundary');
+      this.ctx.warnings.warn('backend_bad_boundary', { requestId, err: (error as Error).message }, 'backend sent a multiplexed response without a usable boundary');
       fcgi.stdout.resume();
       return this.fail(res, 502, 'Bad Gateway');
     }
@@ -194,7 +197,7 @@ export class Gateway {
       streamHead = interpretStreamHead(req, head);
     } catch (error) {
       this.ctx.metrics.fastcgiErrors.inc({ kind: 'bad_head' });
-      this.ctx.log.warn({ requestId, err: (error as Error).message }, 'backend sent a bad Multiplex-* header');
+      this.ctx.warnings.warn('backend_bad_multiplex_header', { requestId, err: (error as Error).message }, 'backend sent a bad Multiplex-* header');
       fcgi.stdout.resume();
       return this.fail(res, 502, 'Bad Gateway');
     }
@@ -250,7 +253,7 @@ export class Gateway {
         const length = /^\d{1,15}$/.test(value) ? Number(value) : NaN;
         if (Number.isNaN(length) || (contentLength !== null && contentLength !== length)) {
           this.ctx.metrics.fastcgiErrors.inc({ kind: 'bad_head' });
-          this.ctx.log.warn({ contentLength: value }, 'backend sent an invalid or conflicting Content-Length');
+          this.ctx.warnings.warn('backend_bad_content_length', { contentLength: value }, 'backend sent an invalid or conflicting Content-Length');
           fcgi.stdout.resume();
           return this.fail(res, 502, 'Bad Gateway');
         }
@@ -281,11 +284,11 @@ export class Gateway {
         res.once('drain', () => fcgi.stdout.resume());
       }
       if (remaining === 0) res.end();
-      if (fits !== chunk) this.ctx.log.warn({ contentLength }, 'backend body longer than its Content-Length: the excess is dropped');
+      if (fits !== chunk) this.ctx.warnings.warn('backend_body_too_long', { contentLength }, 'backend body longer than its Content-Length: the excess is dropped');
     };
     if (rest.length >= remaining) {
       // The whole body came with the head: head and body leave in one write.
-      if (rest.length > remaining) this.ctx.log.warn({ contentLength }, 'backend body longer than its Content-Length: the excess is dropped');
+      if (rest.length > remaining) this.ctx.warnings.warn('backend_body_too_long', { contentLength }, 'backend body longer than its Content-Length: the excess is dropped');
       res.end(rest.length > remaining ? rest.subarray(0, remaining) : rest);
       remaining = 0;
     } else {
@@ -294,7 +297,7 @@ export class Gateway {
     fcgi.stdout.on('data', relayChunk);
     fcgi.stdout.once('end', () => {
       if (remaining === 0) return;
-      this.ctx.log.warn({ contentLength, missing: remaining }, 'backend body shorter than its Content-Length: connection closed');
+      this.ctx.warnings.warn('backend_body_too_short', { contentLength, missing: remaining }, 'backend body shorter than its Content-Length: connection closed');
       res.destroy();
     });
   }
