@@ -1,6 +1,6 @@
 // Listeners: accept paused sockets and move each to a shard; the main thread never reads a client byte.
 import net from 'node:net';
-import type { ListenAddress } from './config.ts';
+import { MAX_REFUSING, type ListenAddress } from './config.ts';
 import type { ShardPool } from './shards.ts';
 import type { MainMetrics } from './main-metrics.ts';
 import type { ListenerKind } from '../workers/http-front.ts';
@@ -11,12 +11,18 @@ const OVERLOADED = 'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nCon
 
 export class Acceptor {
   private readonly server: net.Server;
+  /** Refused connections still open, each holding a file descriptor until its 503 is out. */
+  #refusing = 0;
 
   /** maxConnections: beyond it (0: no limit), a new connection gets a fast 503 from the main thread. */
   constructor(kind: ListenerKind, shards: ShardPool, metrics: MainMetrics, maxConnections: number) {
     this.server = net.createServer({ pauseOnConnect: true, noDelay: true }, (socket) => {
       if (maxConnections > 0 && shards.connectionCount >= maxConnections) {
         metrics.refusedConnections.inc({ listener: kind });
+        // A flood beyond the limit must not spend the descriptors kept for the other listeners: the excess is closed unanswered.
+        if (this.#refusing >= MAX_REFUSING) return void socket.destroy();
+        this.#refusing++;
+        socket.once('close', () => this.#refusing--);
         socket.on('error', () => socket.destroy());
         // Whatever the client sent is discarded unread, so that closing does not reset the answer away.
         socket.resume();

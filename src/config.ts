@@ -1,6 +1,7 @@
 // MUX_* environment → one frozen, typed Config; every error names the variable, the value and what is expected.
 import { availableParallelism } from 'node:os';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { ConfigError } from './errors.ts';
 import { NODE_ID_PATTERN, MAX_SHARDS } from './protocol/token.ts';
 
@@ -33,8 +34,10 @@ export interface Config {
   maxRequestHeadBytes: number;
   maxRequestBytes: number;
   maxPushBytes: number;
-  /** Client connections across all shards; beyond, a new connection gets a fast 503. 0: no limit. */
+  /** Client connections across all shards; beyond, a new public connection gets a fast 503. 0: no limit. */
   maxConnections: number;
+  /** What the open-files limit leaves room for: maxConnections unless MUX_MAX_CONNECTIONS is set. */
+  connectionBudget: ConnectionBudget;
   headersTimeoutMs: number;
   /** A whole request, head and body, must arrive within this (node:http's requestTimeout); never below headersTimeoutMs. */
   requestTimeoutMs: number;
@@ -51,6 +54,15 @@ export interface Config {
   redisUrl: string | null;
   logLevel: LogLevel;
   logPretty: boolean;
+}
+
+export interface ConnectionBudget {
+  /** The soft open-files limit (RLIMIT_NOFILE); null where it cannot be read (not Linux). */
+  openFiles: number | null;
+  /** Client connections that fit in it beside the reserve; FALLBACK_MAX_CONNECTIONS where it cannot be read. */
+  connections: number;
+  /** MUX_MAX_CONNECTIONS was set, and maxConnections is its value. */
+  isOverridden: boolean;
 }
 
 type Env = Record<string, string | undefined>;
@@ -119,7 +131,74 @@ function parseRequestTimeouts(env: Env): { headersTimeoutMs: number; requestTime
   return { headersTimeoutMs, requestTimeoutMs };
 }
 
-export function loadConfig(env: Env): Readonly<Config> {
+/** The default MUX_MAX_CONNECTIONS where the open-files limit cannot be read. */
+export const FALLBACK_MAX_CONNECTIONS = 1000;
+/** File descriptors kept for the main thread: its own (~26), the three listeners, metrics scrapes, pushers, logs. */
+const RESERVED_FDS = 64;
+/** The most connections the public listener answers 503 at once; beyond, it closes them unanswered (src/acceptor.ts). */
+export const MAX_REFUSING = 32;
+/** File descriptors kept per shard beside its kept FastCGI connections: its thread (~5), its 2 Redis connections. */
+const RESERVED_FDS_PER_SHARD = 16;
+
+/**
+ * Client connections that fit in `openFiles` descriptors. A fixed reserve: the main thread's, the refusals in
+ * flight, each shard's (and its kept FastCGI connections). A fraction: a client connection with a request in flight
+ * also holds a FastCGI connection, so a quarter of what remains is for those: up to a third of the clients may wait
+ * on the backend at once. Held streams, once their head is out, hold none.
+ */
+export function connectionsFor(openFiles: number, shards: number, fastcgiKeepalive: number): number {
+  const reserved = RESERVED_FDS + MAX_REFUSING + shards * (RESERVED_FDS_PER_SHARD + fastcgiKeepalive);
+  return Math.max(1, Math.floor((openFiles - reserved) * 3 / 4));
+}
+
+/** The soft limit of "Max open files" in /proc/self/limits (Node has no getrlimit); null if there is none. */
+export function parseOpenFilesLimit(procLimits: string): number | null {
+  const match = /^Max open files +(\d+) /m.exec(procLimits);
+  return match === null ? null : Number(match[1]);
+}
+
+export function readOpenFilesLimit(): number | null {
+  try {
+    return parseOpenFilesLimit(readFileSync('/proc/self/limits', 'latin1'));
+  } catch {
+    return null;
+  }
+}
+
+function parseConnections(env: Env, openFiles: number | null, shards: number, fastcgiKeepalive: number) {
+  const connections = openFiles === null ? FALLBACK_MAX_CONNECTIONS : connectionsFor(openFiles, shards, fastcgiKeepalive);
+  const isOverridden = env.MUX_MAX_CONNECTIONS !== undefined && env.MUX_MAX_CONNECTIONS !== '';
+  return {
+    maxConnections: parseInteger(env, 'MUX_MAX_CONNECTIONS', connections, 0, 10_000_000),
+    connectionBudget: { openFiles, connections, isOverridden },
+  };
+}
+
+/** The start log line about the connection limit: a warning when MUX_MAX_CONNECTIONS lets the descriptors run out. */
+export function describeConnectionLimit(config: Pick<Config, 'maxConnections' | 'connectionBudget'>): { isWarning: boolean; message: string } {
+  const { maxConnections } = config;
+  const { openFiles, connections, isOverridden } = config.connectionBudget;
+  const beside = 'beside FastCGI, Redis, the listeners and pushers';
+  if (!isOverridden) {
+    const why = openFiles === null ? 'the open-files limit cannot be read here' : `the open-files limit of ${openFiles} leaves room for that many ${beside}`;
+    return { isWarning: false, message: `at most ${maxConnections} client connections: MUX_MAX_CONNECTIONS is unset, and ${why}` };
+  }
+  if (openFiles === null || (maxConnections > 0 && maxConnections <= connections)) {
+    const limit = maxConnections === 0 ? 'no limit on client connections' : `at most ${maxConnections} client connections`;
+    return { isWarning: false, message: `${limit} (MUX_MAX_CONNECTIONS=${maxConnections})` };
+  }
+  const excess = maxConnections === 0
+    ? `MUX_MAX_CONNECTIONS=0 sets no limit, but the open-files limit of ${openFiles} leaves room for ${connections} client connections`
+    : `MUX_MAX_CONNECTIONS=${maxConnections} is more than the ${connections} client connections the open-files limit of ${openFiles} leaves room for`;
+  return {
+    isWarning: true,
+    message: `${excess} ${beside}: beyond, file descriptors run out and /healthz, the push API and the backend become ` +
+      'unreachable; raise the open-files limit (ulimit -n, systemd LimitNOFILE=) or lower MUX_MAX_CONNECTIONS',
+  };
+}
+
+/** `openFiles`: the open-files limit the connection limit is derived from (read from /proc/self/limits by default). */
+export function loadConfig(env: Env, openFiles: number | null = readOpenFilesLimit()): Readonly<Config> {
   const nodeId = env.MUX_NODE_ID || randomBytes(6).toString('base64url');
   if (!NODE_ID_PATTERN.test(nodeId)) throw new ConfigError('MUX_NODE_ID', nodeId, '1 to 16 characters from [A-Za-z0-9_-]');
   const redisUrl = env.MUX_REDIS_URL || null;
@@ -129,15 +208,17 @@ export function loadConfig(env: Env): Readonly<Config> {
   const logLevel = (env.MUX_LOG_LEVEL || 'info') as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) throw new ConfigError('MUX_LOG_LEVEL', logLevel, `one of ${LOG_LEVELS.join(', ')}`);
   const pushSecret = env.MUX_PUSH_SECRET || null;
+  const shards = parseInteger(env, 'MUX_SHARDS', Math.min(availableParallelism(), MAX_SHARDS), 1, MAX_SHARDS);
+  const fastcgiKeepalive = parseInteger(env, 'MUX_FASTCGI_KEEPALIVE', 0, 0, 10_000);
   return Object.freeze({
     listen: parseListen(env, 'MUX_LISTEN', '0.0.0.0:8080'),
     pushListen: parseListen(env, 'MUX_PUSH_LISTEN', '127.0.0.1:8081'),
     metricsListen: parseListen(env, 'MUX_METRICS_LISTEN', '127.0.0.1:9464'),
-    shards: parseInteger(env, 'MUX_SHARDS', Math.min(availableParallelism(), MAX_SHARDS), 1, MAX_SHARDS),
+    shards,
     fastcgi: parseBackend(env),
     scriptFilename: env.MUX_SCRIPT_FILENAME ?? '',
     documentRoot: env.MUX_DOCUMENT_ROOT ?? '',
-    fastcgiKeepalive: parseInteger(env, 'MUX_FASTCGI_KEEPALIVE', 0, 0, 10_000),
+    fastcgiKeepalive,
     fastcgiTimeoutMs: parseSecondsAsMs(env, 'MUX_FASTCGI_TIMEOUT', 30),
     pushSecret,
     holdTimeoutMs: parseSecondsAsMs(env, 'MUX_HOLD_TIMEOUT', 0),
@@ -146,7 +227,7 @@ export function loadConfig(env: Env): Readonly<Config> {
     maxRequestHeadBytes: parseInteger(env, 'MUX_MAX_REQUEST_HEAD_BYTES', 16_384, 1024, 1 << 20),
     maxRequestBytes: parseInteger(env, 'MUX_MAX_REQUEST_BYTES', 8_388_608, 0, 1 << 30),
     maxPushBytes: parseInteger(env, 'MUX_MAX_PUSH_BYTES', 67_108_864, 1024, 2 ** 40),
-    maxConnections: parseInteger(env, 'MUX_MAX_CONNECTIONS', 0, 0, 10_000_000),
+    ...parseConnections(env, openFiles, shards, fastcgiKeepalive),
     ...parseRequestTimeouts(env),
     shutdownGraceMs: parseSecondsAsMs(env, 'MUX_SHUTDOWN_GRACE', 10),
     events: parseBoolean(env, 'MUX_EVENTS'),

@@ -1,6 +1,6 @@
 // Entry: read the config, start the server, stop it on SIGINT/SIGTERM.
 import type { AddressInfo } from 'node:net';
-import { loadConfig, type Config } from './config.ts';
+import { describeConnectionLimit, loadConfig, type Config } from './config.ts';
 import { ConfigError } from './errors.ts';
 import { createLogger } from './log.ts';
 import { startServer } from './server.ts';
@@ -23,6 +23,8 @@ function url(address: AddressInfo): string {
 const config = readConfig();
 const log = createLogger(config.logLevel, {}, config.logPretty);
 log.info({ config }, 'starting muxgate');
+const connectionLimit = describeConnectionLimit(config);
+log[connectionLimit.isWarning ? 'warn' : 'info']({ maxConnections: config.maxConnections, ...config.connectionBudget }, connectionLimit.message);
 try {
   const server = await startServer(config, log);
   log.info({

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { loadConfig } from '../src/config.ts';
+import { loadConfig, describeConnectionLimit, parseOpenFilesLimit, FALLBACK_MAX_CONNECTIONS } from '../src/config.ts';
 import { ConfigError } from '../src/errors.ts';
 
 test('defaults follow the design', () => {
@@ -46,6 +46,56 @@ test('accepted forms', () => {
   assert.equal(loadConfig({ MUX_HEADERS_TIMEOUT: '300' }).requestTimeoutMs, 300_000, 'the default never undercuts the headers timeout');
 });
 
+test('MUX_MAX_CONNECTIONS unset: what the open-files limit leaves room for beside a reserve; set, its value, 0 no limit', () => {
+  // (limit - 64 main thread - 32 refusals - shards × (16 + kept FastCGI connections)) × 3/4: a quarter for FastCGI requests.
+  const derived = (env: Record<string, string>, openFiles: number | null) => {
+    const config = loadConfig(env, openFiles);
+    return [config.maxConnections, config.connectionBudget];
+  };
+  assert.deepEqual(derived({ MUX_SHARDS: '2' }, 20_000), [14_904, { openFiles: 20_000, connections: 14_904, isOverridden: false }]);
+  assert.deepEqual(derived({ MUX_SHARDS: '1' }, 400), [216, { openFiles: 400, connections: 216, isOverridden: false }]);
+  assert.deepEqual(derived({ MUX_SHARDS: '2', MUX_FASTCGI_KEEPALIVE: '8' }, 20_000)[0], 14_892);
+  assert.deepEqual(derived({ MUX_SHARDS: '2', MUX_MAX_CONNECTIONS: '' }, 1024)[0], 672);
+  assert.deepEqual(derived({ MUX_SHARDS: '8' }, 64)[0], 1);
+  assert.deepEqual(derived({ MUX_SHARDS: '2' }, null), [FALLBACK_MAX_CONNECTIONS, { openFiles: null, connections: 1000, isOverridden: false }]);
+  assert.deepEqual(derived({ MUX_SHARDS: '2', MUX_MAX_CONNECTIONS: '0' }, 20_000), [0, { openFiles: 20_000, connections: 14_904, isOverridden: true }]);
+  assert.deepEqual(derived({ MUX_SHARDS: '2', MUX_MAX_CONNECTIONS: '50000' }, 20_000)[0], 50_000);
+});
+
+test('the open-files limit is the soft "Max open files" of /proc/self/limits', () => {
+  const limits = [
+    'Limit                     Soft Limit           Hard Limit           Units     ',
+    'Max processes             63704                63704                processes ',
+    'Max open files            1024                 524288               files     ',
+    'Max locked memory         8388608              8388608              bytes     ',
+  ].join('\n');
+  assert.equal(parseOpenFilesLimit(limits), 1024);
+  assert.equal(parseOpenFilesLimit(limits.replace('1024 ', 'unlimited')), null);
+  assert.equal(parseOpenFilesLimit(''), null);
+  // This process's own, as `ulimit -n` set it.
+  const config = fileURLToPath(new URL('../src/config.ts', import.meta.url));
+  const result = spawnSync('/bin/sh', ['-c', 'ulimit -n 321 && exec "$0" "$@"', process.execPath, '--input-type=module', '-e',
+    `import { readOpenFilesLimit } from ${JSON.stringify(config)}; console.log(readOpenFilesLimit());`], { encoding: 'utf8', timeout: 10_000 });
+  assert.equal(result.stdout, '321\n', result.stderr);
+});
+
+test('the start line about the connection limit warns when MUX_MAX_CONNECTIONS lets the descriptors run out', () => {
+  const described = (env: Record<string, string>, openFiles: number | null) => describeConnectionLimit(loadConfig({ MUX_SHARDS: '2', ...env }, openFiles));
+  const beside = 'beside FastCGI, Redis, the listeners and pushers';
+  const advice = 'beyond, file descriptors run out and /healthz, the push API and the backend become unreachable; raise the ' +
+    'open-files limit (ulimit -n, systemd LimitNOFILE=) or lower MUX_MAX_CONNECTIONS';
+  assert.deepEqual(described({}, 20_000), { isWarning: false, message: 'at most 14904 client connections: MUX_MAX_CONNECTIONS is ' +
+    `unset, and the open-files limit of 20000 leaves room for that many ${beside}` });
+  assert.deepEqual(described({}, null), { isWarning: false, message: 'at most 1000 client connections: MUX_MAX_CONNECTIONS is unset, ' +
+    'and the open-files limit cannot be read here' });
+  assert.deepEqual(described({ MUX_MAX_CONNECTIONS: '14904' }, 20_000), { isWarning: false, message: 'at most 14904 client connections (MUX_MAX_CONNECTIONS=14904)' });
+  assert.deepEqual(described({ MUX_MAX_CONNECTIONS: '0' }, null), { isWarning: false, message: 'no limit on client connections (MUX_MAX_CONNECTIONS=0)' });
+  assert.deepEqual(described({ MUX_MAX_CONNECTIONS: '14905' }, 20_000), { isWarning: true, message: 'MUX_MAX_CONNECTIONS=14905 is more than ' +
+    `the 14904 client connections the open-files limit of 20000 leaves room for ${beside}: ${advice}` });
+  assert.deepEqual(described({ MUX_MAX_CONNECTIONS: '0' }, 20_000), { isWarning: true, message: 'MUX_MAX_CONNECTIONS=0 sets no limit, but ' +
+    `the open-files limit of 20000 leaves room for 14904 client connections ${beside}: ${advice}` });
+});
+
 const BAD_VALUES: Array<[string, string, RegExp]> = [
   ['MUX_LISTEN', 'localhost', /host:port/],
   ['MUX_LISTEN', '1.2.3.4:70000', /0-65535/],
@@ -55,6 +105,7 @@ const BAD_VALUES: Array<[string, string, RegExp]> = [
   ['MUX_FASTCGI', 'php', /host:port/],
   ['MUX_HOLD_TIMEOUT', '-1', /seconds/],
   ['MUX_FASTCGI_KEEPALIVE', '-1', /integer from 0 to 10000/],
+  ['MUX_MAX_CONNECTIONS', '-5', /integer from 0 to 10000000/],
   ['MUX_MAX_PART_BYTES', '1e6', /integer/],
   ['MUX_MAX_BUFFERED_BYTES', '10', /integer from 1024/],
   ['MUX_EVENTS', 'maybe', /on or off/],

@@ -6,21 +6,19 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
-import { phpFpmAvailable, startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
+import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { metricValue, startMuxgate, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp } from './helpers/raw-http.ts';
 import { startKeptFastcgi } from './helpers/fake-fastcgi.ts';
 
 const PHP_ROOT = join(import.meta.dirname, 'php');
 const KEPT = 2;
-const skip = !phpFpmAvailable() && !process.env.CI ? 'php-fpm is not installed' : false;
 
 let fpm: PhpFpm;
 let kept: Muxgate;
 let perRequest: Muxgate;
 
 before(async () => {
-  if (skip) return;
   fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 8, flushEachEcho: false });
   const env = { MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '1' };
   kept = await startMuxgate({ ...env, MUX_FASTCGI_KEEPALIVE: String(KEPT) });
@@ -44,7 +42,7 @@ async function getEcho(mux: Muxgate, query: string): Promise<Record<string, unkn
   return (await response.json()) as Record<string, unknown>;
 }
 
-test('sequential requests go over one kept connection, not a connection each', { skip, timeout: 30_000 }, async () => {
+test('sequential requests go over one kept connection, not a connection each', { timeout: 30_000 }, async () => {
   const REQUESTS = 40;
   const closedBefore = fpmSockets('time-wait');
   for (let i = 0; i < REQUESTS; i++) {
@@ -60,7 +58,7 @@ test('sequential requests go over one kept connection, not a connection each', {
   assert.ok(fpmSockets('time-wait') - closedBefore - closedByKept >= REQUESTS, 'the per-request baseline did not close its connections');
 });
 
-test('requests with a body and bursts beyond the kept connections are answered', { skip, timeout: 30_000 }, async () => {
+test('requests with a body and bursts beyond the kept connections are answered', { timeout: 30_000 }, async () => {
   const body = randomBytes(200_000);
   const posted = await fetch(`${kept.url}/echo.php`, { method: 'POST', body });
   assert.equal(posted.status, 200);
@@ -73,7 +71,7 @@ test('requests with a body and bursts beyond the kept connections are answered',
   assert.ok(fpmSockets('established') <= KEPT, 'more connections than MUX_FASTCGI_KEEPALIVE stayed open');
 });
 
-test('kept connections closed by a php-fpm restart are replaced without failing a request', { skip, timeout: 30_000 }, async () => {
+test('kept connections closed by a php-fpm restart are replaced without failing a request', { timeout: 30_000 }, async () => {
   await getEcho(kept, 'before=restart');
   const { port } = fpm;
   await fpm.stop();
@@ -83,7 +81,7 @@ test('kept connections closed by a php-fpm restart are replaced without failing 
   assert.doesNotMatch(metrics, /^muxgate_fastcgi_errors_total\{[^}]*\} [1-9]/m, 'a request failed at the backend');
 });
 
-test('a client that leaves mid-request closes the kept connection it was using', { skip, timeout: 30_000 }, async () => {
+test('a client that leaves mid-request closes the kept connection it was using', { timeout: 30_000 }, async () => {
   await getEcho(kept, 'warm');
   const idle = fpmSockets('established');
   assert.ok(idle >= 1, 'no kept connection to reuse');

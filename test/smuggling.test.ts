@@ -249,26 +249,43 @@ test('a backend header with a bare CR, a folded line, a NUL or a bad name is a 5
   assert.equal(statusOf(fine), 203);
 });
 
-/** Two requests on one keep-alive connection to the fake backend, which answers `first`, then `second`. */
+const SECOND_ANSWER = 'Status: 200\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nsecond';
+
+/**
+ * Two requests on one keep-alive connection to the fake backend, which answers `first`, then `second`. The first
+ * response's head must arrive; the second request (`Connection: close`) is sent unless muxgate has closed the
+ * connection meanwhile, and the connection must then close.
+ */
 async function twoOnOneConnection(first: string): Promise<RawHttp> {
   backendStdout = Buffer.from(first, 'latin1');
   const client = await RawHttp.open(faked.url, 'GET /1 HTTP/1.1\r\nHost: muxgate\r\n\r\n');
-  await client.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the first response head').catch(() => {});
-  backendStdout = Buffer.from('Status: 200\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nsecond');
-  if (!client.hasClosed) client.socket.write('GET /2 HTTP/1.1\r\nHost: muxgate\r\nConnection: close\r\n\r\n');
-  await client.waitForClose(3000).catch(() => {});
-  client.close();
+  try {
+    await client.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the first response head');
+    backendStdout = Buffer.from(SECOND_ANSWER);
+    if (!client.hasClosed) client.socket.write('GET /2 HTTP/1.1\r\nHost: muxgate\r\nConnection: close\r\n\r\n');
+    await client.waitForClose(5000);
+  } finally {
+    client.close();
+  }
   return client;
 }
 
 test('a backend body longer than its Content-Length never reaches the client as another response', async () => {
   const client = await twoOnOneConnection('Content-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nX-Injected: yes\r\nContent-Length: 0\r\n\r\n');
+  assert.equal(statusOf(client.text), 200, JSON.stringify(client.text));
+  const firstEnd = client.text.indexOf('\r\n\r\n') + 4;
+  assert.match(client.text.slice(0, firstEnd), /\r\nContent-Length: 5\r\n/i);
+  assert.equal(client.text.slice(firstEnd, firstEnd + 5), 'hello');
+  // What follows the first response, if the connection was kept, is the answer to the second request and nothing else.
+  const rest = client.text.slice(firstEnd + 5);
+  assert.ok(rest === '' || /^HTTP\/1\.1 200 OK\r\n(?:[^\r\n]+\r\n)*\r\nsecond$/.test(rest), JSON.stringify(client.text));
   assert.doesNotMatch(client.text, /X-Injected/i);
 });
 
 test('a backend body shorter than its Content-Length ends the connection, so the next response is not read as its rest', async () => {
   const client = await twoOnOneConnection('Content-Length: 100\r\n\r\nshort');
   assert.equal(statusOf(client.text), 200);
+  assert.match(client.text, /\r\nContent-Length: 100\r\n(?:[^\r\n]+\r\n)*\r\nshort$/i);
   assert.equal(client.text.match(/HTTP\/1\.1 /g)!.length, 1, JSON.stringify(client.text));
 });
 
@@ -282,6 +299,7 @@ test('a backend Status of 1xx is a 502, not an interim response that pairs the n
   for (const status of ['100', '101 Switching Protocols', '103']) {
     const client = await twoOnOneConnection(`Status: ${status}\r\n\r\nHTTP/1.1 200 OK\r\nX-Injected: yes\r\nContent-Length: 0\r\n\r\n`);
     assert.equal(statusOf(client.text), 502, `Status: ${status}: ${JSON.stringify(client.text)}`);
+    assert.equal(client.text.match(/HTTP\/1\.1 /g)!.length, 1, `Status: ${status}: ${JSON.stringify(client.text)}`);
     assert.doesNotMatch(client.text, /X-Injected/i);
   }
 });

@@ -61,7 +61,9 @@ test('client disconnect, timeout and Multiplex-Close each reach the backend with
 test('a response that is not held sends no event', async () => {
   const response = await fetch(`${mux.url}/stream.php?tag=plain`);
   const token = response.headers.get('x-token')!;
-  await response.text();
+  assert.equal(response.status, 200);
+  assert.equal(await response.text(), `token=${token}\n`);
+  assert.match(token, /^[A-Za-z0-9_-]{1,16}\.[0-9a-z]+\.[A-Za-z0-9_-]{22}$/);
   const probe = await openStream('hold=stream&tag=probe');
   probe.client.close();
   await eventFor(probe.token);

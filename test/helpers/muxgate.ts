@@ -17,8 +17,16 @@ export interface Muxgate {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export async function startMuxgate(env: Record<string, string>): Promise<Muxgate> {
-  const child = spawn(process.execPath, [MAIN], {
+export interface MuxgateOptions {
+  /** Starts it under this open-files limit (soft and hard: `ulimit -n` in sh, then exec). */
+  openFilesLimit?: number;
+}
+
+export async function startMuxgate(env: Record<string, string>, options: MuxgateOptions = {}): Promise<Muxgate> {
+  const command = options.openFilesLimit === undefined
+    ? [process.execPath, MAIN]
+    : ['/bin/sh', '-c', `ulimit -n ${options.openFilesLimit} && exec "$0" "$@"`, process.execPath, MAIN];
+  const child = spawn(command[0], command.slice(1), {
     env: {
       PATH: process.env.PATH ?? '',
       MUX_LISTEN: '127.0.0.1:0',

@@ -62,10 +62,6 @@ export function findPhpFpm(): string | undefined {
   return undefined;
 }
 
-export function phpFpmAvailable(): boolean {
-  return findPhpFpm() !== undefined;
-}
-
 export async function startPhpFpm(options: PhpFpmOptions): Promise<PhpFpm> {
   const binary = findPhpFpm();
   if (binary === undefined) {
