@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { phpFpmAvailable } from './helpers/php-fpm.ts';
-import { runSoak } from '../bench/soak.ts';
+import { runSoak } from '../bench/soak/run.ts';
 
 const skip = !phpFpmAvailable() && !process.env.CI ? 'php-fpm is not installed' : false;
 
