@@ -3,8 +3,7 @@ import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
 
 /** V8's --trace-gc line for a full collection: the isolate (thread) and the heap it left, in MB. */
-const GC_TRACE = /^\[\d+:0x[0-9a-f]+\]/;
-const MARK_COMPACT = /\[\d+:(0x[0-9a-f]+)\]\s+[\d.]+ ms: (?:Incremental )?Mark-Compact [\d.]+ \([\d.]+\) -> ([\d.]+) \(/;
+const MARK_COMPACT = /^\[\d+:(0x[0-9a-f]+)\]\s+[\d.]+ ms: (?:Incremental )?Mark-Compact [\d.]+ \([\d.]+\) -> ([\d.]+) \(/;
 
 /**
  * Writes, in `dir`, a module that turns --trace-gc on in every thread of the process that imports it
@@ -17,22 +16,27 @@ export function writeTraceGcPreload(dir: string): string {
 }
 
 /**
- * Reads muxgate's --trace-gc lines as they come. What a full collection leaves is the live heap: unlike RSS it
- * does not wander with V8's sizing decisions, so a leak of a few KiB per stream shows within a minute.
+ * Reads muxgate's --trace-gc lines from the muxgate helper's log as they come, leaving every line there for its
+ * waitForLog. What a full collection leaves is the live heap: unlike RSS it does not wander with V8's sizing
+ * decisions, so a leak of a few KiB per stream shows within a minute.
  */
 export class LiveHeap {
   /** Per thread (V8 isolate): the heap its last full collection left, KiB. */
   readonly latest: Record<string, number> = {};
   collections = 0;
-  /** muxgate's other output lines (the helper keeps every line; GC lines are taken out as they are read) */
-  readonly lines: Array<Record<string, unknown>> = [];
+  readonly #logs: ReadonlyArray<Record<string, unknown>>;
+  /** Lines of #logs read so far. */
+  #readUpTo = 0;
 
-  read(logs: Array<Record<string, unknown>>): void {
-    for (const line of logs.splice(0)) {
-      if (line.level !== undefined || typeof line.msg !== 'string' || !GC_TRACE.test(line.msg)) {
-        this.lines.push(line);
-        continue;
-      }
+  constructor(logs: ReadonlyArray<Record<string, unknown>>) {
+    this.#logs = logs;
+  }
+
+  /** Takes in the full collections logged since the last read. */
+  read(): void {
+    for (; this.#readUpTo < this.#logs.length; this.#readUpTo++) {
+      const line = this.#logs[this.#readUpTo]!;
+      if (line.level !== undefined || typeof line.msg !== 'string') continue;
       const match = MARK_COMPACT.exec(line.msg);
       if (match === null) continue;
       this.latest[match[1]!] = Number(match[2]) * 1024;

@@ -71,8 +71,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       ...options.muxgateEnv,
       NODE_OPTIONS: `--import ${JSON.stringify(writeTraceGcPreload(workDir))} ${options.muxgateEnv?.NODE_OPTIONS ?? ''}`.trim(),
     });
-    const heap = new LiveHeap();
-    heap.read(mux.logs);
+    const heap = new LiveHeap(mux.logs);
+    heap.read();
     const pid = mux.child.pid!;
     await sleep(500);
     const baseline = resources(pid);
@@ -97,8 +97,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     const closeEvents = await checkCloseEvents(eventLog, churn.endedTokens, churn.failures);
     const warm = samples.filter((s) => s.t >= warmupSeconds);
     const trends = judgeResources(warm, warmupSeconds, limits);
-    heap.read(mux.logs);
-    const warnings = complaints(heap.lines, churn.failures);
+    heap.read();
+    const warnings = complaints(mux.logs, churn.failures);
 
     const failures = [...churn.failures.lines(), ...trends.failures];
     const result = {

@@ -67,7 +67,7 @@ export async function sampleChurn(options: SamplerOptions): Promise<Sample[]> {
     if (end.aborted || next >= seconds) return samples;
     const t = (performance.now() - startedAt) / 1000;
     const { heldStreams, openConnections } = await gauges(mux.metricsUrl);
-    heap.read(mux.logs);
+    heap.read();
     const sample = { t, ...resources(pid), heldStreams, openConnections, cycles: churn.cycles, liveHeapKiB: { ...heap.latest } };
     samples.push(sample);
     log(`t=${t.toFixed(0)}s rss=${(sample.rssKiB / 1024).toFixed(1)}MiB fds=${sample.fds} held=${heldStreams} conns=${openConnections} cycles=${sample.cycles}`
