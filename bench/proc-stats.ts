@@ -1,4 +1,4 @@
-// CPU time and resident memory of processes (all their threads), and how busy the machine is, read from /proc.
+// CPU time, resident memory and open fds of processes (all their threads), and how busy the machine is, read from /proc.
 import { readdirSync, readFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 
@@ -29,6 +29,11 @@ export function rssKiB(pid: number): number {
   const match = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
   if (match === null) throw new Error(`no VmRSS in /proc/${pid}/status`);
   return Number(match[1]);
+}
+
+/** Open file descriptors (sockets, pipes, files). */
+export function openFds(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
 }
 
 /** Busy and total CPU ticks of the whole machine (all CPUs). */

@@ -1,8 +1,21 @@
 // The soak of bench/soak.ts, one minute long: under churn against a real php-fpm, no live stream misses a
-// part, and muxgate's fds and memory stay flat.
+// part, and muxgate's fds and memory stay flat. And the soak's reader of muxgate's log.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { runSoak } from '../bench/soak.ts';
+import { startMuxgate } from './helpers/muxgate.ts';
+import { runSoak } from '../bench/soak/run.ts';
+import { LiveHeap } from '../bench/soak/live-heap.ts';
+
+test("reading the live heap leaves muxgate's log lines in place: waitForLog still finds an earlier line", async () => {
+  const mux = await startMuxgate({ MUX_SHARDS: '1', MUX_LOG_LEVEL: 'info' });
+  try {
+    const heap = new LiveHeap(mux.logs);
+    heap.read();
+    await mux.waitForLog((line) => String(line.msg).startsWith('muxgate listening'), 1000);
+  } finally {
+    await mux.stop();
+  }
+});
 
 test('a minute of churn: every live stream gets exactly its parts, fds and memory stay flat', { timeout: 240_000 }, async (t) => {
   const result = await runSoak({

@@ -3,8 +3,8 @@
 import { PublisherProcess } from '../publisher-process.ts';
 import { SubscriberPool } from '../subscriber-pool.ts';
 import type { Address, RunningSystem } from '../systems/system.ts';
-import { measureDeliveries, warmUp, type DeliveryRun, type PublishPlan } from './deliveries.ts';
-import { medianOf } from './stats.ts';
+import { measureDeliveries, warmUp, type DeliveryRun, type PublishPlan } from './delivery-run.ts';
+import { medianOf } from '../stats.ts';
 
 export interface SystemSpec {
   label: string;

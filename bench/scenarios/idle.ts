@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { CpuMeter, rssKiB } from '../proc-stats.ts';
 import { SubscriberPool } from '../subscriber-pool.ts';
 import type { SystemSpec } from './delivery-scenario.ts';
-import { medianOf } from './stats.ts';
+import { medianOf } from '../stats.ts';
 
 const SETTLE_MS = 2000;
 

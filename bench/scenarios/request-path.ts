@@ -9,7 +9,7 @@ import { CpuMeter, processTree } from '../proc-stats.ts';
 import { terminate, track } from '../child-processes.ts';
 import * as muxgate from '../systems/muxgate.ts';
 import * as nginxFastcgi from '../systems/nginx-fastcgi.ts';
-import { medianOf } from './stats.ts';
+import { medianOf } from '../stats.ts';
 
 const SCRIPT = fileURLToPath(new URL('../peers/hello.php', import.meta.url));
 const RELAY = fileURLToPath(new URL('../peers/node-fastcgi-relay.ts', import.meta.url));

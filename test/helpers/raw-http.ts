@@ -1,4 +1,4 @@
-// A raw TCP HTTP client: sends exact request bytes and collects exact response bytes.
+// A raw TCP HTTP client: sends exact request bytes and collects exact response bytes; and the chunked decoder for them.
 import net from 'node:net';
 
 export class RawHttp {
@@ -82,29 +82,86 @@ export class RawHttp {
 }
 
 /**
- * The body of a chunked HTTP/1.1 response decoded so far, and whether the last chunk arrived. An ordinary response
- * that muxgate had whole before answering is framed by Content-Length instead: its body is returned the same way.
+ * A chunked HTTP/1.1 body decoded as its bytes arrive (latin1 text: one character a byte), a whole chunk at a time.
+ * Strict, as a client checking muxgate's framing should be: hex sizes without extensions, CRLF after each chunk's
+ * data, no trailer fields (muxgate sends neither). The one chunked decoder of the tests and the bench.
+ */
+export class ChunkedDecoder {
+  /** The last chunk and the blank line after it arrived. */
+  isComplete = false;
+  /** What was wrong with the framing, and the text there; once set, nothing more is decoded. */
+  error: { reason: string; near: string } | null = null;
+  /** What came after the end of the body. */
+  rest = '';
+  /** Undecoded text: a size line or a chunk not whole yet. */
+  #pending = '';
+  /** The size of the chunk whose data comes next, or -1 while a size line does. */
+  #size = -1;
+  #isLastChunk = false;
+
+  /** Takes the next bytes of the body; returns the data of the chunks they completed. */
+  decode(text: string): string {
+    if (this.error !== null) return '';
+    if (this.isComplete) {
+      this.rest += text;
+      return '';
+    }
+    const input = this.#pending === '' ? text : this.#pending + text;
+    let body = '';
+    let at = 0;
+    for (;;) {
+      if (this.#size === -1) {
+        const lineEnd = input.indexOf('\r\n', at);
+        if (lineEnd === -1) break;
+        const line = input.slice(at, lineEnd);
+        at = lineEnd + 2;
+        if (this.#isLastChunk) {
+          if (line !== '') return this.#fail(body, 'trailer after the last chunk', line);
+          this.isComplete = true;
+          this.rest = input.slice(at);
+          this.#pending = '';
+          return body;
+        }
+        if (!/^[0-9a-f]+$/i.test(line)) return this.#fail(body, 'bad chunk size', line);
+        const size = parseInt(line, 16);
+        if (size === 0) this.#isLastChunk = true;
+        else this.#size = size;
+        continue;
+      }
+      if (input.length - at < this.#size + 2) break;
+      if (!input.startsWith('\r\n', at + this.#size)) return this.#fail(body, 'chunk not followed by CRLF', input.slice(at + this.#size));
+      body += input.slice(at, at + this.#size);
+      at += this.#size + 2;
+      this.#size = -1;
+    }
+    this.#pending = input.slice(at);
+    return body;
+  }
+
+  #fail(body: string, reason: string, near: string): string {
+    this.error = { reason, near: near.slice(0, 80) };
+    this.#pending = '';
+    return body;
+  }
+}
+
+/**
+ * The body of a chunked HTTP/1.1 response decoded so far (whole chunks), and whether the last chunk arrived. An
+ * ordinary response that muxgate had whole before answering is framed by Content-Length instead: its body is
+ * returned the same way.
  */
 export function decodeChunked(text: string): { body: string; isComplete: boolean } {
   const headEnd = text.indexOf('\r\n\r\n');
+  if (headEnd < 0) return { body: '', isComplete: false };
   const head = text.slice(0, headEnd);
   const contentLength = /\r\ncontent-length: *(\d+)\r?$/im.exec(head);
-  if (headEnd >= 0 && contentLength !== null && !/\r\ntransfer-encoding:/i.test(head)) {
+  if (contentLength !== null && !/\r\ntransfer-encoding:/i.test(head)) {
     const body = text.slice(headEnd + 4, headEnd + 4 + Number(contentLength[1]));
     return { body, isComplete: body.length === Number(contentLength[1]) };
   }
-  let at = headEnd + 4;
-  let body = '';
-  while (at < text.length) {
-    const lineEnd = text.indexOf('\r\n', at);
-    if (lineEnd < 0) break;
-    const size = parseInt(text.slice(at, lineEnd), 16);
-    if (size === 0) return { body, isComplete: text.startsWith('\r\n', lineEnd + 2) };
-    if (lineEnd + 2 + size + 2 > text.length) break;
-    body += text.slice(lineEnd + 2, lineEnd + 2 + size);
-    at = lineEnd + 2 + size + 2;
-  }
-  return { body, isComplete: false };
+  const decoder = new ChunkedDecoder();
+  const body = decoder.decode(text.slice(headEnd + 4));
+  return { body, isComplete: decoder.isComplete };
 }
 
 /** A multipart body for the push API or a test backend. */
