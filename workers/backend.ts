@@ -3,7 +3,6 @@ import { createRequire } from 'node:module';
 import type { Readable, Writable } from 'node:stream';
 import type { BackendAddress } from '../src/config.ts';
 import { MuxError } from '../src/errors.ts';
-import { encodeParams } from '../src/protocol/fastcgi-records.ts';
 
 export interface FastcgiRequest {
   stdin: Writable;
@@ -15,10 +14,11 @@ export interface FastcgiRequest {
 
 interface FastcgiClient {
   /**
-   * params: name-value pairs, or their FastCGI encoding, which the client sends as is. bodyless: stdin is ended at
-   * once; such a request may use a kept connection, and is sent again on a new one if that turns out closed unanswered.
+   * params: name-value pairs, which the patched client encodes with src/protocol/fastcgi-records.ts. bodyless: stdin is
+   * ended at once; such a request may use a kept connection, and is sent again on a new one if that turns out closed
+   * unanswered.
    */
-  request(params: Record<string, string> | Buffer, callback: (error: Error | null, request: FastcgiRequest) => void, bodyless: boolean): void;
+  request(params: Record<string, string>, callback: (error: Error | null, request: FastcgiRequest) => void, bodyless: boolean): void;
   once(event: 'ready', listener: () => void): void;
   /** A request is sent again: the kept connection it went on was closed before any answer. */
   on(event: 'retry', listener: () => void): void;
@@ -59,7 +59,7 @@ export class Backend {
   async request(params: Record<string, string>, hasBody: boolean): Promise<FastcgiRequest> {
     await this.ready;
     return new Promise((resolve, reject) => {
-      this.client.request(encodeParams(params), (error, request) => {
+      this.client.request(params, (error, request) => {
         if (error) return reject(new BackendUnavailableError(error.message));
         request.stdin.on('error', ignoreWriteError);
         if (!hasBody) request.stdin.end();
