@@ -56,3 +56,10 @@ export class PushTooLargeError extends MuxError {
     super('MUX_ERR_PUSH_TOO_LARGE', `the push body exceeds MUX_MAX_PUSH_BYTES (${limit} bytes); the parts before the limit were routed`);
   }
 }
+
+/** FastCGI records or name-value pairs broke the FastCGI 1.0 format. */
+export class MalformedFastcgiError extends MuxError {
+  constructor(message: string) {
+    super('MUX_ERR_MALFORMED_FASTCGI', message);
+  }
+}

@@ -17,7 +17,11 @@ import {
   CHANNEL_NAME, multiplexBoundary, parseChannelSubscriptions, parseHold, parseKeepAlive, parseList, parseMediaType, parseSeconds, unescapeC,
 } from '../src/protocol/headers.ts';
 import { MAX_SHARDS, NODE_ID_PATTERN, localTokenShard, mintToken, parseTokenRoute } from '../src/protocol/token.ts';
-import { BadCgiHeadError, BadHeaderValueError, MuxError } from '../src/errors.ts';
+import {
+  FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_MAX_RECORD_BYTES, FCGI_PARAMS, FCGI_STDOUT, FCGI_UNKNOWN_TYPE, RecordDecoder, decodeParams, encodeParams,
+  encodeRecords,
+} from '../src/protocol/fastcgi-records.ts';
+import { BadCgiHeadError, BadHeaderValueError, MalformedFastcgiError, MuxError } from '../src/errors.ts';
 
 function envInteger(name: string, fallback: number): number {
   const text = process.env[name];
@@ -49,7 +53,7 @@ function runParameters(numRuns = RUNS): { numRuns: number; seed?: number; path?:
 
 // A synchronous infinite loop cannot be timed out from its own thread: a watchdog thread watches the run
 // counter and, when one run stays busy for HANG_MS, saves that input to a file and kills the process.
-const LABELS = ['MultiplexParser', 'CgiHeadParser', 'header values', 'tokens'] as const;
+const LABELS = ['MultiplexParser', 'CgiHeadParser', 'header values', 'tokens', 'FastCGI records', 'FastCGI params'] as const;
 type Label = (typeof LABELS)[number];
 const WATCHED_BYTES = 4 * 1024 * 1024;
 // [run counter, busy flag, input length, label index]
@@ -777,6 +781,135 @@ describe('fuzz: tokens', () => {
   });
 });
 
+// ---- FastCGI records ----
+
+/** Heads (valid, of another version, of fixed-size types with other sizes), lengths and padding bytes. */
+const FASTCGI_DICTIONARY = [
+  '\x01\x06\x00\x01\x00\x05\x03\x00', '\x01\x03\x00\x01\x00\x08\x00\x00', '\x01\x03\x00\x01\x00\x02\x00\x00', '\x01\x06\x00\x01\x00\x00\x00\x00',
+  '\x01\x06\xff\xff\xff\xff\xff\x00', '\x02\x06\x00\x01', '\x00', '\x01', '\x08', '\xff', '\xff\xff', '\x00\x00\x00\x00\x00\x00\x00', '\x80\x00\x00\x01',
+];
+const FIXED_SIZE_TYPES = new Set([FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_UNKNOWN_TYPE]);
+
+const fastcgiRecordArb = fc.record({
+  type: fc.oneof({ weight: 4, arbitrary: fc.constantFrom(FCGI_STDOUT, FCGI_PARAMS, FCGI_END_REQUEST) }, { weight: 1, arbitrary: fc.nat(255) }),
+  requestId: fc.oneof(fc.constant(1), fc.nat(65_535)),
+  content: fc.oneof(
+    { weight: 8, arbitrary: fc.uint8Array({ maxLength: 60 }) },
+    { weight: 1, arbitrary: fc.integer({ min: 0, max: 70_000 }).map((length) => new Uint8Array(length).fill(0x61)) },
+  ),
+}).map(({ type, requestId, content }) => encodeRecords(type, requestId, FIXED_SIZE_TYPES.has(type) ? new Uint8Array(8) : content));
+
+const validRecordsArb = fc.array(fastcgiRecordArb, { maxLength: 6 }).map((records) => Buffer.concat(records));
+
+interface RecordsOutcome {
+  records: Array<{ type: number; requestId: number; content: Buffer }>;
+  error: MuxError | null;
+}
+
+/** push() every chunk, then check that more input after an error changes nothing. */
+function runRecords(chunks: readonly Buffer[]): RecordsOutcome {
+  const outcome: RecordsOutcome = { records: [], error: null };
+  const decoder = new RecordDecoder({
+    onRecord(type, requestId, content) {
+      assert.equal(outcome.error, null, 'a record was delivered after an error');
+      outcome.records.push({ type, requestId, content });
+    },
+    onError(error) {
+      assert.equal(outcome.error, null, 'a second error');
+      outcome.error = error;
+    },
+  });
+  try {
+    for (const chunk of chunks) decoder.push(chunk);
+  } catch (error) {
+    assert.fail(`RecordDecoder threw out of push(): ${String(error)}`);
+  }
+  assert.equal(decoder.isDone, outcome.error !== null, 'isDone disagrees with the error');
+  if (outcome.error !== null) {
+    assert.ok(outcome.error instanceof MalformedFastcgiError && outcome.error.code === 'MUX_ERR_MALFORMED_FASTCGI', `undocumented error: ${String(outcome.error)}`);
+    const count = outcome.records.length;
+    decoder.push(encodeRecords(FCGI_STDOUT, 1, latin1('late')));
+    assert.equal(outcome.records.length, count, 'a record was delivered after an error');
+  }
+  return outcome;
+}
+
+/**
+ * For input pushed as one chunk, the records are the input's, one after another from its start: each content a view
+ * of the input right after a head that gives its type, request id and length. Decoding stops where the input ends
+ * inside a record, or with the error at a head that is not version 1 or gives a fixed-size body another size.
+ */
+function checkRecordsInInput(input: Buffer, outcome: RecordsOutcome): void {
+  let at = 0;
+  for (const { type, requestId, content } of outcome.records) {
+    assert.ok(at + 8 + content.length <= input.length, `a record at ${at} runs past the input`);
+    assert.deepEqual([input[at], input[at + 1], input.readUInt16BE(at + 2), input.readUInt16BE(at + 4)], [1, type, requestId, content.length], `the head at ${at}`);
+    if (content.length > 0) assert.ok(content.buffer === input.buffer && content.byteOffset === input.byteOffset + at + 8, `the content at ${at} is not a view of the input`);
+    at += 8 + content.length + input[at + 6]!;
+  }
+  const rest = input.length - at;
+  if (outcome.error === null) {
+    assert.ok(rest <= 0 || rest < 8 || rest < 8 + input.readUInt16BE(at + 4), `a whole record at ${at} was not delivered`);
+    return;
+  }
+  assert.ok(rest >= 8, 'an error without a whole head');
+  const type = input[at + 1]!;
+  assert.ok(input[at] !== 1 || (FIXED_SIZE_TYPES.has(type) && input.readUInt16BE(at + 4) !== 8), `an error at a valid head (${input.toString('hex', at, at + 8)})`);
+}
+
+const recordsSummary = (outcome: RecordsOutcome) => ({
+  records: outcome.records.map(({ type, requestId, content }) => [type, requestId, content.toString('latin1')]),
+  error: outcome.error?.message ?? null,
+});
+
+function fuzzRecords(input: Buffer, chunking: number[] | 'bytes'): void {
+  timed('FastCGI records', input, () => {
+    const whole = runRecords([input]);
+    checkRecordsInInput(input, whole);
+    assert.deepEqual(recordsSummary(runRecords(cut(input, chunking))), recordsSummary(whole), 'the chunking changed the outcome');
+  });
+}
+
+const paramsArb = fc.dictionary(
+  fc.oneof(fc.string({ maxLength: 20 }), fc.string({ unit: 'grapheme', maxLength: 8 })),
+  fc.oneof(fc.string({ maxLength: 40 }), fc.string({ unit: 'grapheme', maxLength: 20 }), fc.nat(300).map((length) => 'v'.repeat(length))),
+  { maxKeys: 8 },
+);
+
+describe('fuzz: FastCGI records', () => {
+  it('damaged valid record streams: records that were in the input, or MalformedFastcgiError', () => {
+    fc.assert(fc.property(validRecordsArb, editsArb(FASTCGI_DICTIONARY), chunkingArb, (input, edits, chunking) => fuzzRecords(damage(input, edits), chunking)), runParameters());
+  });
+
+  it('random bytes and soups of heads', () => {
+    const inputArb = fc.oneof(fc.uint8Array({ maxLength: 400 }).map((a) => Buffer.from(a)), soupArb(FASTCGI_DICTIONARY, 40).map(latin1));
+    fc.assert(fc.property(inputArb, chunkingArb, fuzzRecords), runParameters());
+  });
+
+  it('damaged params: name-value pairs or MalformedFastcgiError', () => {
+    fc.assert(
+      fc.property(paramsArb, editsArb(FASTCGI_DICTIONARY, { minLength: 0 }), (params, edits) => {
+        const input = damage(encodeParams(params), edits);
+        timed('FastCGI params', input, () => {
+          let decoded: Map<string, string>;
+          try {
+            decoded = decodeParams(input);
+          } catch (error) {
+            assert.ok(error instanceof MalformedFastcgiError && error.code === 'MUX_ERR_MALFORMED_FASTCGI', `undocumented error: ${String(error)}`);
+            return;
+          }
+          if (edits.length === 0) assert.deepEqual(decoded, new Map(Object.entries(params)));
+          // each pair takes at least its two length bytes and its bytes
+          let bytes = 0;
+          for (const [name, value] of decoded) bytes += 2 + Buffer.byteLength(name.replaceAll('\ufffd', '')) + Buffer.byteLength(value.replaceAll('\ufffd', ''));
+          assert.ok(bytes <= input.length, `${decoded.size} pairs of ${bytes} bytes from ${input.length} bytes of input`);
+        });
+      }),
+      runParameters(),
+    );
+  });
+});
+
 // ---- memory ----
 
 // Found by this file: a part fed in tiny chunks kept one Buffer view per chunk, about 140 bytes of heap per body
@@ -795,4 +928,22 @@ it('MultiplexParser holds a part fed one byte at a time in about its own size', 
   const held = process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers - before;
   parser.push(latin1('\r\n--B--'));
   assert.ok(held < 8 * size, `a ${size}-byte part fed byte by byte holds ${(held / size).toFixed(0)} bytes per byte`);
+});
+
+it('RecordDecoder holds a record fed one byte at a time in about its own size', () => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  let delivered = 0;
+  const decoder = new RecordDecoder({ onRecord(_type, _requestId, content) { delivered = content.length; }, onError(error) { assert.fail(error) } });
+  const input = encodeRecords(FCGI_STDOUT, 1, Buffer.alloc(65_535, 0x61));
+  gc();
+  const before = process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers;
+  // all but the content's last byte: the record is still being gathered
+  const gathered = 8 + 65_534;
+  for (let i = 0; i < gathered; i++) decoder.push(input.subarray(i, i + 1));
+  gc();
+  const held = process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers - before;
+  decoder.push(input.subarray(gathered));
+  assert.equal(delivered, 65_535);
+  assert.ok(held < 4 * FCGI_MAX_RECORD_BYTES, `a record fed byte by byte holds ${held} bytes`);
 });

@@ -14,10 +14,11 @@ export interface FastcgiRequest {
 
 interface FastcgiClient {
   /**
-   * params: name-value pairs, or their FastCGI encoding, which the client sends as is. bodyless: stdin is ended at
-   * once; such a request may use a kept connection, and is sent again on a new one if that turns out closed unanswered.
+   * params: name-value pairs, which the patched client encodes with src/protocol/fastcgi-records.ts. bodyless: stdin is
+   * ended at once; such a request may use a kept connection, and is sent again on a new one if that turns out closed
+   * unanswered.
    */
-  request(params: Record<string, string> | Buffer, callback: (error: Error | null, request: FastcgiRequest) => void, bodyless: boolean): void;
+  request(params: Record<string, string>, callback: (error: Error | null, request: FastcgiRequest) => void, bodyless: boolean): void;
   once(event: 'ready', listener: () => void): void;
   /** A request is sent again: the kept connection it went on was closed before any answer. */
   on(event: 'retry', listener: () => void): void;
@@ -58,7 +59,7 @@ export class Backend {
   async request(params: Record<string, string>, hasBody: boolean): Promise<FastcgiRequest> {
     await this.ready;
     return new Promise((resolve, reject) => {
-      this.client.request(encodeParams(params), (error, request) => {
+      this.client.request(params, (error, request) => {
         if (error) return reject(new BackendUnavailableError(error.message));
         request.stdin.on('error', ignoreWriteError);
         if (!hasBody) request.stdin.end();
@@ -73,47 +74,3 @@ export class Backend {
  * unhandled, that error would end the shard. The request's stdout, which ends with the connection, tells the outcome.
  */
 function ignoreWriteError(): void {}
-
-/**
- * The FCGI_PARAMS body of name-value pairs (FastCGI 1.0 §3.4), in one buffer: given an object, fastcgi-client builds
- * three buffers per pair through the deprecated Buffer constructor, a sizeable part of a request's CPU.
- */
-export function encodeParams(params: Record<string, string>): Buffer {
-  // ASCII names and values (the usual case): lengths are string lengths, and the whole body is one latin1 string.
-  let text = '';
-  let all = '';
-  for (const name in params) all += name + params[name];
-  if (!NON_ASCII.test(all)) {
-    for (const name in params) {
-      const value = params[name];
-      text += encodedLength(name.length) + encodedLength(value.length) + name + value;
-    }
-    return Buffer.from(text, 'latin1');
-  }
-  let size = 0;
-  for (const name in params) {
-    const nameLength = Buffer.byteLength(name);
-    const valueLength = Buffer.byteLength(params[name]);
-    size += (nameLength > 127 ? 4 : 1) + (valueLength > 127 ? 4 : 1) + nameLength + valueLength;
-  }
-  const out = Buffer.allocUnsafe(size);
-  let at = 0;
-  for (const name in params) {
-    const value = params[name];
-    const nameLength = Buffer.byteLength(name);
-    const valueLength = Buffer.byteLength(value);
-    at = nameLength > 127 ? out.writeUInt32BE((nameLength | 0x80000000) >>> 0, at) : out.writeUInt8(nameLength, at);
-    at = valueLength > 127 ? out.writeUInt32BE((valueLength | 0x80000000) >>> 0, at) : out.writeUInt8(valueLength, at);
-    at += out.write(name, at);
-    at += out.write(value, at);
-  }
-  return out;
-}
-
-const NON_ASCII = /[^\x00-\x7f]/;
-
-/** A name-value pair's length as latin1 characters: one byte below 128, else four with the high bit set. */
-function encodedLength(length: number): string {
-  if (length < 128) return String.fromCharCode(length);
-  return String.fromCharCode(((length >>> 24) & 0x7f) | 0x80, (length >>> 16) & 0xff, (length >>> 8) & 0xff, length & 0xff);
-}
