@@ -37,10 +37,9 @@ check() {
   command -v redis-cli >/dev/null 2>&1 || need redis-cli redis-tools
   # Playwright drives this exact binary (test/browser.test.ts).
   [ -x "$root/usr/bin/chromium" ] || need /usr/bin/chromium chromium
-  # examples/push-from-cron/push.sh posts with curl; ss counts FastCGI connections; npm install applies patches/ with git.
+  # examples/push-from-cron/push.sh posts with curl; ss counts FastCGI connections.
   command -v curl >/dev/null 2>&1 || need curl curl
   command -v ss >/dev/null 2>&1 || need ss iproute2
-  command -v git >/dev/null 2>&1 || need git git
 }
 
 check
