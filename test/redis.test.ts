@@ -8,6 +8,7 @@ import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { startRedis, type RedisServer } from './helpers/redis.ts';
 import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
+import { publishInOrder, writersOnEveryShard } from './helpers/rooms.ts';
 
 const PHP_ROOT = join(import.meta.dirname, 'php');
 let fpm: PhpFpm;
@@ -160,4 +161,23 @@ test('a stream held on node A resumes on node B from the shared history: no gap,
   await late.waitFor((t) => decodeChunked(t).body.includes('event: muxgate-gap') && events(late).length >= 4, 5000, 'the gap notice');
   assert.deepEqual(events(late).map((e) => e.data), ['b', 'c', 'd', 'e']);
   late.close();
+});
+
+test('order: 200 messages published one after another through every shard of two nodes reach every reader in the order they were answered, resumes on the other node included', async () => {
+  const env = (nodeId: string) => ({
+    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '3', MUX_REDIS_URL: redis.url, MUX_NODE_ID: nodeId,
+    MUX_CHANNEL_HISTORY: '1000', MUX_LOG_LEVEL: 'info',
+  });
+  const nodes = await Promise.all([startMuxgate(env('order-a')), startMuxgate(env('order-b'))]);
+  const writers = await Promise.all(nodes.map((node) => writersOnEveryShard(node.url, 3)));
+  try {
+    for (const node of nodes) await waitForMetric(node.metricsUrl, 'muxgate_redis_up', (n) => n === 3, 10_000);
+    // Through every shard of both nodes; a message through shard 0 (which has channel parts numbered by Redis) right
+    // after one through another shard of the same node is the likeliest to overtake it.
+    const route: Array<[number, number]> = [[0, 1], [0, 0], [1, 1], [1, 0], [0, 2], [0, 0], [1, 2], [1, 0]];
+    await publishInOrder('order', nodes.map((node, i) => ({ url: node.url, writers: writers[i].byShard })), route, 200, 20);
+  } finally {
+    for (const connection of writers.flatMap((w) => w.all)) connection.close();
+    await Promise.all(nodes.map((node) => node.stop()));
+  }
 });

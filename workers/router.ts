@@ -168,8 +168,9 @@ export class Router {
     }
   }
 
-  createReceipt(): PushReceipt {
-    const receipt = new PushReceipt(this.nextId++);
+  /** A push's receipt tallies what it reached (isTallying); a response's only waits for its parts to be handed on. */
+  createReceipt(isTallying = true): PushReceipt {
+    const receipt = new PushReceipt(this.nextId++, isTallying);
     this.receipts.set(receipt.id, receipt);
     return receipt;
   }
@@ -338,7 +339,7 @@ export class Router {
 
   private undeliverable(reason: string, token: string, receipt: PushReceipt | null): void {
     this.metrics.undeliverable.inc({ reason });
-    if (receipt !== null) receipt.gone.push(token);
+    receipt?.noteGone(token);
   }
 
   /** Queues an item for another shard; false when that shard is down. */
