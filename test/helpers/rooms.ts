@@ -51,19 +51,23 @@ export interface Node {
 
 /**
  * Publishes `rounds` messages to the room one after another, each through the next writer of `route` (a node and
- * a shard), each sent only once the previous one was answered. Meanwhile, every `resumeEvery` rounds, a reader
- * leaves and comes back on the next node with its Last-Event-ID, while the publishing goes on. Every reader must
- * get every message from when it joined, in the order they were answered, once, with increasing ids.
+ * a shard), each sent only once the previous one was answered. Every `resumeEvery` rounds, while the publishing goes
+ * on, a reader leaves and comes back on the next node with its Last-Event-ID, and a newcomer joins there with the
+ * first message's id (its replay, of everything so far, keeps the sequencer busy). Every reader must get every
+ * message from where it joined, in the order they were answered, once, with increasing ids.
  */
 export async function publishInOrder(room: string, nodes: Node[], route: Array<[node: number, shard: number]>, rounds: number,
   resumeEvery: number): Promise<void> {
   const sent: string[] = [];
-  // Each reader: its client, its node, and how many of the messages had been answered before it joined.
-  const readers: Array<{ client: RawHttp; node: number; from: number; isResumed: boolean }> = [];
+  // Each reader: its client, its node, and the index of the first message it is to get.
+  type Reader = { client: RawHttp; node: number; from: number; how: string };
+  const readers: Reader[] = [];
   for (let node = 0; node < nodes.length; node++) {
-    for (let i = 0; i < 3; i++) readers.push({ client: (await joinRoom(nodes[node].url, room)).client, node, from: 0, isResumed: false });
+    for (let i = 0; i < 3; i++) readers.push({ client: (await joinRoom(nodes[node].url, room)).client, node, from: 0, how: 'live' });
   }
-  const resumes: Promise<void>[] = [];
+  const newcomers: Reader[] = [];
+  const joins: Promise<void>[] = [];
+  let firstId = '';
   for (let round = 0; round < rounds; round++) {
     if (round > 0 && round % resumeEvery === 0) {
       const which = (round / resumeEvery) % readers.length;
@@ -71,13 +75,16 @@ export async function publishInOrder(room: string, nodes: Node[], route: Array<[
       // It leaves after the last message answered, and resumes from that message's id on the next node.
       const seen = sent.length - leaving.from;
       await leaving.client.waitFor(() => sseEvents(leaving.client).length >= seen, 10_000, `${seen} messages before leaving`);
-      const lastId = sseEvents(leaving.client).at(-1)?.id;
-      assert.ok(lastId !== undefined, 'the leaving reader has an id to resume from');
+      const events = sseEvents(leaving.client);
+      firstId ||= events[0].id!;
       leaving.client.close();
       const node = (leaving.node + 1) % nodes.length;
       const from = sent.length;
-      resumes.push(joinRoom(nodes[node].url, room, lastId).then(({ client }) => {
-        readers[which] = { client, node, from, isResumed: true };
+      joins.push(joinRoom(nodes[node].url, room, events.at(-1)!.id).then(({ client }) => {
+        readers[which] = { client, node, from, how: 'resumed' };
+      }));
+      joins.push(joinRoom(nodes[node].url, room, firstId).then(({ client }) => {
+        newcomers.push({ client, node, from: 1, how: 'newcomer' });
       }));
     }
     const [node, shard] = route[round % route.length];
@@ -86,17 +93,18 @@ export async function publishInOrder(room: string, nodes: Node[], route: Array<[
     assert.equal(body, 'sent');
     sent.push(text);
   }
-  await Promise.all(resumes);
-  for (const reader of readers) {
+  await Promise.all(joins);
+  for (const reader of [...readers, ...newcomers]) {
     const expected = sent.slice(reader.from);
     const { client } = reader;
+    const what = `the messages of a ${reader.how} reader on node ${reader.node}`;
     await client.waitFor(() => sseEvents(client).length >= expected.length, 10_000, `${expected.length} messages`).catch((error: Error) => {
-      assert.fail(`${error.message.slice(0, 200)}…; data: ${sseEvents(client).map((e) => e.data).join(' ')}`);
+      assert.fail(`${what}: ${error.message.slice(0, 200)}…; data: ${sseEvents(client).map((e) => e.data).join(' ')}`);
     });
     const events = sseEvents(client);
-    assert.deepEqual(events.map((e) => e.data).join(' '), expected.join(' '), `the messages of a ${reader.isResumed ? 'resumed' : 'live'} reader on node ${reader.node}`);
+    assert.equal(events.map((e) => e.data).join(' '), expected.join(' '), what);
     const ids = events.map((e) => Number(e.id));
-    assert.ok(ids.every((id, i) => i === 0 || id > ids[i - 1]), `ids increase: ${ids.join(' ')}`);
+    assert.ok(ids.every((id, i) => i === 0 || id > ids[i - 1]), `${what}: ids increase: ${ids.join(' ')}`);
   }
-  for (const reader of readers) reader.client.close();
+  for (const reader of [...readers, ...newcomers]) reader.client.close();
 }
