@@ -116,6 +116,8 @@ test('Redis killed and restarted: local delivery goes on, remote parts are undel
   await onB.client.waitFor((t) => decodeChunked(t).body === '[after]');
   await push(nodeA, [{ body: '[alert after]' }], 'alerts');
   await followerB.client.waitFor((t) => decodeChunked(t).body === '[alert after]');
+  // Node A writes its own channel parts as they come back through its subscription: wait for them too.
+  await followerA.client.waitFor((t) => decodeChunked(t).body.length >= '[alert during][alert after]'.length);
   assert.equal(decodeChunked(followerA.client.text).body, '[alert during][alert after]');
   for (const s of [onA, onB, followerA, followerB]) s.client.close();
 });
