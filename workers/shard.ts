@@ -43,7 +43,9 @@ export default async function runShard(init: ShardInit): Promise<string> {
   const log = createLogger(config.logLevel, { shard: index }, config.logPretty);
   const metrics = createShardMetrics(index);
   const backend = new Backend(init.backend, config.fastcgiKeepalive, () => metrics.fastcgiRetries.inc());
-  const channelLog = index === SEQUENCER ? new ChannelLog(config.channelHistory, config.channelHistoryMs) : null;
+  const channelLog = index === SEQUENCER
+    ? new ChannelLog({ maxParts: config.channelHistory, maxAgeMs: config.channelHistoryMs, maxBytes: config.channelHistoryBytes }, metrics, log)
+    : null;
   const streams = new HeldStreams(metrics, log, config.maxBufferedBytes, config.channelHistory > 0, (stream, reason) => {
     if (events !== null && stream.isHeld) events.close(stream.token, reason, stream.options.requestUri);
   });
