@@ -183,3 +183,53 @@ test('order: 200 messages published one after another through every shard of two
     await Promise.all(nodes.map((node) => node.stop()));
   }
 });
+
+function redisCli(...args: string[]): string {
+  return execFileSync('redis-cli', ['-p', String(redis.port), ...args], { encoding: 'utf8' }).trim();
+}
+
+test('history in Redis ages: a channel\'s history expires after its last part, and a stream resuming it is told what it lost', async () => {
+  // Nodes sharing a Redis share the age limit: this one has a database of its own (channel names are unique here).
+  await say(nodeA, 'aging', 'kept an hour');
+  const ttl = Number(redisCli('PTTL', 'muxgate:history:room-aging'));
+  assert.ok(ttl > 3_500_000 && ttl <= 3_600_000, `the default age limit, an hour: PTTL ${ttl}`);
+
+  const node = await startMuxgate({
+    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '2', MUX_REDIS_URL: `${redis.url}/1`, MUX_NODE_ID: 'brief',
+    MUX_CHANNEL_HISTORY: '10', MUX_CHANNEL_HISTORY_SECONDS: '1', MUX_LOG_LEVEL: 'info',
+  });
+  try {
+    await waitForMetric(node.metricsUrl, 'muxgate_redis_up', (n) => n === 2, 10_000);
+    const reader = await joinRoom(node, 'brief');
+    await say(node, 'brief', 'seen');
+    await reader.waitFor(() => events(reader).length === 1);
+    const seenId = events(reader)[0].id;
+    reader.close();
+    await say(node, 'brief', 'missed');
+    // Nobody publishes to it: its history, what it forgot and the checkpoints vanish from Redis.
+    const deadline = Date.now() + 10_000;
+    const keys = ['muxgate:history:room-brief', 'muxgate:forgotten:room-brief', 'muxgate:channel-checkpoints'];
+    while (Number(redisCli('-n', '1', 'EXISTS', ...keys)) > 0) {
+      assert.ok(Date.now() < deadline, `still in Redis after 10 s: ${keys.filter((key) => redisCli('-n', '1', 'EXISTS', key) === '1')}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const gapOnly = await joinRoom(node, 'brief', String(seenId));
+    await gapOnly.waitFor((t) => decodeChunked(t).body.includes('event: muxgate-gap'), 5000, 'the gap notice');
+    assert.equal(decodeChunked(gapOnly.text).body, `event: muxgate-gap\ndata: {"since":${seenId}}\n\n`);
+    gapOnly.close();
+    // A new history for the channel still knows that what came before it may be lost.
+    await say(node, 'brief', 'anew');
+    const resumed = await joinRoom(node, 'brief', String(seenId));
+    await resumed.waitFor(() => events(resumed).length === 1, 5000, 'the part since');
+    assert.match(decodeChunked(resumed.text).body, /^event: muxgate-gap\n/);
+    assert.deepEqual(events(resumed).map((e) => e.data), ['anew']);
+    // Resuming from the last part, nothing is missed.
+    const current = await joinRoom(node, 'brief', String(events(resumed)[0].id));
+    await say(node, 'brief', 'live');
+    await current.waitFor(() => events(current).length === 1, 5000, 'the live part');
+    assert.doesNotMatch(decodeChunked(current.text).body, /muxgate-gap/);
+    for (const client of [resumed, current]) client.close();
+  } finally {
+    await node.stop();
+  }
+});

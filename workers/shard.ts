@@ -54,7 +54,7 @@ export default async function runShard(init: ShardInit): Promise<string> {
   const redis = config.redisUrl === null ? null
     : new RedisLink(config.redisUrl, config.nodeId, index, metrics, log, (items, isChannelPart) => router.receiveRemote(items, isChannelPart));
   if (redis !== null) {
-    router.setRedis(redis, config.channelHistory);
+    router.setRedis(redis, config.channelHistory, config.channelHistoryMs);
     streams.channels.onInterest = (channel, isInterested) => router.reportInterest(channel, isInterested);
   }
   const events = config.events ? new StreamEvents(backend, config, metrics, log, partSink) : null;
