@@ -174,8 +174,7 @@ export class Gateway {
     }
     // The body may feed other streams: the requester leaving does not stop it.
     res.removeListener('close', onClientGone);
-    const { config } = this.ctx;
-    const { router, streams } = this.ctx;
+    const { config, router, streams } = this.ctx;
     const receipt = router.createReceipt(false);
     const parser = new MultiplexParser(boundary, this.limits, this.ctx.partSink.forResponse(receipt));
     if (rest.length > 0) parser.push(rest);

@@ -11,13 +11,13 @@ export class ResponsePartSink implements MultiplexParserSink {
   private readonly router: Router;
   private readonly metrics: ShardMetrics;
   private readonly log: Logger;
-  private readonly receipt: PushReceipt | null;
+  readonly #receipt: PushReceipt | null;
 
   constructor(router: Router, metrics: ShardMetrics, log: Logger, receipt: PushReceipt | null = null) {
     this.router = router;
     this.metrics = metrics;
     this.log = log;
-    this.receipt = receipt;
+    this.#receipt = receipt;
   }
 
   /** A sink for one response's body, whose parts the receipt follows. */
@@ -26,7 +26,7 @@ export class ResponsePartSink implements MultiplexParserSink {
   }
 
   onPart(part: Part): void {
-    this.router.routePart(part, 'response', this.receipt);
+    this.router.routePart(part, 'response', this.#receipt);
   }
 
   onError(error: MuxError): void {
