@@ -46,9 +46,12 @@ export interface Config {
   /** Close events in flight, and waiting, per shard. */
   eventsConcurrency: number;
   eventsQueue: number;
-  /** Parts kept per channel for resuming streams; 0 with channelHistoryMs 0: no history. */
+  /** Parts kept per channel for resuming streams; 0: no history. */
   channelHistory: number;
+  /** Age beyond which a kept part is forgotten; 0: none. */
   channelHistoryMs: number;
+  /** Memory the history of all channels may take on this node; beyond, the oldest parts are forgotten first. */
+  channelHistoryBytes: number;
   nodeId: string;
   /** Multi-node routing through Redis; null: this node alone. */
   redisUrl: string | null;
@@ -116,10 +119,20 @@ const MAX_HISTORY = 100_000;
 /** With only an age limit, a channel still keeps at most this many parts. */
 const AGE_ONLY_HISTORY = 1000;
 
-function parseChannelHistory(env: Env): { channelHistory: number; channelHistoryMs: number } {
+/** As Nchan's message timeout: channel names often come from users, so history is never kept for ever by default. */
+const DEFAULT_HISTORY_SECONDS = 3600;
+const DEFAULT_HISTORY_BYTES = 64 * 1024 * 1024;
+
+function parseChannelHistory(env: Env): Pick<Config, 'channelHistory' | 'channelHistoryMs' | 'channelHistoryBytes'> {
   const count = parseInteger(env, 'MUX_CHANNEL_HISTORY', 0, 0, MAX_HISTORY);
-  const ms = parseSecondsAsMs(env, 'MUX_CHANNEL_HISTORY_SECONDS', 0);
-  return { channelHistory: count === 0 && ms > 0 ? AGE_ONLY_HISTORY : count, channelHistoryMs: ms };
+  const ms = parseSecondsAsMs(env, 'MUX_CHANNEL_HISTORY_SECONDS', DEFAULT_HISTORY_SECONDS);
+  // An age limit set alone turns history on.
+  const isAgeSet = env.MUX_CHANNEL_HISTORY_SECONDS !== undefined && env.MUX_CHANNEL_HISTORY_SECONDS !== '';
+  return {
+    channelHistory: count === 0 && isAgeSet && ms > 0 ? AGE_ONLY_HISTORY : count,
+    channelHistoryMs: ms,
+    channelHistoryBytes: parseInteger(env, 'MUX_CHANNEL_HISTORY_BYTES', DEFAULT_HISTORY_BYTES, 1024, 2 ** 40),
+  };
 }
 
 function parseRequestTimeouts(env: Env): { headersTimeoutMs: number; requestTimeoutMs: number } {

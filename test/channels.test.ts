@@ -3,10 +3,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
-import { startMuxgate, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
+import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
+import { publishInOrder, writersOnEveryShard } from './helpers/rooms.ts';
 
 const PHP_ROOT = join(import.meta.dirname, 'php');
 let fpm: PhpFpm;
@@ -170,4 +172,60 @@ test('property: across shards, every live subscriber gets every part published a
       for (const s of live) s.client.close();
     }
   }), { numRuns: 15 });
+});
+
+test('order: 200 messages published one after another through every shard reach every reader in the order they were answered, resumes included', async () => {
+  // History long enough for every resume; readers on every shard.
+  const node = await startMuxgate({
+    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '3', MUX_CHANNEL_HISTORY: '1000', MUX_LOG_LEVEL: 'info',
+  });
+  const writers = await writersOnEveryShard(node.url, 3);
+  try {
+    // Shard 0 numbers channel parts: a message through it right after one through another shard is the likeliest to overtake.
+    await publishInOrder('order', [{ url: node.url, writers: writers.byShard }], [[0, 1], [0, 0], [0, 2], [0, 0]], 200, 20);
+  } finally {
+    for (const connection of writers.all) connection.close();
+    await node.stop();
+  }
+});
+
+/** The resident memory of a process, from /proc. */
+function residentBytes(pid: number): number {
+  return Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+}
+
+test('history memory levels off: 1 KB to each of 80,000 channels stays within the byte budget, and the gateway stops growing', async () => {
+  const budget = 1 << 20;
+  const node = await startMuxgate({
+    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '2', MUX_CHANNEL_HISTORY: '100',
+    MUX_CHANNEL_HISTORY_BYTES: String(budget), MUX_LOG_LEVEL: 'info',
+  });
+  try {
+    const body = 'x'.repeat(1024);
+    let channel = 0;
+    const publish = async (pushes: number) => {
+      for (let i = 0; i < pushes; i++) {
+        let parts = '';
+        for (let k = 0; k < 1000; k++) parts += `--C\r\nMultiplex-Channel: made-up-${channel++}\r\n\r\n${body}\r\n`;
+        const response = await fetch(node.pushUrl, { method: 'POST', headers: { 'Content-Type': 'application/x-multiplex; boundary=C' }, body: parts + '--C--\r\n' });
+        assert.equal(response.status, 200, await response.text());
+        const held = await metricValue(node.metricsUrl, 'muxgate_channel_history_bytes');
+        assert.ok(held !== undefined && held <= budget, `history bytes ${held} within the budget ${budget}`);
+      }
+    };
+    const pid = node.child.pid!;
+    await publish(4);
+    const start = residentBytes(pid);
+    await publish(38);
+    const half = residentBytes(pid);
+    await publish(38);
+    const end = residentBytes(pid);
+    const mib = (n: number) => `${(n / 1048576).toFixed(1)} MiB`;
+    // Without a budget, each half keeps 38 MB of bodies: the second half would grow as much as the first.
+    assert.ok(end - half < 16 * 1048576, `RSS ${mib(start)}, after the first half ${mib(half)}, after the second ${mib(end)}`);
+    await node.waitForLog((line) => String(line.msg).startsWith('channel history over its byte budget'));
+    assert.ok(((await metricValue(node.metricsUrl, 'muxgate_channel_history_evictions_total{reason="bytes"}')) ?? 0) > 70_000);
+  } finally {
+    await node.stop();
+  }
 });

@@ -22,6 +22,10 @@ test('defaults follow the design', () => {
   assert.equal(config.headersTimeoutMs, 20_000);
   assert.equal(config.requestTimeoutMs, 120_000);
   assert.equal(config.logLevel, 'info');
+  // History off; when it is on, an hour and 64 MiB at most, as Nchan's message timeout and memory.
+  assert.equal(config.channelHistory, 0);
+  assert.equal(config.channelHistoryMs, 3_600_000);
+  assert.equal(config.channelHistoryBytes, 67_108_864);
   assert.match(config.nodeId, /^[A-Za-z0-9_-]{1,16}$/);
   assert.ok(Object.isFrozen(config));
 });
@@ -44,6 +48,11 @@ test('accepted forms', () => {
   assert.equal(loadConfig({}).redisUrl, null);
   assert.equal(loadConfig({ MUX_REQUEST_TIMEOUT: '30' }).requestTimeoutMs, 30_000);
   assert.equal(loadConfig({ MUX_HEADERS_TIMEOUT: '300' }).requestTimeoutMs, 300_000, 'the default never undercuts the headers timeout');
+  const history = loadConfig({ MUX_CHANNEL_HISTORY: '50', MUX_CHANNEL_HISTORY_SECONDS: '0', MUX_CHANNEL_HISTORY_BYTES: '1048576' });
+  assert.deepEqual([history.channelHistory, history.channelHistoryMs, history.channelHistoryBytes], [50, 0, 1_048_576]);
+  // An age limit set alone turns history on, the default one does not.
+  assert.equal(loadConfig({ MUX_CHANNEL_HISTORY_SECONDS: '60' }).channelHistory, 1000);
+  assert.equal(loadConfig({ MUX_CHANNEL_HISTORY_SECONDS: '0' }).channelHistory, 0);
 });
 
 test('MUX_MAX_CONNECTIONS unset: what the open-files limit leaves room for beside a reserve; set, its value, 0 no limit', () => {
@@ -113,6 +122,9 @@ const BAD_VALUES: Array<[string, string, RegExp]> = [
   ['MUX_LOG_LEVEL', 'loud', /one of fatal/],
   ['MUX_REDIS_URL', '127.0.0.1:6379', /redis:\/\//],
   ['MUX_REQUEST_TIMEOUT', '5', /at least MUX_HEADERS_TIMEOUT \(20\)/],
+  ['MUX_CHANNEL_HISTORY_SECONDS', 'forever', /seconds/],
+  ['MUX_CHANNEL_HISTORY_BYTES', '100', /integer from 1024/],
+  ['MUX_CHANNEL_HISTORY_BYTES', '1e9', /integer from 1024/],
 ];
 
 test('bad values throw a ConfigError naming the variable, the value and what is expected', () => {

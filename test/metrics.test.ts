@@ -24,6 +24,7 @@ before(async () => {
   mux = await startMuxgate({
     MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '4', MUX_EVENTS: 'close',
     MUX_MAX_BUFFERED_BYTES: '65536', MUX_FASTCGI_TIMEOUT: '1', MUX_CHANNEL_HISTORY: '10',
+    MUX_CHANNEL_HISTORY_BYTES: '8192',
   });
 });
 
@@ -68,6 +69,8 @@ async function driveTraffic(): Promise<RawHttp[]> {
   const resumed = await RawHttp.get(`${mux.url}/stream.php?hold=stream&channel=${encodeURIComponent('news; since=0')}`);
   await resumed.waitFor((t) => t.includes('headline'));
   resumed.close();
+  // Over the history's byte budget with the headline: the headline is evicted, this part stays.
+  await push(`--M\r\nMultiplex-Channel: archive\r\n\r\n${'a'.repeat(7000)}\r\n--M--\r\n`);
   const timed = await RawHttp.get(`${mux.url}/stream.php?hold=stream&timeout=0.2`);
   await timed.waitFor((t) => decodeChunked(t).isComplete, 5000, 'the final chunk of the timed-out stream');
   timed.close();

@@ -8,6 +8,7 @@ import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { startRedis, type RedisServer } from './helpers/redis.ts';
 import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
+import { publishInOrder, writersOnEveryShard } from './helpers/rooms.ts';
 
 const PHP_ROOT = join(import.meta.dirname, 'php');
 let fpm: PhpFpm;
@@ -115,6 +116,8 @@ test('Redis killed and restarted: local delivery goes on, remote parts are undel
   await onB.client.waitFor((t) => decodeChunked(t).body === '[after]');
   await push(nodeA, [{ body: '[alert after]' }], 'alerts');
   await followerB.client.waitFor((t) => decodeChunked(t).body === '[alert after]');
+  // Node A writes its own channel parts as they come back through its subscription: wait for them too.
+  await followerA.client.waitFor((t) => decodeChunked(t).body.length >= '[alert during][alert after]'.length);
   assert.equal(decodeChunked(followerA.client.text).body, '[alert during][alert after]');
   for (const s of [onA, onB, followerA, followerB]) s.client.close();
 });
@@ -160,4 +163,73 @@ test('a stream held on node A resumes on node B from the shared history: no gap,
   await late.waitFor((t) => decodeChunked(t).body.includes('event: muxgate-gap') && events(late).length >= 4, 5000, 'the gap notice');
   assert.deepEqual(events(late).map((e) => e.data), ['b', 'c', 'd', 'e']);
   late.close();
+});
+
+test('order: 200 messages published one after another through every shard of two nodes reach every reader in the order they were answered, resumes on the other node included', async () => {
+  const env = (nodeId: string) => ({
+    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '3', MUX_REDIS_URL: redis.url, MUX_NODE_ID: nodeId,
+    MUX_CHANNEL_HISTORY: '1000', MUX_LOG_LEVEL: 'info',
+  });
+  const nodes = await Promise.all([startMuxgate(env('order-a')), startMuxgate(env('order-b'))]);
+  const writers = await Promise.all(nodes.map((node) => writersOnEveryShard(node.url, 3)));
+  try {
+    for (const node of nodes) await waitForMetric(node.metricsUrl, 'muxgate_redis_up', (n) => n === 3, 10_000);
+    // Through every shard of both nodes; a message through shard 0 (which has channel parts numbered by Redis) right
+    // after one through another shard of the same node is the likeliest to overtake it.
+    const route: Array<[number, number]> = [[0, 1], [0, 0], [1, 1], [1, 0], [0, 2], [0, 0], [1, 2], [1, 0]];
+    await publishInOrder('order', nodes.map((node, i) => ({ url: node.url, writers: writers[i].byShard })), route, 200, 20);
+  } finally {
+    for (const connection of writers.flatMap((w) => w.all)) connection.close();
+    await Promise.all(nodes.map((node) => node.stop()));
+  }
+});
+
+function redisCli(...args: string[]): string {
+  return execFileSync('redis-cli', ['-p', String(redis.port), ...args], { encoding: 'utf8' }).trim();
+}
+
+test('history in Redis ages: a channel\'s history expires after its last part, and a stream resuming it is told what it lost', async () => {
+  // Nodes sharing a Redis share the age limit: this one has a database of its own (channel names are unique here).
+  await say(nodeA, 'aging', 'kept an hour');
+  const ttl = Number(redisCli('PTTL', 'muxgate:history:room-aging'));
+  assert.ok(ttl > 3_500_000 && ttl <= 3_600_000, `the default age limit, an hour: PTTL ${ttl}`);
+
+  const node = await startMuxgate({
+    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '2', MUX_REDIS_URL: `${redis.url}/1`, MUX_NODE_ID: 'brief',
+    MUX_CHANNEL_HISTORY: '10', MUX_CHANNEL_HISTORY_SECONDS: '1', MUX_LOG_LEVEL: 'info',
+  });
+  try {
+    await waitForMetric(node.metricsUrl, 'muxgate_redis_up', (n) => n === 2, 10_000);
+    const reader = await joinRoom(node, 'brief');
+    await say(node, 'brief', 'seen');
+    await reader.waitFor(() => events(reader).length === 1);
+    const seenId = events(reader)[0].id;
+    reader.close();
+    await say(node, 'brief', 'missed');
+    // Nobody publishes to it: its history, what it forgot and the checkpoints vanish from Redis.
+    const deadline = Date.now() + 10_000;
+    const keys = ['muxgate:history:room-brief', 'muxgate:forgotten:room-brief', 'muxgate:channel-checkpoints'];
+    while (Number(redisCli('-n', '1', 'EXISTS', ...keys)) > 0) {
+      assert.ok(Date.now() < deadline, `still in Redis after 10 s: ${keys.filter((key) => redisCli('-n', '1', 'EXISTS', key) === '1')}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const gapOnly = await joinRoom(node, 'brief', String(seenId));
+    await gapOnly.waitFor((t) => decodeChunked(t).body.includes('event: muxgate-gap'), 5000, 'the gap notice');
+    assert.equal(decodeChunked(gapOnly.text).body, `event: muxgate-gap\ndata: {"since":${seenId}}\n\n`);
+    gapOnly.close();
+    // A new history for the channel still knows that what came before it may be lost.
+    await say(node, 'brief', 'anew');
+    const resumed = await joinRoom(node, 'brief', String(seenId));
+    await resumed.waitFor(() => events(resumed).length === 1, 5000, 'the part since');
+    assert.match(decodeChunked(resumed.text).body, /^event: muxgate-gap\n/);
+    assert.deepEqual(events(resumed).map((e) => e.data), ['anew']);
+    // Resuming from the last part, nothing is missed.
+    const current = await joinRoom(node, 'brief', String(events(resumed)[0].id));
+    await say(node, 'brief', 'live');
+    await current.waitFor(() => events(current).length === 1, 5000, 'the live part');
+    assert.doesNotMatch(decodeChunked(current.text).body, /muxgate-gap/);
+    for (const client of [resumed, current]) client.close();
+  } finally {
+    await node.stop();
+  }
 });

@@ -10,6 +10,7 @@ import { CgiHeadParser, type CgiHead } from '../src/protocol/cgi-response.ts';
 import { MultiplexParser, type MultiplexParserLimits } from '../src/protocol/multiplex-parser.ts';
 import { partLimits } from './part-limits.ts';
 import type { ResponsePartSink } from './response-part-sink.ts';
+import { ACK_TIMEOUT_MS } from './push-receipt.ts';
 import {
   multiplexBoundary, parseChannelSubscriptions, parseHold, parseKeepAlive, parseMediaType, parseSeconds,
   type ChannelSubscription, type KeepAlive,
@@ -207,13 +208,19 @@ export class Gateway {
     const stream = hasNoBody(req, head) ? (res.end(), null) : this.openStream(req, res, token, streamHead.options);
     // The body may feed other streams: the requester leaving does not stop it.
     res.removeListener('close', onClientGone);
-    const { config } = this.ctx;
-    const parser = new MultiplexParser(boundary, this.limits, this.ctx.partSink);
+    const { config, router, streams } = this.ctx;
+    const receipt = router.createReceipt(false);
+    const parser = new MultiplexParser(boundary, this.limits, this.ctx.partSink.forResponse(receipt));
     if (rest.length > 0) parser.push(rest);
     fcgi.stdout.on('data', (chunk: Buffer) => parser.push(chunk));
     fcgi.stdout.once('end', () => {
       parser.end();
-      if (stream !== null) this.ctx.streams.backendDone(stream, config.holdTimeoutMs);
+      // The client sees its answer end only once the body's parts are numbered and written on every shard: a request
+      // it sends next cannot overtake them.
+      receipt.whenSettled(ACK_TIMEOUT_MS, () => {
+        router.releaseReceipt(receipt);
+        if (stream !== null) streams.backendDone(stream, config.holdTimeoutMs);
+      });
     });
   }
 

@@ -211,6 +211,8 @@ export class HeldStreams {
       if (stream.hasEnded) return;
       this.write(stream, new Delivery(part.body, part.isClose, part.at, part.id));
     }
+    // The last part held back is still the stream's last delivery when nothing was missed: it is not written yet.
+    stream.lastDelivery = null;
     for (const delivery of held) {
       if (stream.hasEnded) return;
       this.write(stream, delivery);

@@ -9,8 +9,8 @@ export function createShardMetrics(shard: number) {
   const shardLabel = { shard: String(shard) };
   const loopDelay = monitorEventLoopDelay({ resolution: 10 });
   loopDelay.enable();
-  // Counted per write on the hot path as plain numbers, added to the counters when scraped.
-  const hot = { deliveries: 0, deliveredBytes: 0, channelDeliveries: 0 };
+  // Counted per write on the hot path as plain numbers, added to the counters (or set on the gauge) when scraped.
+  const hot = { deliveries: 0, deliveredBytes: 0, channelDeliveries: 0, historyBytes: 0 };
   const metrics = {
     registry,
     hot,
@@ -100,6 +100,17 @@ export function createShardMetrics(shard: number) {
       name: 'muxgate_channel_history_replays_total', help: 'Resuming streams, by whether the history still held what they missed (hit, miss).',
       labelNames: ['result'], registers: [registry],
     }),
+    historyBytes: new Gauge({
+      name: 'muxgate_channel_history_bytes', help: 'Memory the channel history of this node takes, as counted against MUX_CHANNEL_HISTORY_BYTES.',
+      registers: [registry],
+      collect() {
+        this.set(hot.historyBytes);
+      },
+    }),
+    historyEvictions: new Counter({
+      name: 'muxgate_channel_history_evictions_total', help: 'Channel parts forgotten before their channel\'s count limit, by reason (bytes, age).',
+      labelNames: ['reason'], registers: [registry],
+    }),
     redisUp: new Gauge({
       name: 'muxgate_redis_up', help: 'Whether the shard\'s Redis connections are up (multi-node only).',
       labelNames: ['shard'], registers: [registry],
@@ -137,6 +148,7 @@ export function createShardMetrics(shard: number) {
   for (const reason of ['finished', 'client', 'timeout', 'closed', 'shutdown', 'overflow']) metrics.streamsEnded.inc({ reason }, 0);
   for (const result of ['sent', 'failed', 'dropped']) metrics.streamEvents.inc({ result }, 0);
   for (const result of ['hit', 'miss']) metrics.historyReplays.inc({ result }, 0);
+  for (const reason of ['bytes', 'age']) metrics.historyEvictions.inc({ reason }, 0);
   metrics.subscriptions.set(0);
   metrics.openConnections.set(0);
   metrics.heldStreams.set(0);

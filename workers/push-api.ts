@@ -6,12 +6,9 @@ import { PushTooLargeError, type MuxError } from '../src/errors.ts';
 import { MultiplexParser, type MultiplexParserLimits, type MultiplexParserSink, type Part } from '../src/protocol/multiplex-parser.ts';
 import { multiplexBoundary } from '../src/protocol/headers.ts';
 import type { Router } from './router.ts';
-import type { PushReceipt } from './push-receipt.ts';
+import { ACK_TIMEOUT_MS, type PushReceipt } from './push-receipt.ts';
 import type { ShardMetrics } from './metrics.ts';
 import { statusClass } from './metrics.ts';
-
-/** How long an answer waits for other shards' acknowledgements (only a dying shard takes that long). */
-const ACK_TIMEOUT_MS = 2000;
 
 export interface PushApiOptions {
   secret: string | null;

@@ -1,7 +1,12 @@
-// What one push request has achieved, exact even when its targets live on other shards.
+// What one push request or multiplexed response has achieved, exact even when its targets live on other shards.
+
+/** How long a receipt waits for other shards' acknowledgements (only a dying shard takes that long). */
+export const ACK_TIMEOUT_MS = 2000;
 
 export class PushReceipt {
   readonly id: number;
+  /** False for a response's receipt: only whether its parts have been handed on matters, not to whom. */
+  readonly isTallying: boolean;
   deliveries = 0;
   /** Tokens handed to other nodes through Redis: sent, not known to be delivered. */
   forwarded = 0;
@@ -12,8 +17,13 @@ export class PushReceipt {
   pending = 0;
   private settle: (() => void) | null = null;
 
-  constructor(id: number) {
+  constructor(id: number, isTallying = true) {
     this.id = id;
+    this.isTallying = isTallying;
+  }
+
+  noteGone(token: string): void {
+    if (this.isTallying) this.gone.push(token);
   }
 
   countChannel(channel: string, deliveries: number): void {
@@ -23,21 +33,32 @@ export class PushReceipt {
   acknowledge(deliveries: number, gone: readonly string[], channels: Record<string, number> | null, forwarded = 0): void {
     this.deliveries += deliveries;
     this.forwarded += forwarded;
-    for (const token of gone) this.gone.push(token);
-    if (channels !== null) for (const channel in channels) this.countChannel(channel, channels[channel]);
+    if (this.isTallying) {
+      for (const token of gone) this.gone.push(token);
+      if (channels !== null) for (const channel in channels) this.countChannel(channel, channels[channel]);
+    }
     this.pending--;
-    if (this.pending === 0 && this.settle !== null) this.settle();
+    if (this.pending <= 0 && this.settle !== null) this.settle();
   }
 
-  /** Resolves when every acknowledgement has arrived, or after timeoutMs (a shard died meanwhile). */
+  /**
+   * Calls `settle` once every acknowledgement has arrived, or after timeoutMs (a shard died meanwhile); at once,
+   * without waiting for a turn of the event loop, when none is pending.
+   */
+  whenSettled(timeoutMs: number, settle: () => void): void {
+    if (this.pending <= 0) return settle();
+    const timer = setTimeout(() => {
+      this.settle = null;
+      settle();
+    }, timeoutMs);
+    this.settle = () => {
+      this.settle = null;
+      clearTimeout(timer);
+      settle();
+    };
+  }
+
   settled(timeoutMs: number): Promise<void> {
-    if (this.pending === 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, timeoutMs);
-      this.settle = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
+    return new Promise((resolve) => this.whenSettled(timeoutMs, resolve));
   }
 }

@@ -39,32 +39,96 @@ export interface ReplayedPart {
 }
 
 const ID_KEY = 'muxgate:channel-id';
-const FORGOTTEN_KEY = 'muxgate:channel-forgotten';
+/** With an age limit: `<ms>-<seq>` entries holding the id of the last part numbered before that time (see below). */
+const CHECKPOINTS_KEY = 'muxgate:channel-checkpoints';
 
 function historyKey(channel: string): string {
   return `muxgate:history:${channel}`;
 }
 
-// Numbers a channel part with one id for all nodes, keeps it in each channel's history stream (the last
-// ARGV[1] parts; the id of the last one trimmed is remembered), and publishes `<id>\n<frame>` on each
-// channel's subject. One script, so that ids are published in increasing order.
-// KEYS: id counter, forgotten hash, history streams; ARGV: parts kept, frame, channel subjects.
-const SEQUENCE_SCRIPT = `
+/** The id of the last part a channel's history forgot (trimmed, or perhaps gone with age before the history began). */
+function forgottenKey(channel: string): string {
+  return `muxgate:forgotten:${channel}`;
+}
+
+// For both scripts: `now`, Redis's time in ms, and ageFloor(), the highest id that may have gone with age. Every
+// part numbered after the first checkpoint younger than the age limit belongs to a history written to since then,
+// which still exists; without such a checkpoint, none is known to remain.
+const AGE_FLOOR = `
+local function ageFloor(checkpoints, now, maxAge, current)
+  local first = redis.call('XRANGE', checkpoints, tostring(now - maxAge + 1), '+', 'COUNT', 1)
+  if #first == 0 then return current end
+  return tonumber(first[1][2][2])
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+`;
+
+// Numbers a channel part with one id for all nodes, keeps it in each channel's history stream (the last ARGV[1]
+// parts; the id of the last one trimmed is remembered), and publishes `<id>\n<frame>` on each channel's subject.
+// With an age limit (ARGV[2] ms), a channel's history and what it remembers expire that long after its last part,
+// and a checkpoint (at most 60 per age limit) records which ids were numbered by when. One script, so that ids are
+// published in increasing order.
+// KEYS: id counter, checkpoints, then a history stream and its forgotten id per channel; ARGV: parts kept, age
+// limit, frame, channel subjects.
+const SEQUENCE_SCRIPT = AGE_FLOOR + `
 local id = redis.call('INCR', KEYS[1])
 local keep = tonumber(ARGV[1])
+local maxAge = tonumber(ARGV[2])
 if keep > 0 then
-  for i = 3, #KEYS do
-    if redis.call('XLEN', KEYS[i]) >= keep then
+  if maxAge > 0 then
+    local step = math.max(1, math.floor(maxAge / 60))
+    local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+    if #last == 0 or now - tonumber(string.match(last[1][1], '^(%d+)')) >= step then
+      redis.call('XADD', KEYS[2], 'MINID', tostring(now - maxAge - 2 * step), '*', 'id', id - 1)
+      redis.call('PEXPIRE', KEYS[2], maxAge + 2 * step)
+    end
+  end
+  for i = 3, #KEYS, 2 do
+    local length = redis.call('XLEN', KEYS[i])
+    if length == 0 and maxAge > 0 then
+      -- A new history: the parts this channel had may have gone with age.
+      redis.call('SET', KEYS[i + 1], ageFloor(KEYS[2], now, maxAge, id - 1))
+    elseif length >= keep then
       local oldest = redis.call('XRANGE', KEYS[i], '-', '+', 'COUNT', 1)
-      redis.call('HSET', KEYS[2], KEYS[i], string.match(oldest[1][1], '%-(%d+)$'))
+      redis.call('SET', KEYS[i + 1], string.match(oldest[1][1], '%-(%d+)$'))
       redis.call('XTRIM', KEYS[i], 'MAXLEN', keep - 1)
     end
-    redis.call('XADD', KEYS[i], '0-' .. id, 'm', ARGV[2])
+    redis.call('XADD', KEYS[i], '0-' .. id, 'm', ARGV[3])
+    if maxAge > 0 then
+      redis.call('PEXPIRE', KEYS[i], maxAge)
+      redis.call('PEXPIRE', KEYS[i + 1], maxAge)
+    end
   end
 end
-for i = 3, #ARGV do redis.call('PUBLISH', ARGV[i], id .. '\\n' .. ARGV[2]) end
+for i = 4, #ARGV do redis.call('PUBLISH', ARGV[i], id .. '\\n' .. ARGV[3]) end
 return id
 `;
+
+// What a resuming stream needs, read at once: the current id, then per channel the id below which its history no
+// longer reaches and its parts numbered above ARGV[2]. KEYS: id counter, checkpoints, then a history stream and its
+// forgotten id per channel; ARGV: age limit, since.
+const REPLAY_SCRIPT = AGE_FLOOR + `
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local maxAge = tonumber(ARGV[1])
+local result = { current }
+for i = 3, #KEYS, 2 do
+  local floor = tonumber(redis.call('GET', KEYS[i + 1]) or '0')
+  if maxAge > 0 and redis.call('EXISTS', KEYS[i]) == 0 then floor = ageFloor(KEYS[2], now, maxAge, current) end
+  result[#result + 1] = floor
+  result[#result + 1] = redis.call('XRANGE', KEYS[i], '(0-' .. ARGV[2], '+')
+end
+return result
+`;
+
+/** An entry of a history stream: its id (`0-<channel id>`) and its one field, `m`, the part's frame. */
+type HistoryEntry = [id: Buffer, fields: [Buffer, Buffer]];
+
+function channelKeys(channels: readonly string[]): string[] {
+  const keys = [ID_KEY, CHECKPOINTS_KEY];
+  for (const channel of channels) keys.push(historyKey(channel), forgottenKey(channel));
+  return keys;
+}
 
 interface Pending {
   header: Header;
@@ -93,6 +157,8 @@ export class RedisLink {
   private pending = new Map<string, Pending>();
   private isFlushScheduled = false;
   private lastDownLogAt = 0;
+  /** Channels this node subscribes to, and those whose subscription is in place. */
+  readonly #wanted = new Set<string>();
   private readonly following = new Set<string>();
   private readonly followWaiters = new Map<string, Array<() => void>>();
   private readonly warnings: RepeatedWarnings;
@@ -131,26 +197,27 @@ export class RedisLink {
    * Numbers a channel part for all nodes, keeps it in the channels' history (the last `keep` parts) and
    * publishes it to every node that follows one of the channels, this one included. Rejects when Redis is down.
    */
-  async sequence(channels: string[], tokens: string, body: Buffer, flags: number, parsedAt: number, keep: number,
+  async sequence(channels: string[], tokens: string, body: Buffer, flags: number, parsedAt: number, keep: number, maxAgeMs: number,
     echo: ChannelEcho): Promise<number> {
     const frame = this.frame({ node: this.nodeId, items: [[tokens, channels.join(','), body.length, flags, parsedAt, echo]] }, [body]);
-    const keys = [ID_KEY, FORGOTTEN_KEY, ...channels.map(historyKey)];
-    const id = await this.publisher.eval(SEQUENCE_SCRIPT, keys.length, ...keys, keep, frame, ...channels.map(channelSubject));
+    const keys = channelKeys(channels);
+    const id = await this.publisher.eval(SEQUENCE_SCRIPT, keys.length, ...keys, keep, maxAgeMs, frame, ...channels.map(channelSubject));
     this.metrics.redisParts.inc({ direction: 'sent' });
     return Number(id);
   }
 
   /** The channel parts numbered above `since`, from the history in Redis, and whether it still reaches back. */
-  async replay(channels: string[], since: number): Promise<{ parts: ReplayedPart[]; isComplete: boolean }> {
+  async replay(channels: string[], since: number, maxAgeMs: number): Promise<{ parts: ReplayedPart[]; isComplete: boolean }> {
     // Read the history only once live parts come through the subscription: nothing falls in between.
     await this.whenFollowing(channels, 2000);
-    const current = Number(await this.publisher.get(ID_KEY) ?? 0);
+    const keys = channelKeys(channels);
+    const [current, ...perChannel] = await this.publisher.callBuffer('EVAL', REPLAY_SCRIPT, keys.length, ...keys, maxAgeMs, since) as
+      [number, ...(number | HistoryEntry[])[]];
     let isComplete = since <= current;
     const byId = new Map<number, ReplayedPart>();
-    for (const channel of channels) {
-      const forgotten = Number(await this.publisher.hget(FORGOTTEN_KEY, historyKey(channel)) ?? 0);
-      if (since < forgotten) isComplete = false;
-      for (const [rawId, fields] of await this.publisher.xrangeBuffer(historyKey(channel), `(0-${since}`, '+')) {
+    for (let i = 0; i < perChannel.length; i += 2) {
+      if (since < (perChannel[i] as number)) isComplete = false;
+      for (const [rawId, fields] of perChannel[i + 1] as HistoryEntry[]) {
         const id = Number(rawId.toString('latin1').split('-')[1]);
         const item = this.parse(fields[1])?.items[0];
         if (item !== undefined) byId.set(id, { id, body: item.body, isClose: (item.flags & 1) !== 0, at: item.parsedAt });
@@ -160,7 +227,10 @@ export class RedisLink {
   }
 
   subscribeChannel(channel: string): void {
+    this.#wanted.add(channel);
     this.subscriber.subscribe(channelSubject(channel)).then(() => {
+      // Unsubscribed meanwhile: not followed, and not remembered.
+      if (!this.#wanted.has(channel)) return;
       this.following.add(channel);
       for (const resolve of this.followWaiters.get(channel) ?? []) resolve();
       this.followWaiters.delete(channel);
@@ -173,21 +243,30 @@ export class RedisLink {
     if (missing.length === 0) return Promise.resolve();
     return new Promise((resolve) => {
       let left = missing.length;
-      const timer = setTimeout(resolve, timeoutMs);
+      const waiter = () => {
+        if (--left > 0) return;
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        // Given up on: nothing of it stays behind for channels that are never followed.
+        for (const channel of missing) {
+          const waiters = this.followWaiters.get(channel)?.filter((other) => other !== waiter) ?? [];
+          if (waiters.length > 0) this.followWaiters.set(channel, waiters);
+          else this.followWaiters.delete(channel);
+        }
+        resolve();
+      }, timeoutMs);
       for (const channel of missing) {
         const waiters = this.followWaiters.get(channel) ?? [];
-        waiters.push(() => {
-          if (--left === 0) {
-            clearTimeout(timer);
-            resolve();
-          }
-        });
+        waiters.push(waiter);
         this.followWaiters.set(channel, waiters);
       }
     });
   }
 
   unsubscribeChannel(channel: string): void {
+    this.#wanted.delete(channel);
     this.following.delete(channel);
     void this.subscriber.unsubscribe(channelSubject(channel)).catch(() => {});
   }

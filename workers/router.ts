@@ -101,6 +101,7 @@ export class Router {
   private readonly replays = new Map<number, (replay: Replay) => void>();
   private redis: RedisLink | null = null;
   private historyLength = 0;
+  #historyAgeMs = 0;
   /** On the sequencer, with Redis: channel → the shards whose streams subscribe to it. */
   private readonly interest = new Map<string, Set<number>>();
   private nextId = 1;
@@ -120,10 +121,14 @@ export class Router {
     this.outboxes = Array.from({ length: shardCount }, () => new Outbox());
   }
 
-  /** Routes parts for other nodes' tokens and channels through Redis, which keeps `historyLength` parts per channel. */
-  setRedis(redis: RedisLink, historyLength: number): void {
+  /**
+   * Routes parts for other nodes' tokens and channels through Redis, which keeps `historyLength` parts per channel,
+   * until the channel's last part is `historyAgeMs` old (0: for ever).
+   */
+  setRedis(redis: RedisLink, historyLength: number, historyAgeMs: number): void {
     this.redis = redis;
     this.historyLength = historyLength;
+    this.#historyAgeMs = historyAgeMs;
   }
 
   /** This shard's streams now do (or no longer) subscribe to a channel: the sequencer subscribes the node. */
@@ -147,7 +152,7 @@ export class Router {
   /** On the sequencer: what a resuming stream missed, from this node's history or, with Redis, the nodes' history. */
   private replay(channels: string[], since: number, answer: (replay: Replay) => void): void {
     if (this.redis === null || this.historyLength === 0) return answer(this.channelLog?.replay(channels, since) ?? { parts: [], isComplete: false });
-    this.redis.replay(channels, since).then(answer, (error: Error) => {
+    this.redis.replay(channels, since, this.#historyAgeMs).then(answer, (error: Error) => {
       this.log.warn({ err: error.message }, 'channel history unavailable from Redis: the resuming stream is told it missed parts');
       answer({ parts: [], isComplete: false });
     });
@@ -168,8 +173,9 @@ export class Router {
     }
   }
 
-  createReceipt(): PushReceipt {
-    const receipt = new PushReceipt(this.nextId++);
+  /** A push's receipt tallies what it reached (isTallying); a response's only waits for its parts to be handed on. */
+  createReceipt(isTallying = true): PushReceipt {
+    const receipt = new PushReceipt(this.nextId++, isTallying);
     this.receipts.set(receipt.id, receipt);
     return receipt;
   }
@@ -274,7 +280,9 @@ export class Router {
    * through the node's subscription, so that every node writes the parts of a channel in id order.
    */
   private sequence(tokens: string, channels: string, body: Buffer, flags: number, parsedAt: number, receiptId: number, origin: number): void {
-    const channelList = channels.split(',');
+    let channelList = channels.split(',');
+    // A channel named twice in a part is one history entry (and one key of the Redis script).
+    if (channelList.length > 1) channelList = [...new Set(channelList)];
     const byShard: string[][] = this.peers.map(() => []);
     const invalid: string[] = [];
     let forwarded = 0;
@@ -293,7 +301,7 @@ export class Router {
     }
     const redis = this.redis;
     const localTokens = byShard.map((shardTokens) => shardTokens.join(',')).join(';');
-    redis.sequence(channelList, localTokens, body, flags & FLAG_CLOSE, parsedAt, this.historyLength, echo).then(
+    redis.sequence(channelList, localTokens, body, flags & FLAG_CLOSE, parsedAt, this.historyLength, this.#historyAgeMs, echo).then(
       (channelId) => {
         // Not following these channels: no copy comes back, so deliver it (tokens, acknowledgements) now.
         if (!redis.isFollowing(channelList)) this.broadcast(byShard, channels, body, flags & FLAG_CLOSE, parsedAt, channelId, echo);
@@ -338,7 +346,7 @@ export class Router {
 
   private undeliverable(reason: string, token: string, receipt: PushReceipt | null): void {
     this.metrics.undeliverable.inc({ reason });
-    if (receipt !== null) receipt.gone.push(token);
+    receipt?.noteGone(token);
   }
 
   /** Queues an item for another shard; false when that shard is down. */

@@ -48,7 +48,9 @@ export default async function runShard(init: ShardInit): Promise<string> {
   const metrics = createShardMetrics(index);
   const warnings = new RepeatedWarnings(log, WARNING_INTERVAL_MS);
   const backend = new Backend(init.backend, config.fastcgiKeepalive, () => metrics.fastcgiRetries.inc());
-  const channelLog = index === SEQUENCER ? new ChannelLog(config.channelHistory, config.channelHistoryMs) : null;
+  const channelLog = index === SEQUENCER
+    ? new ChannelLog({ maxParts: config.channelHistory, maxAgeMs: config.channelHistoryMs, maxBytes: config.channelHistoryBytes }, metrics, warnings)
+    : null;
   const streams = new HeldStreams(metrics, log, warnings, config.maxBufferedBytes, config.channelHistory > 0, (stream, reason) => {
     if (events !== null && stream.isHeld) events.close(stream.token, reason, stream.options.requestUri);
   });
@@ -57,7 +59,7 @@ export default async function runShard(init: ShardInit): Promise<string> {
   const redis = config.redisUrl === null ? null
     : new RedisLink(config.redisUrl, config.nodeId, index, metrics, log, warnings, (items, isChannelPart) => router.receiveRemote(items, isChannelPart));
   if (redis !== null) {
-    router.setRedis(redis, config.channelHistory);
+    router.setRedis(redis, config.channelHistory, config.channelHistoryMs);
     streams.channels.onInterest = (channel, isInterested) => router.reportInterest(channel, isInterested);
   }
   const events = config.events ? new StreamEvents(backend, config, metrics, warnings, partSink) : null;

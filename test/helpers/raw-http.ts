@@ -175,3 +175,88 @@ export function multiplexBody(boundary: string, parts: Array<{ tokens?: string[]
   }
   return out + `--${boundary}--\r\n`;
 }
+
+/** One keep-alive connection that sends a request at a time and reads each response whole (chunked or Content-Length). */
+export class KeptConnection {
+  private readonly socket: net.Socket;
+  private readonly host: string;
+  /** What has arrived of the response being read. */
+  private received = '';
+  private hasClosed = false;
+  private onChange: (() => void) | null = null;
+
+  private constructor(socket: net.Socket, host: string) {
+    this.socket = socket;
+    this.host = host;
+    socket.setEncoding('latin1');
+    socket.on('data', (text: string) => {
+      this.received += text;
+      this.onChange?.();
+    });
+    socket.on('close', () => {
+      this.hasClosed = true;
+      this.onChange?.();
+    });
+    socket.on('error', () => {});
+  }
+
+  static async open(url: string): Promise<KeptConnection> {
+    const { hostname, port, host } = new URL(url);
+    const socket = net.connect(Number(port), hostname);
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', reject);
+    });
+    return new KeptConnection(socket, host);
+  }
+
+  /** Sends the request and resolves with the response once it has ended. */
+  request(method: string, path: string, body = '', headers: string[] = [], timeoutMs = 10_000): Promise<{ head: string; body: string }> {
+    const lines = [`${method} ${path} HTTP/1.1`, `Host: ${this.host}`, `Content-Length: ${Buffer.byteLength(body)}`, ...headers];
+    this.socket.write(lines.join('\r\n') + '\r\n\r\n' + body);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => fail('timed out'), timeoutMs);
+      const fail = (why: string) => {
+        this.onChange = null;
+        reject(new Error(`${why} waiting for the response to ${method} ${path}; received: ${JSON.stringify(this.received)}`));
+      };
+      this.onChange = () => {
+        const response = readResponse(this.received);
+        if (response === null && !this.hasClosed) return;
+        clearTimeout(timer);
+        if (response === null) return fail('connection closed');
+        this.onChange = null;
+        this.received = this.received.slice(response.length);
+        resolve({ head: response.head, body: response.body });
+      };
+      this.onChange();
+    });
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** The complete response at the start of `text`, and its length, or null while it is incomplete. */
+function readResponse(text: string): { head: string; body: string; length: number } | null {
+  const headEnd = text.indexOf('\r\n\r\n');
+  if (headEnd < 0) return null;
+  const head = text.slice(0, headEnd);
+  const contentLength = /\r\ncontent-length: *(\d+)\r?$/im.exec(head);
+  let at = headEnd + 4;
+  if (contentLength !== null) {
+    const end = at + Number(contentLength[1]);
+    return end > text.length ? null : { head, body: text.slice(at, end), length: end };
+  }
+  let body = '';
+  for (;;) {
+    const lineEnd = text.indexOf('\r\n', at);
+    if (lineEnd < 0) return null;
+    const size = parseInt(text.slice(at, lineEnd), 16);
+    if (lineEnd + 2 + size + 2 > text.length) return null;
+    if (size === 0) return { head, body, length: lineEnd + 4 };
+    body += text.slice(lineEnd + 2, lineEnd + 2 + size);
+    at = lineEnd + 2 + size + 2;
+  }
+}

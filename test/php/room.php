@@ -5,12 +5,12 @@ $room = preg_replace('/[^a-z0-9-]/', '', $_GET['room'] ?? 'lobby');
 $token = $_SERVER['MULTIPLEX_TOKEN'];
 $boundary = 'room' . bin2hex(random_bytes(8));
 header("Content-Type: application/x-multiplex; boundary=$boundary");
+header("X-Token: $token");
 if ($_SERVER['REQUEST_METHOD'] === 'GET') {
     $since = $_SERVER['HTTP_LAST_EVENT_ID'] ?? '';
     header('Multiplex-Hold: stream');
     header('Multiplex-Content-Type: text/event-stream');
     header("Multiplex-Channel: room-$room" . (ctype_digit($since) ? "; since=$since" : ''));
-    header("X-Token: $token");
     echo "--$boundary--\r\n";
     exit;
 }
