@@ -10,6 +10,7 @@ import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { metricValue, startMuxgate, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp } from './helpers/raw-http.ts';
 import { startKeptFastcgi } from './helpers/fake-fastcgi.ts';
+import { waitUntil } from './helpers/wait.ts';
 
 const PHP_ROOT = join(import.meta.dirname, 'php');
 const KEPT = 2;
@@ -90,9 +91,8 @@ test('a client that leaves mid-request closes the kept connection it was using',
   assert.equal(fpmSockets('established'), idle, 'the request did not reuse a kept connection');
   client.close();
   await kept.waitForLog((line) => line.msg === 'client left before the backend answered');
-  const deadline = Date.now() + 5000;
-  while (fpmSockets('established') !== idle - 1 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
-  assert.equal(fpmSockets('established'), idle - 1, 'the kept connection stayed open under an abandoned request');
+  await waitUntil(() => fpmSockets('established') === idle - 1, 5000,
+    () => `the kept connection to close under the abandoned request (${fpmSockets('established')} established, ${idle} before)`, 50);
   await getEcho(kept, 'after');
 });
 

@@ -12,6 +12,7 @@ import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { freePort } from './helpers/ports.ts';
 import { startMuxgate, metricValue, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
+import { waitUntil } from './helpers/wait.ts';
 
 const PHP_ROOT = join(import.meta.dirname, 'php');
 const FPM_CHILDREN = 8;
@@ -52,14 +53,6 @@ function shardOf(token: string): number {
   return Number(token.split('.')[1]);
 }
 
-async function until(what: string | (() => string), condition: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() >= deadline) assert.fail(`${typeof what === 'string' ? what : what()}: not within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
 /** Lines `part N` or `line N` numbered 0, 1, 2, ... with nothing else: none lost, none repeated. */
 function assertNumbered(body: string, word: string): number {
   const lines = body.split('\n');
@@ -74,7 +67,7 @@ function assertNumbered(body: string, word: string): number {
 async function launchPhpFpm(port: number): Promise<PhpFpm> {
   const fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: FPM_CHILDREN, port });
   // pm = static: every child is up before the test relies on them (and kills them).
-  await until('php-fpm children', () => fpm.workerPids().length === FPM_CHILDREN, 5000);
+  await waitUntil(() => fpm.workerPids().length === FPM_CHILDREN, 5000, 'php-fpm children');
   return fpm;
 }
 
@@ -119,7 +112,7 @@ describe('php-fpm killed in the middle of responses, down, and back on the same 
   let held: { client: RawHttp; token: string }[] = [];
 
   const connections = () => backendSockets(mux.child.pid!, port);
-  const untilIdle = (timeoutMs = 3000) => until(() => `muxgate's FastCGI connections closed (now: ${connections().join(', ')})`, () => connections().length === 0, timeoutMs);
+  const untilIdle = (timeoutMs = 3000) => waitUntil(() => connections().length === 0, timeoutMs, () => `muxgate's FastCGI connections closed (now: ${connections().join(', ')})`);
 
   before(async () => {
     port = await freePort();
@@ -158,9 +151,9 @@ describe('php-fpm killed in the middle of responses, down, and back on the same 
       const response = await fetch(`${impatient.url}/slow-body.php?kind=silent&count=30`);
       assert.equal(response.status, 504);
       assert.ok(Date.now() - started < 1500);
-      await until(() => `the timed-out request's FastCGI connection closed (now: ${sockets()})`, () => sockets().length === 0, 1000);
+      await waitUntil(() => sockets().length === 0, 1000, () => `the timed-out request's FastCGI connection closed (now: ${sockets()})`);
     } finally {
-      await until('', () => sockets().length === 0, 5000).catch(() => {});
+      await waitUntil(() => sockets().length === 0, 5000, 'FastCGI connections closed').catch(() => {});
       await impatient.stop();
     }
   });
@@ -179,7 +172,7 @@ describe('php-fpm killed in the middle of responses, down, and back on the same 
     for (const client of [multiplexed, multiplexedHeld]) await client.waitFor((t) => decodeChunked(t).body.includes('part 2\n'));
     const heldToken = /\r\nX-Token: (\S+)\r\n/i.exec(multiplexedHeld.text)![1];
     // One FastCGI connection per request in flight: proof that the count below sees muxgate's connections.
-    await until('3 FastCGI connections in flight', () => connections().length === 3);
+    await waitUntil(() => connections().length === 3, 5000, '3 FastCGI connections in flight');
     assert.deepEqual(connections(), ['ESTABLISHED', 'ESTABLISHED', 'ESTABLISHED']);
 
     const killedAt = Date.now();
@@ -261,7 +254,7 @@ test('an ordinary response cut by the backend\'s death is not passed off as comp
     await killPhpFpm(fpm);
     // The head (200, chunked) is out: the only way left to tell the client the body is incomplete
     // is to close the connection without the last chunk, as nginx does.
-    await until('the response ended', () => plain.hasClosed || decodeChunked(plain.text).isComplete, 3000);
+    await waitUntil(() => plain.hasClosed || decodeChunked(plain.text).isComplete, 3000, 'the response ended');
     assert.ok(assertNumbered(decodeChunked(plain.text).body, 'line') >= 3);
     assert.equal(decodeChunked(plain.text).isComplete, false, `the truncated body ended with a last chunk, as if complete: ${JSON.stringify(plain.text)}`);
     await plain.waitForClose(1000);
@@ -331,7 +324,7 @@ describe('shard threads', () => {
       // shard is away its parts for the victim's tokens are refused at once (shard_down).
       const probe = async () => {
         await server.shards.threadOf(victim)!.terminate();
-        await until('the supervisor saw the shard die', () => !server.shards.isUp(victim) || isBack());
+        await waitUntil(() => !server.shards.isUp(victim) || isBack(), 5000, 'the supervisor saw the shard die');
         for (let i = 0; i < 5; i++) answers.push({ ...await push(pushUrl, probeAgent, tokens, `q${i}\n`), body: `q${i}\n`, isBeforeKill: false, isAfterBack: false });
       };
       let backAt = -1;

@@ -13,6 +13,7 @@ import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, type Muxgate } from './helpers/muxgate.ts';
 import { startPrometheus } from './helpers/prometheus.ts';
 import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
+import { waitUntil } from './helpers/wait.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 const PHP_ROOT = join(import.meta.dirname, 'php');
@@ -146,13 +147,11 @@ test('a real Prometheus gets data for every expression of the Grafana dashboard'
 });
 
 async function waitForScrapes(prometheus: Awaited<ReturnType<typeof startPrometheus>>, count: number) {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
+  const scrapes = async () => {
     const result = await prometheus.query('count_over_time(up{job="muxgate"}[5m])');
-    if (result.length > 0 && Number(result[0].value[1]) >= count) return;
-    assert.ok(Date.now() < deadline, `Prometheus did not scrape ${count} times`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
+    return result.length > 0 ? Number(result[0].value[1]) : 0;
+  };
+  await waitUntil(async () => await scrapes() >= count, 30_000, `Prometheus to scrape ${count} times`, 250);
 }
 
 test('/metrics is still served, promptly, while a shard is blocked; /readyz tells', async () => {

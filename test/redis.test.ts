@@ -9,6 +9,7 @@ import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helper
 import { startRedis, type RedisServer } from './helpers/redis.ts';
 import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
 import { publishInOrder, writersOnEveryShard } from './helpers/rooms.ts';
+import { waitUntil } from './helpers/wait.ts';
 
 const PHP_ROOT = join(import.meta.dirname, 'php');
 let fpm: PhpFpm;
@@ -49,13 +50,12 @@ async function openStream(node: Muxgate, query: string): Promise<{ client: RawHt
 
 /** Redis subscribers of a channel: each node subscribes once, while it has a subscriber. */
 async function waitForNodesFollowing(channel: string, count: number): Promise<void> {
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    const out = execFileSync('redis-cli', ['-p', String(redis.port), 'PUBSUB', 'NUMSUB', `muxgate:chan:${channel}`], { encoding: 'utf8' });
-    if (Number(out.trim().split('\n')[1]) === count) return;
-    assert.ok(Date.now() < deadline, `nodes following ${channel}: ${out}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
+  let out = '';
+  const following = () => {
+    out = execFileSync('redis-cli', ['-p', String(redis.port), 'PUBSUB', 'NUMSUB', `muxgate:chan:${channel}`], { encoding: 'utf8' });
+    return Number(out.trim().split('\n')[1]);
+  };
+  await waitUntil(() => following() === count, 5000, () => `${count} nodes following ${channel}: ${out}`);
 }
 
 test('a push to node A reaches a token held on node B, reported as forwarded', async () => {
@@ -207,12 +207,9 @@ test('history in Redis ages: a channel\'s history expires after its last part, a
     reader.close();
     await say(node, 'brief', 'missed');
     // Nobody publishes to it: its history, what it forgot and the checkpoints vanish from Redis.
-    const deadline = Date.now() + 10_000;
     const keys = ['muxgate:history:room-brief', 'muxgate:forgotten:room-brief', 'muxgate:channel-checkpoints'];
-    while (Number(redisCli('-n', '1', 'EXISTS', ...keys)) > 0) {
-      assert.ok(Date.now() < deadline, `still in Redis after 10 s: ${keys.filter((key) => redisCli('-n', '1', 'EXISTS', key) === '1')}`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await waitUntil(() => Number(redisCli('-n', '1', 'EXISTS', ...keys)) === 0, 10_000,
+      () => `the keys to expire (still in Redis: ${keys.filter((key) => redisCli('-n', '1', 'EXISTS', key) === '1')})`, 50);
     const gapOnly = await joinRoom(node, 'brief', String(seenId));
     await gapOnly.waitFor((t) => decodeChunked(t).body.includes('event: muxgate-gap'), 5000, 'the gap notice');
     assert.equal(decodeChunked(gapOnly.text).body, `event: muxgate-gap\ndata: {"since":${seenId}}\n\n`);

@@ -8,6 +8,7 @@ import { startServer } from '../src/server.ts';
 import { startPhpFpm } from './helpers/php-fpm.ts';
 import { metricValue } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
+import { waitUntil } from './helpers/wait.ts';
 
 const PHP_ROOT = join(import.meta.dirname, 'php');
 
@@ -46,11 +47,7 @@ test('a terminated shard is restarted; its clients are disconnected, the others 
       assert.equal(survivor.client.hasClosed, false);
     }
 
-    const deadline = Date.now() + 5000;
-    while (!server.shards.isUp(1)) {
-      assert.ok(Date.now() < deadline, 'shard 1 did not come back');
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await waitUntil(() => server.shards.isUp(1), 5000, 'shard 1 to come back', 20);
     assert.equal(await metricValue(metricsUrl, 'muxgate_shard_restarts_total'), 1);
     // The restarted shard takes new clients and is linked into the router mesh again.
     const fresh = await RawHttp.get(`${base}/stream.php?hold=stream`);

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, multiplexBody } from './helpers/raw-http.ts';
+import { waitUntil } from './helpers/wait.ts';
 
 const PHP_ROOT = join(import.meta.dirname, 'php');
 const EVENT_LOG = join(mkdtempSync(join(tmpdir(), 'events-')), 'events.log');
@@ -29,15 +30,13 @@ async function openStream(query: string) {
   return { client, token: /token=(\S+)\n/.exec(text)![1] };
 }
 
-async function eventFor(token: string): Promise<string> {
-  const deadline = Date.now() + 5000;
-  for (;;) {
-    const lines = existsSync(EVENT_LOG) ? readFileSync(EVENT_LOG, 'utf8').split('\n') : [];
-    const line = lines.find((l) => l.includes(` ${token} `));
-    if (line !== undefined) return line;
-    assert.ok(Date.now() < deadline, `no event for ${token}: ${lines.join('|')}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
+/** The lines of the event log so far. */
+function eventLines(log = EVENT_LOG): string[] {
+  return existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').filter(Boolean) : [];
+}
+
+function eventFor(token: string): Promise<string> {
+  return waitUntil(() => eventLines().find((l) => l.includes(` ${token} `)), 5000, () => `an event for ${token}: ${eventLines().join('|')}`);
 }
 
 test('client disconnect, timeout and Multiplex-Close each reach the backend with their reason', async () => {
@@ -89,14 +88,8 @@ test('a mass disconnect: events bounded by MUX_EVENTS_CONCURRENCY, none lost bel
       }
       return clients;
     };
-    const lines = () => (existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').filter(Boolean) : []);
-    const waitForEvents = async (count: number) => {
-      const deadline = Date.now() + 60_000;
-      while (lines().length < count) {
-        assert.ok(Date.now() < deadline, `${lines().length} of ${count} events`);
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-    };
+    const lines = () => eventLines(log);
+    const waitForEvents = (count: number) => waitUntil(() => lines().length >= count, 60_000, () => `${count} events (${lines().length} so far)`, 100);
 
     // 2,000 streams (1,000 per shard, each queue holds 1,500): every event arrives.
     for (const client of await open(2000, 2000)) client.close();
@@ -116,11 +109,13 @@ test('a mass disconnect: events bounded by MUX_EVENTS_CONCURRENCY, none lost bel
     for (const client of await open(4000, 10_000)) client.close();
     // Every event of the 6,000 streams is sent or dropped, none silently lost.
     const outcome = async (result: string) => (await metricValue(massMux.metricsUrl, `muxgate_stream_events_total{result="${result}"}`)) ?? 0;
-    const deadline = Date.now() + 90_000;
-    while ((await outcome('sent')) + (await outcome('dropped')) + (await outcome('failed')) < 6000) {
-      assert.ok(Date.now() < deadline, `sent ${await outcome('sent')}, dropped ${await outcome('dropped')}`);
-      await new Promise((resolve) => setTimeout(resolve, 250));
-    }
+    let outcomes = '';
+    const settled = async () => {
+      const [sent, dropped, failed] = [await outcome('sent'), await outcome('dropped'), await outcome('failed')];
+      outcomes = `sent ${sent}, dropped ${dropped}, failed ${failed}`;
+      return sent + dropped + failed >= 6000;
+    };
+    await waitUntil(settled, 90_000, () => `an outcome for each of the 6,000 events (${outcomes})`, 250);
     const dropped = await outcome('dropped');
     assert.equal(await outcome('failed'), 0);
     assert.ok(dropped > 0 && dropped <= 4000 - 2 * 1500, `${dropped} dropped`);

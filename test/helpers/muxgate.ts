@@ -1,6 +1,7 @@
 // Starts muxgate (src/main.ts) as a real process on loopback ports picked by the OS.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { waitUntil } from './wait.ts';
 
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
 const START_TIMEOUT_MS = 15_000;
@@ -112,13 +113,9 @@ export async function metricValue(metricsUrl: string, sample: string): Promise<n
   return sum;
 }
 
-/** Polls /metrics until the sample satisfies the predicate. */
+/** Polls /metrics until the sample satisfies the predicate; resolves with its value then. */
 export async function waitForMetric(metricsUrl: string, sample: string, predicate: (value: number) => boolean, timeoutMs = 5000): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await metricValue(metricsUrl, sample) ?? 0;
-    if (predicate(value)) return value;
-    if (Date.now() > deadline) throw new Error(`${sample} is ${value} after ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+  let value = 0;
+  await waitUntil(async () => predicate(value = await metricValue(metricsUrl, sample) ?? 0), timeoutMs, () => `the expected ${sample} (it is ${value})`, 50);
+  return value;
 }

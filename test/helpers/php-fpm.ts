@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
 import { canConnect, freePort } from './ports.ts';
+import { waitUntil } from './wait.ts';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 
@@ -139,8 +140,7 @@ async function startOnce(binary: string, dir: string, options: PhpFpmOptions, ma
       const pids = [child.pid!, ...workerPids()];
       for (const pid of pids) process.kill(pid, 'SIGKILL');
       await exited;
-      const deadline = Date.now() + START_TIMEOUT_MS;
-      while (pids.some(isAlive) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS));
+      await waitUntil(() => !pids.some(isAlive), START_TIMEOUT_MS, () => `php-fpm's processes to die (alive: ${pids.filter(isAlive).join(', ')})`, POLL_INTERVAL_MS);
       finalLog = stderrLog();
       rmSync(dir, { recursive: true, force: true });
     },

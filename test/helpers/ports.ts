@@ -1,7 +1,7 @@
 // Free loopback ports for servers that cannot report a port the OS picked (php-fpm, Redis, Prometheus, the bench's
 // peers), and waiting until they accept connections.
 import net from 'node:net';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { waitUntil } from './wait.ts';
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -24,11 +24,6 @@ export function canConnect(port: number): Promise<boolean> {
 
 /** Resolves once every port accepts connections; throws with `what` after `timeoutMs`. */
 export async function waitForPorts(ports: number[], what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  for (const port of ports) {
-    while (!await canConnect(port)) {
-      if (performance.now() > deadline) throw new Error(`${what}: nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
-      await sleep(50);
-    }
-  }
+  const isListening = async () => (await Promise.all(ports.map(canConnect))).every(Boolean);
+  await waitUntil(isListening, timeoutMs, `${what} to listen on 127.0.0.1:${ports.join(', ')}`, 50);
 }

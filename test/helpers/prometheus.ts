@@ -2,6 +2,7 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { freePort } from './ports.ts';
+import { waitUntil } from './wait.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -28,18 +29,16 @@ export async function startPrometheus(target: string): Promise<Prometheus> {
     stderr += chunk.toString();
   });
   const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    try {
-      if ((await fetch(`${url}/-/ready`)).ok) break;
-    } catch {
-      // not listening yet
-    }
-    if (child.exitCode !== null || Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`prometheus did not become ready: ${stderr}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 100));
+  const isReady = async () => {
+    if (child.exitCode !== null) throw new Error(`prometheus exited with code ${child.exitCode}: ${stderr}`);
+    // Refused while it is not listening yet.
+    return (await fetch(`${url}/-/ready`).catch(() => null))?.ok === true;
+  };
+  try {
+    await waitUntil(isReady, 15_000, () => `prometheus to be ready: ${stderr}`, 100);
+  } catch (error) {
+    child.kill('SIGKILL');
+    throw error;
   }
   return {
     url,
