@@ -2,19 +2,18 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { join } from 'node:path';
+import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, type Muxgate } from './helpers/muxgate.ts';
 import { startFakeFastcgi } from './helpers/fake-fastcgi.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
 
-const PHP_ROOT = join(import.meta.dirname, 'php');
 let fpm: PhpFpm;
 let mux: Muxgate;
 
 before(async () => {
   fpm = await startPhpFpm({ documentRoot: PHP_ROOT });
-  mux = await startMuxgate({ MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '2', MUX_FASTCGI_TIMEOUT: '1' });
+  mux = await startMuxgate({ ...phpBackend(fpm), MUX_SHARDS: '2', MUX_FASTCGI_TIMEOUT: '1' });
 });
 
 after(async () => {
@@ -219,7 +218,7 @@ test('a slow upload is no backend timeout: MUX_FASTCGI_TIMEOUT (1 s here) starts
 
 test('a client that sends its body slower than MUX_REQUEST_TIMEOUT gets a 408, a client error, not a backend one', async () => {
   const other = await startMuxgate({
-    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '1',
+    ...phpBackend(fpm), MUX_SHARDS: '1',
     MUX_FASTCGI_TIMEOUT: '1', MUX_HEADERS_TIMEOUT: '1', MUX_REQUEST_TIMEOUT: '2',
   });
   try {

@@ -2,22 +2,21 @@
 // resume from history without gap or duplicate, and a model-checked property.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
+import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
 import { publishInOrder, writersOnEveryShard } from './helpers/rooms.ts';
 
-const PHP_ROOT = join(import.meta.dirname, 'php');
 let fpm: PhpFpm;
 let mux: Muxgate;
 
 before(async () => {
   fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 30 });
   mux = await startMuxgate({
-    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '3', MUX_CHANNEL_HISTORY: '5', MUX_LOG_LEVEL: 'info',
+    ...phpBackend(fpm), MUX_SHARDS: '3', MUX_CHANNEL_HISTORY: '5', MUX_LOG_LEVEL: 'info',
   });
 });
 
@@ -177,7 +176,7 @@ test('property: across shards, every live subscriber gets every part published a
 test('order: 200 messages published one after another through every shard reach every reader in the order they were answered, resumes included', async () => {
   // History long enough for every resume; readers on every shard.
   const node = await startMuxgate({
-    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '3', MUX_CHANNEL_HISTORY: '1000', MUX_LOG_LEVEL: 'info',
+    ...phpBackend(fpm), MUX_SHARDS: '3', MUX_CHANNEL_HISTORY: '1000', MUX_LOG_LEVEL: 'info',
   });
   const writers = await writersOnEveryShard(node.url, 3);
   try {
@@ -197,7 +196,7 @@ function residentBytes(pid: number): number {
 test('history memory levels off: 1 KB to each of 80,000 channels stays within the byte budget, and the gateway stops growing', async () => {
   const budget = 1 << 20;
   const node = await startMuxgate({
-    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '2', MUX_CHANNEL_HISTORY: '100',
+    ...phpBackend(fpm), MUX_SHARDS: '2', MUX_CHANNEL_HISTORY: '100',
     MUX_CHANNEL_HISTORY_BYTES: String(budget), MUX_LOG_LEVEL: 'info',
   });
   try {

@@ -5,14 +5,13 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { join } from 'node:path';
+import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { metricValue, startMuxgate, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp } from './helpers/raw-http.ts';
 import { startKeptFastcgi } from './helpers/fake-fastcgi.ts';
 import { waitUntil } from './helpers/wait.ts';
 
-const PHP_ROOT = join(import.meta.dirname, 'php');
 const KEPT = 2;
 
 let fpm: PhpFpm;
@@ -21,7 +20,7 @@ let perRequest: Muxgate;
 
 before(async () => {
   fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 8, flushEachEcho: false });
-  const env = { MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '1' };
+  const env = { ...phpBackend(fpm), MUX_SHARDS: '1' };
   kept = await startMuxgate({ ...env, MUX_FASTCGI_KEEPALIVE: String(KEPT) });
   perRequest = await startMuxgate(env);
 });

@@ -4,17 +4,16 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import http from 'node:http';
-import { join } from 'node:path';
 import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { startServer, type RunningServer } from '../src/server.ts';
+import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { freePort } from './helpers/ports.ts';
 import { startMuxgate, metricValue, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
 import { waitUntil } from './helpers/wait.ts';
 
-const PHP_ROOT = join(import.meta.dirname, 'php');
 const FPM_CHILDREN = 8;
 
 interface PushAnswer {
@@ -276,7 +275,7 @@ describe('shard threads', () => {
 
   async function startShards(shards: number): Promise<RunningServer> {
     const config = loadConfig({
-      MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: String(shards),
+      ...phpBackend(fpm), MUX_SHARDS: String(shards),
       MUX_LISTEN: '127.0.0.1:0', MUX_PUSH_LISTEN: '127.0.0.1:0', MUX_METRICS_LISTEN: '127.0.0.1:0', MUX_SHUTDOWN_GRACE: '1',
     });
     return startServer(config, createLogger('silent'));

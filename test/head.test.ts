@@ -1,18 +1,17 @@
 // HEAD requests and bodiless statuses (RFC 9110 §9.3.2, §15.3.5, §15.4.5): the head alone, the connection kept.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
+import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
 
-const PHP_ROOT = join(import.meta.dirname, 'php');
 let fpm: PhpFpm;
 let mux: Muxgate;
 
 before(async () => {
   fpm = await startPhpFpm({ documentRoot: PHP_ROOT });
-  mux = await startMuxgate({ MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '1' });
+  mux = await startMuxgate({ ...phpBackend(fpm), MUX_SHARDS: '1' });
 });
 
 after(async () => {

@@ -1,16 +1,15 @@
 // SIGTERM: stop accepting, end held streams with a final chunk, finish in-flight requests, exit 0.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
+import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
 import { startPhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, waitForMetric } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
 
-const PHP_ROOT = join(import.meta.dirname, 'php');
 
 test('SIGTERM ends held streams cleanly, lets in-flight requests finish, exits 0', async () => {
   const fpm = await startPhpFpm({ documentRoot: PHP_ROOT });
-  const mux = await startMuxgate({ MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '2', MUX_SHUTDOWN_GRACE: '5' });
+  const mux = await startMuxgate({ ...phpBackend(fpm), MUX_SHARDS: '2', MUX_SHUTDOWN_GRACE: '5' });
   try {
     const streams = await Promise.all([1, 2, 3].map(() => RawHttp.get(`${mux.url}/stream.php?hold=stream`)));
     const legacy = await RawHttp.get(`${mux.url}/stream.php?hold=stream`, '1.0');

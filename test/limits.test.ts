@@ -1,12 +1,11 @@
 // Every limit on what a peer controls: each one crossed, answered with its documented error, and the gateway still serving.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
+import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
 
-const PHP_ROOT = join(import.meta.dirname, 'php');
 const HEAD_LIMIT = 2048;
 const BODY_LIMIT = 65_536;
 const PART_LIMIT = 65_536;
@@ -24,7 +23,7 @@ let limited: Muxgate;
 
 before(async () => {
   fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 30 });
-  const backend = { MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '2' };
+  const backend = { ...phpBackend(fpm), MUX_SHARDS: '2' };
   [mux, limited] = await Promise.all([
     startMuxgate({
       ...backend,

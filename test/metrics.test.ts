@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { startServer } from '../src/server.ts';
+import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, type Muxgate } from './helpers/muxgate.ts';
 import { startPrometheus } from './helpers/prometheus.ts';
@@ -16,14 +17,13 @@ import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
 import { waitUntil } from './helpers/wait.ts';
 
 const ROOT = join(import.meta.dirname, '..');
-const PHP_ROOT = join(import.meta.dirname, 'php');
 let fpm: PhpFpm;
 let mux: Muxgate;
 
 before(async () => {
   fpm = await startPhpFpm({ documentRoot: PHP_ROOT, env: { EVENT_LOG: join(mkdtempSync(join(tmpdir(), 'ev-')), 'events.log') } });
   mux = await startMuxgate({
-    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '4', MUX_EVENTS: 'close',
+    ...phpBackend(fpm), MUX_SHARDS: '4', MUX_EVENTS: 'close',
     MUX_MAX_BUFFERED_BYTES: '65536', MUX_FASTCGI_TIMEOUT: '1', MUX_CHANNEL_HISTORY: '10',
     MUX_CHANNEL_HISTORY_BYTES: '8192',
   });

@@ -1,12 +1,11 @@
 // POST /push: exact answers across shards, and every refusal the design lists.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
+import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
 
-const PHP_ROOT = join(import.meta.dirname, 'php');
 const SECRET = 's3cret-push-key';
 let fpm: PhpFpm;
 let mux: Muxgate;
@@ -14,7 +13,7 @@ let mux: Muxgate;
 before(async () => {
   fpm = await startPhpFpm({ documentRoot: PHP_ROOT });
   mux = await startMuxgate({
-    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '3',
+    ...phpBackend(fpm), MUX_SHARDS: '3',
     MUX_PUSH_SECRET: SECRET, MUX_MAX_PART_BYTES: '1000',
   });
 });

@@ -2,7 +2,6 @@
 // and end to end, a live token in malformed input never reaches a log line above debug.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import fc from 'fast-check';
 import { quote, redact } from '../src/redact.ts';
 import { mintToken } from '../src/protocol/token.ts';
@@ -10,6 +9,7 @@ import { MultiplexParser } from '../src/protocol/multiplex-parser.ts';
 import { CgiHeadParser } from '../src/protocol/cgi-response.ts';
 import { multiplexBoundary, parseChannelSubscriptions, parseKeepAlive } from '../src/protocol/headers.ts';
 import type { MuxError } from '../src/errors.ts';
+import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp } from './helpers/raw-http.ts';
@@ -141,14 +141,13 @@ describe('errors that quote input mask tokens', () => {
 });
 
 describe('tokens in logs end to end', () => {
-  const PHP_ROOT = join(import.meta.dirname, 'php');
   let fpm: PhpFpm;
   let mux: Muxgate;
 
   before(async () => {
     fpm = await startPhpFpm({ documentRoot: PHP_ROOT });
     // A node id that reads as words, so that the lines below can be matched exactly (a random one is masked too).
-    mux = await startMuxgate({ MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '2', MUX_NODE_ID: 'node-a' });
+    mux = await startMuxgate({ ...phpBackend(fpm), MUX_SHARDS: '2', MUX_NODE_ID: 'node-a' });
   });
 
   after(async () => {

@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { join } from 'node:path';
+import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { startRedis, type RedisServer } from './helpers/redis.ts';
@@ -11,7 +11,6 @@ import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
 import { publishInOrder, writersOnEveryShard } from './helpers/rooms.ts';
 import { waitUntil } from './helpers/wait.ts';
 
-const PHP_ROOT = join(import.meta.dirname, 'php');
 let fpm: PhpFpm;
 let redis: RedisServer;
 let nodeA: Muxgate;
@@ -21,7 +20,7 @@ before(async () => {
   fpm = await startPhpFpm({ documentRoot: PHP_ROOT });
   redis = await startRedis();
   const env = (nodeId: string) => ({
-    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '2', MUX_REDIS_URL: redis.url, MUX_NODE_ID: nodeId,
+    ...phpBackend(fpm), MUX_SHARDS: '2', MUX_REDIS_URL: redis.url, MUX_NODE_ID: nodeId,
     MUX_CHANNEL_HISTORY: '4',
   });
   [nodeA, nodeB] = await Promise.all([startMuxgate(env('node-a')), startMuxgate(env('node-b'))]);
@@ -167,7 +166,7 @@ test('a stream held on node A resumes on node B from the shared history: no gap,
 
 test('order: 200 messages published one after another through every shard of two nodes reach every reader in the order they were answered, resumes on the other node included', async () => {
   const env = (nodeId: string) => ({
-    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '3', MUX_REDIS_URL: redis.url, MUX_NODE_ID: nodeId,
+    ...phpBackend(fpm), MUX_SHARDS: '3', MUX_REDIS_URL: redis.url, MUX_NODE_ID: nodeId,
     MUX_CHANNEL_HISTORY: '1000', MUX_LOG_LEVEL: 'info',
   });
   const nodes = await Promise.all([startMuxgate(env('order-a')), startMuxgate(env('order-b'))]);
@@ -195,7 +194,7 @@ test('history in Redis ages: a channel\'s history expires after its last part, a
   assert.ok(ttl > 3_500_000 && ttl <= 3_600_000, `the default age limit, an hour: PTTL ${ttl}`);
 
   const node = await startMuxgate({
-    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '2', MUX_REDIS_URL: `${redis.url}/1`, MUX_NODE_ID: 'brief',
+    ...phpBackend(fpm), MUX_SHARDS: '2', MUX_REDIS_URL: `${redis.url}/1`, MUX_NODE_ID: 'brief',
     MUX_CHANNEL_HISTORY: '10', MUX_CHANNEL_HISTORY_SECONDS: '1', MUX_LOG_LEVEL: 'info',
   });
   try {

@@ -1,21 +1,20 @@
 // The shard supervisor: a shard thread that dies is restarted; only its own clients notice.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
 import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { startServer } from '../src/server.ts';
+import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
 import { startPhpFpm } from './helpers/php-fpm.ts';
 import { metricValue } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
 import { waitUntil } from './helpers/wait.ts';
 
-const PHP_ROOT = join(import.meta.dirname, 'php');
 
 test('a terminated shard is restarted; its clients are disconnected, the others keep their streams', async () => {
   const fpm = await startPhpFpm({ documentRoot: PHP_ROOT });
   const config = loadConfig({
-    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '3',
+    ...phpBackend(fpm), MUX_SHARDS: '3',
     MUX_LISTEN: '127.0.0.1:0', MUX_PUSH_LISTEN: '127.0.0.1:0', MUX_METRICS_LISTEN: '127.0.0.1:0', MUX_SHUTDOWN_GRACE: '1',
   });
   const server = await startServer(config, createLogger('silent'));

@@ -5,11 +5,10 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
 import { startPhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue } from './helpers/muxgate.ts';
 
-const PHP_ROOT = join(import.meta.dirname, 'php');
 const STREAMS = 500;
 const PART_BYTES = 64 * 1024;
 /** 800 parts of 64 KiB: 50 MiB to every stream, 25 GiB in all. */
@@ -154,7 +153,7 @@ function vm(pid: number, field: 'VmRSS' | 'VmHWM'): number {
 test('a stalled reader among 500 is dropped alone; the others get all 50 MiB; RSS stays bounded', async (t) => {
   const fpm = await startPhpFpm({ documentRoot: PHP_ROOT });
   const mux = await startMuxgate({
-    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '2',
+    ...phpBackend(fpm), MUX_SHARDS: '2',
     MUX_MAX_BUFFERED_BYTES: String(MAX_BUFFERED_BYTES), MUX_LOG_LEVEL: 'info',
   });
   const pushAgent = new http.Agent({ keepAlive: true, maxSockets: 1 });

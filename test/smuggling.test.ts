@@ -5,12 +5,12 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, type Muxgate } from './helpers/muxgate.ts';
 import { startFakeFastcgi, type FakeFastcgi } from './helpers/fake-fastcgi.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
 
-const PHP_ROOT = join(import.meta.dirname, 'php');
 const STATE_DIR = mkdtempSync(join(tmpdir(), 'muxgate-smuggling-'));
 /** REQUEST_URI of every request test/php/request-log.php ran for. */
 const REQUEST_LOG = join(STATE_DIR, 'requests.log');
@@ -29,7 +29,7 @@ before(async () => {
     startFakeFastcgi(() => backendStdout),
   ]);
   [mux, faked] = await Promise.all([
-    startMuxgate({ MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '2' }),
+    startMuxgate({ ...phpBackend(fpm), MUX_SHARDS: '2' }),
     startMuxgate({ MUX_FASTCGI: `127.0.0.1:${fake.port}`, MUX_SHARDS: '1' }),
   ]);
 });

@@ -4,19 +4,19 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, multiplexBody } from './helpers/raw-http.ts';
 import { waitUntil } from './helpers/wait.ts';
 
-const PHP_ROOT = join(import.meta.dirname, 'php');
 const EVENT_LOG = join(mkdtempSync(join(tmpdir(), 'events-')), 'events.log');
 let fpm: PhpFpm;
 let mux: Muxgate;
 
 before(async () => {
   fpm = await startPhpFpm({ documentRoot: PHP_ROOT, env: { EVENT_LOG } });
-  mux = await startMuxgate({ MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '2', MUX_EVENTS: 'close' });
+  mux = await startMuxgate({ ...phpBackend(fpm), MUX_SHARDS: '2', MUX_EVENTS: 'close' });
 });
 
 after(async () => {
