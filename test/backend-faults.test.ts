@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
+import { PHP_ROOT, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, type Muxgate } from './helpers/muxgate.ts';
 import { startFakeFastcgi } from './helpers/fake-fastcgi.ts';
@@ -75,10 +75,7 @@ test('a bare LF in part headers cannot add a target: the body is rejected there 
   assert.equal(response.status, 200);
   assert.equal(await response.text(), '');
   await mux.waitForLog((l) => l.msg === 'backend multiplexed body rejected; the parts before it stand' && /bare LF/.test(String(l.err)));
-  const pushed = await fetch(mux.pushUrl, {
-    method: 'POST', headers: { 'Content-Type': 'application/x-multiplex; boundary=PB' }, body: `--PB\r\nMultiplex-Token: ${token}\r\n\r\nafter\r\n--PB--\r\n`,
-  });
-  assert.equal(pushed.status, 200);
+  await push(mux.pushUrl, [{ tokens: [token], body: 'after' }]);
   await victim.waitFor((t) => decodeChunked(t).body.endsWith('after'), 5000, 'the pushed part');
   assert.equal(decodeChunked(victim.text).body, 'after');
   victim.close();

@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
-import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
+import { PHP_ROOT, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
@@ -49,12 +49,6 @@ async function say(room: string, text: string): Promise<void> {
   assert.equal(await response.text(), 'sent');
 }
 
-async function push(body: string) {
-  const response = await fetch(mux.pushUrl, { method: 'POST', headers: { 'Content-Type': 'application/x-multiplex; boundary=C' }, body });
-  assert.equal(response.status, 200);
-  return response.json() as Promise<Record<string, unknown>>;
-}
-
 test('a stateless PHP room: a message reaches exactly the room readers on every shard, once each', async () => {
   const readers = await Promise.all(Array.from({ length: 6 }, () => join_('alpha')));
   const others = await Promise.all(Array.from({ length: 3 }, () => join_('beta')));
@@ -76,11 +70,10 @@ test('a stateless PHP room: a message reaches exactly the room readers on every 
 
 test('a part naming a token and a channel reaches a stream subscribed to both once; the push counts per channel', async () => {
   const [a, b, c] = await Promise.all([join_('gamma'), join_('gamma'), join_('delta')]);
-  const result = await push([
-    `--C\r\nMultiplex-Token: ${a.token}, ${c.token}\r\nMultiplex-Channel: room-gamma, room-delta\r\n\r\ndata: both\n\n\r\n`,
-    '--C\r\nMultiplex-Channel: room-gamma\r\n\r\ndata: gamma only\n\n\r\n',
-    '--C--\r\n',
-  ].join(''));
+  const result = await push(mux.pushUrl, [
+    { tokens: [a.token, c.token], channels: ['room-gamma', 'room-delta'], body: 'data: both\n\n' },
+    { channels: ['room-gamma'], body: 'data: gamma only\n\n' },
+  ]);
   assert.equal(result.parts, 2);
   assert.equal(result.deliveries, 5);
   assert.deepEqual(result.gone, []);
@@ -156,7 +149,7 @@ test('property: across shards, every live subscriber gets every part published a
           await waitForMetric(mux.metricsUrl, 'muxgate_channel_subscriptions', (n) => n === live.length);
         } else if (step.kind === 'publish') {
           const body = `<${++message}>`;
-          const result = await push(`--C\r\nMultiplex-Channel: p${run}-${step.channel}\r\n\r\n${body}\r\n--C--\r\n`);
+          const result = await push(mux.pushUrl, [{ channels: [`p${run}-${step.channel}`], body }]);
           const subscribers = live.filter((s) => s.channel === step.channel);
           assert.equal(result.deliveries, subscribers.length);
           for (const s of subscribers) s.expected.push(body);
@@ -204,10 +197,7 @@ test('history memory levels off: 1 KB to each of 80,000 channels stays within th
     let channel = 0;
     const publish = async (pushes: number) => {
       for (let i = 0; i < pushes; i++) {
-        let parts = '';
-        for (let k = 0; k < 1000; k++) parts += `--C\r\nMultiplex-Channel: made-up-${channel++}\r\n\r\n${body}\r\n`;
-        const response = await fetch(node.pushUrl, { method: 'POST', headers: { 'Content-Type': 'application/x-multiplex; boundary=C' }, body: parts + '--C--\r\n' });
-        assert.equal(response.status, 200, await response.text());
+        await push(node.pushUrl, Array.from({ length: 1000 }, () => ({ channels: [`made-up-${channel++}`], body })));
         const held = await metricValue(node.metricsUrl, 'muxgate_channel_history_bytes');
         assert.ok(held !== undefined && held <= budget, `history bytes ${held} within the budget ${budget}`);
       }

@@ -7,39 +7,14 @@ import http from 'node:http';
 import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { startServer, type RunningServer } from '../src/server.ts';
-import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
+import { PHP_ROOT, phpBackend, sendPush, type PushReply } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { freePort } from './helpers/ports.ts';
 import { startMuxgate, metricValue, type Muxgate } from './helpers/muxgate.ts';
-import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
+import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
 import { waitUntil } from './helpers/wait.ts';
 
 const FPM_CHILDREN = 8;
-
-interface PushAnswer {
-  parts: number;
-  deliveries: number;
-  gone: string[];
-  unconfirmed?: number;
-}
-
-/** One POST /push over the given agent; `ms` is how long the answer took. */
-function push(pushUrl: string, agent: http.Agent, tokens: string[], body: string): Promise<{ status: number; answer: PushAnswer; ms: number }> {
-  const started = Date.now();
-  const payload = multiplexBody('B', [{ tokens, body }]);
-  return new Promise((resolve, reject) => {
-    const request = http.request(pushUrl, {
-      method: 'POST', agent, headers: { 'Content-Type': 'application/x-multiplex; boundary=B', 'Content-Length': Buffer.byteLength(payload) },
-    }, (response) => {
-      let text = '';
-      response.setEncoding('utf8').on('data', (data: string) => { text += data; });
-      response.on('end', () => resolve({ status: response.statusCode!, answer: JSON.parse(text), ms: Date.now() - started }));
-    });
-    request.setTimeout(10_000, () => request.destroy(new Error('no push answer within 10 s')));
-    request.on('error', reject);
-    request.end(payload);
-  });
-}
 
 /** A held stream whose backend body has ended (stream.php answers at once); its token from X-Token. */
 async function openHeld(url: string): Promise<{ client: RawHttp; token: string }> {
@@ -192,7 +167,7 @@ describe('php-fpm killed in the middle of responses, down, and back on the same 
     const pushAgent = new http.Agent({ keepAlive: true });
     try {
       const tokens = [...held.map((h) => h.token), heldToken];
-      const { status, answer } = await push(mux.pushUrl, pushAgent, tokens, 'after the crash\n');
+      const { status, answer } = await sendPush(mux.pushUrl, [{ tokens, body: 'after the crash\n' }], { agent: pushAgent });
       assert.equal(status, 200);
       assert.deepEqual(answer, { parts: 1, deliveries: 5, gone: [] });
       for (const h of held) await h.client.waitFor((t) => decodeChunked(t).body === 'after the crash\n');
@@ -229,7 +204,7 @@ describe('php-fpm killed in the middle of responses, down, and back on the same 
     clients.push(fresh.client);
     const pushAgent = new http.Agent({ keepAlive: true });
     try {
-      const { answer } = await push(mux.pushUrl, pushAgent, [fresh.token, ...held.map((h) => h.token)], 'back\n');
+      const { answer } = await sendPush(mux.pushUrl, [{ tokens: [fresh.token, ...held.map((h) => h.token)], body: 'back\n' }], { agent: pushAgent });
       assert.deepEqual(answer, { parts: 1, deliveries: 5, gone: [] });
       await fresh.client.waitFor((t) => decodeChunked(t).body === 'back\n');
     } finally {
@@ -303,7 +278,7 @@ describe('shard threads', () => {
     const streams = await Promise.all(Array.from({ length: 30 }, () => openHeld(base)));
     try {
       const tokens = streams.map((s) => s.token);
-      assert.equal((await push(pushUrl, pushAgent, [], 'warm-up')).status, 200);
+      assert.equal((await sendPush(pushUrl, [{ tokens: [], body: 'warm-up' }], { agent: pushAgent })).status, 200);
       const pusherShard = await shardOfPusher(metricsUrl, streams, 3);
       // The victim is not the pusher's shard: its push connection would die with it. Its survivors are
       // on the pusher's shard (local writes) and on the third one (across the router mesh).
@@ -314,7 +289,7 @@ describe('shard threads', () => {
       assert.ok(victims.length > 0 && new Set(survivors.map((s) => shardOf(s.token))).size === 2);
       const undeliverableBefore = await metricValue(metricsUrl, 'muxgate_undeliverable_total') ?? 0;
 
-      type Answered = Awaited<ReturnType<typeof push>> & { body: string; isBeforeKill: boolean; isAfterBack: boolean };
+      type Answered = PushReply & { body: string; isBeforeKill: boolean; isAfterBack: boolean };
       const answers: Answered[] = [];
       const killedThread = server.shards.threadOf(victim)!.threadId;
       const isBack = () => server.shards.isUp(victim) && server.shards.threadOf(victim)?.threadId !== killedThread;
@@ -324,7 +299,7 @@ describe('shard threads', () => {
       const probe = async () => {
         await server.shards.threadOf(victim)!.terminate();
         await waitUntil(() => !server.shards.isUp(victim) || isBack(), 5000, 'the supervisor saw the shard die');
-        for (let i = 0; i < 5; i++) answers.push({ ...await push(pushUrl, probeAgent, tokens, `q${i}\n`), body: `q${i}\n`, isBeforeKill: false, isAfterBack: false });
+        for (let i = 0; i < 5; i++) answers.push({ ...await sendPush(pushUrl, [{ tokens, body: `q${i}\n` }], { agent: probeAgent }), body: `q${i}\n`, isBeforeKill: false, isAfterBack: false });
       };
       let backAt = -1;
       const deadline = Date.now() + 15_000;
@@ -332,7 +307,7 @@ describe('shard threads', () => {
         assert.ok(Date.now() < deadline, `the shard did not come back (${seq} pushes)`);
         const isBeforeKill = killed === null;
         const isAfterBack = backAt >= 0;
-        answers.push({ ...await push(pushUrl, pushAgent, tokens, `p${seq}\n`), body: `p${seq}\n`, isBeforeKill, isAfterBack });
+        answers.push({ ...await sendPush(pushUrl, [{ tokens, body: `p${seq}\n` }], { agent: pushAgent }), body: `p${seq}\n`, isBeforeKill, isAfterBack });
         if (seq === 40) killed = probe();
         if (killed !== null && backAt < 0 && isBack()) backAt = seq + 1;
       }
@@ -385,7 +360,7 @@ describe('shard threads', () => {
       // The restarted shard takes the next client (it has the fewest) and is back in the mesh.
       const fresh = await openHeld(base);
       assert.equal(shardOf(fresh.token), victim);
-      const { answer } = await push(pushUrl, pushAgent, [fresh.token, survivors[0].token], 'welcome back\n');
+      const { answer } = await sendPush(pushUrl, [{ tokens: [fresh.token, survivors[0].token], body: 'welcome back\n' }], { agent: pushAgent });
       assert.deepEqual(answer, { parts: 1, deliveries: 2, gone: [] });
       await fresh.client.waitFor((text) => decodeChunked(text).body === 'welcome back\n');
       fresh.client.close();
@@ -406,7 +381,7 @@ describe('shard threads', () => {
     const lateAgent = new http.Agent({ keepAlive: false });
     const streams = await Promise.all(Array.from({ length: 15 }, () => openHeld(base)));
     try {
-      assert.equal((await push(pushUrl, pushAgent, [], 'warm-up')).status, 200);
+      assert.equal((await sendPush(pushUrl, [{ tokens: [], body: 'warm-up' }], { agent: pushAgent })).status, 200);
       const pusherShard = await shardOfPusher(metricsUrl, streams, 3);
       const stalledShard = (pusherShard + 1) % 3;
       const stalled = streams.filter((s) => shardOf(s.token) === stalledShard);
@@ -418,13 +393,13 @@ describe('shard threads', () => {
       const stalledAt = Date.now();
       server.shards.stall(stalledShard, STALL_MS);
       // A part for the stalled shard waits for it; its arrival time proves the stall.
-      const late = push(pushUrl, lateAgent, [stalled[0].token], 'late\n');
+      const late = sendPush(pushUrl, [{ tokens: [stalled[0].token], body: 'late\n' }], { agent: lateAgent });
       const lateArrived = stalled[0].client.waitFor((t) => decodeChunked(t).body === 'late\n', STALL_MS + 3000).then(() => Date.now() - stalledAt);
 
       const latencies: number[] = [];
       for (let i = 0; Date.now() - stalledAt < STALL_MS - 300; i++) {
         const sentAt = Date.now();
-        const { status, answer, ms } = await push(pushUrl, pushAgent, otherTokens, `s${i}\n`);
+        const { status, answer, ms } = await sendPush(pushUrl, [{ tokens: otherTokens, body: `s${i}\n` }], { agent: pushAgent });
         assert.equal(status, 200);
         assert.deepEqual(answer, { parts: 1, deliveries: others.length, gone: [] });
         assert.ok(ms < 500, `push ${i} answered after ${ms} ms during the stall`);
@@ -441,7 +416,7 @@ describe('shard threads', () => {
       assert.ok(Math.max(...latencies) < 500, `delivery latencies during the stall: ${latencies.join(', ')} ms`);
 
       // After the stall every stream is reached again, promptly.
-      const { answer, ms } = await push(pushUrl, pushAgent, streams.map((s) => s.token), 'after\n');
+      const { answer, ms } = await sendPush(pushUrl, [{ tokens: streams.map((s) => s.token), body: 'after\n' }], { agent: pushAgent });
       assert.deepEqual(answer, { parts: 1, deliveries: streams.length, gone: [] });
       assert.ok(ms < 500, `answered after ${ms} ms`);
       for (const s of streams) await s.client.waitFor((t) => decodeChunked(t).body.endsWith('after\n'));

@@ -5,10 +5,10 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
+import { PHP_ROOT, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, type Muxgate } from './helpers/muxgate.ts';
-import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
+import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
 
 let fpm: PhpFpm;
 let mux: Muxgate;
@@ -22,16 +22,6 @@ after(async () => {
   assert.equal(await mux.stop(), 0);
   await fpm.stop();
 });
-
-async function push(parts: Array<{ tokens?: string[]; close?: boolean; body: string }>) {
-  const response = await fetch(mux.pushUrl, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/x-multiplex; boundary=pushB' },
-    body: multiplexBody('pushB', parts),
-  });
-  assert.equal(response.status, 200);
-  return response.json() as Promise<{ parts: number; deliveries: number; gone: string[] }>;
-}
 
 /** Opens a held stream on stream.php and returns the client and its token. */
 async function openStream(query: string, version = '1.1'): Promise<{ client: RawHttp; token: string }> {
@@ -121,13 +111,13 @@ test('hold stream: open after the backend is done, fed by pushes, ended by Multi
   assert.match(client.text, /\r\nCache-Control: no-cache\r\n/i);
   assert.match(client.text, /\r\nX-Accel-Buffering: no\r\n/i);
   assert.match(client.text, /\r\nTransfer-Encoding: chunked\r\n/i);
-  assert.equal((await push([{ tokens: [token], body: 'data: one\n\n' }])).deliveries, 1);
+  assert.equal((await push(mux.pushUrl, [{ tokens: [token], body: 'data: one\n\n' }])).deliveries, 1);
   await client.waitFor((t) => decodeChunked(t).body.endsWith('data: one\n\n'));
-  const result = await push([{ tokens: [token], body: 'data: last\n\n', close: true }]);
+  const result = await push(mux.pushUrl, [{ tokens: [token], body: 'data: last\n\n', close: true }]);
   assert.deepEqual(result, { parts: 1, deliveries: 1, gone: [] });
   await client.waitFor((t) => decodeChunked(t).isComplete, 5000, 'the final chunk');
   assert.ok(decodeChunked(client.text).body.endsWith('data: one\n\ndata: last\n\n'));
-  assert.deepEqual((await push([{ tokens: [token], body: 'late' }])).gone, [token]);
+  assert.deepEqual((await push(mux.pushUrl, [{ tokens: [token], body: 'late' }])).gone, [token]);
   client.close();
 });
 
@@ -135,7 +125,7 @@ test('hold response (long-poll): the first part ends the response', async () => 
   const client = await RawHttp.get(`${mux.url}/stream.php?hold=response&silent=1`);
   const text = await client.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the head');
   const token = /\r\nX-Token: (\S+)\r\n/i.exec(text)![1];
-  assert.equal((await push([{ tokens: [token], body: 'the answer' }])).deliveries, 1);
+  assert.equal((await push(mux.pushUrl, [{ tokens: [token], body: 'the answer' }])).deliveries, 1);
   await client.waitFor((t) => decodeChunked(t).isComplete, 5000, 'the final chunk');
   assert.equal(decodeChunked(client.text).body, 'the answer');
   client.close();
@@ -149,7 +139,7 @@ test('a connection serves its next requests once its long-poll ends, a request p
   client.socket.write(`GET /echo.php?second=1 HTTP/1.1\r\nHost: ${new URL(mux.url).host}\r\n\r\n`);
   await new Promise((resolve) => setTimeout(resolve, 100));
   assert.doesNotMatch(client.text, /second=1/);
-  assert.equal((await push([{ tokens: [token], body: 'the answer' }])).deliveries, 1);
+  assert.equal((await push(mux.pushUrl, [{ tokens: [token], body: 'the answer' }])).deliveries, 1);
   await client.waitFor((t) => /second=1.*\}(\r\n0\r\n\r\n)?$/s.test(t), 5000, 'the pipelined answer');
   assert.equal(decodeChunked(client.text.slice(0, client.text.indexOf('HTTP/1.1 200', 10))).body, 'the answer');
   // And one more, sent after both answers.
@@ -165,7 +155,7 @@ test('a reader that keeps up is not dropped when one push carries more than MUX_
   const token = /\r\nX-Token: (\S+)\r\n/i.exec(await client.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the head'))![1];
   // 3 × 600 KiB in one push, handled within one or two turns: more than the 1 MiB a slow consumer may leave unread.
   const bodies = ['x', 'y', 'z'].map((letter) => letter.repeat(600 * 1024));
-  const result = await push(bodies.map((body) => ({ tokens: [token], body })));
+  const result = await push(mux.pushUrl, bodies.map((body) => ({ tokens: [token], body })));
   assert.equal(result.deliveries, 3);
   await client.waitFor((t) => decodeChunked(t).body.endsWith('z'.repeat(600 * 1024)), 10_000, 'all three parts');
   assert.equal(decodeChunked(client.text).body, bodies.join(''));
@@ -185,16 +175,16 @@ test('keep-alive data is written when the stream is idle', async () => {
 test('Multiplex-Timeout ends a held stream with a final chunk', async () => {
   const { client, token } = await openStream('hold=stream&timeout=0.5');
   await client.waitFor((t) => decodeChunked(t).isComplete, 4000, 'the final chunk');
-  assert.deepEqual((await push([{ tokens: [token], body: 'x' }])).gone, [token]);
+  assert.deepEqual((await push(mux.pushUrl, [{ tokens: [token], body: 'x' }])).gone, [token]);
   client.close();
 });
 
 test('an HTTP/1.0 client gets a close-delimited held stream', async () => {
   const { client, token } = await openStream('hold=stream', '1.0');
   assert.doesNotMatch(client.text, /Transfer-Encoding/i);
-  await push([{ tokens: [token], body: 'raw bytes' }]);
+  await push(mux.pushUrl, [{ tokens: [token], body: 'raw bytes' }]);
   await client.waitFor((t) => t.endsWith('raw bytes'));
-  await push([{ tokens: [token], body: '!', close: true }]);
+  await push(mux.pushUrl, [{ tokens: [token], body: '!', close: true }]);
   const text = await client.waitForClose();
   assert.ok(text.endsWith(`token=${token}\nraw bytes!`));
 });

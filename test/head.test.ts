@@ -1,7 +1,7 @@
 // HEAD requests and bodiless statuses (RFC 9110 §9.3.2, §15.3.5, §15.4.5): the head alone, the connection kept.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
+import { PHP_ROOT, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
@@ -68,12 +68,7 @@ test('HEAD of a held multiplexed response: the head, then the response ends and 
   assert.ok(first.endsWith('\r\n\r\n'), `bytes after the head: ${JSON.stringify(first)}`);
   assert.match(second, /^HTTP\/1\.1 200 OK\r\n/);
   const token = /\r\nx-token: (\S+)\r\n/i.exec(first)![1];
-  const answer = await fetch(mux.pushUrl, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/x-multiplex; boundary=b' },
-    body: `--b\r\nMultiplex-Token: ${token}\r\n\r\nlate\r\n--b--\r\n`,
-  });
-  assert.deepEqual(await answer.json(), { parts: 1, deliveries: 0, gone: [token] });
+  assert.deepEqual(await push(mux.pushUrl, [{ tokens: [token], body: 'late' }]), { parts: 1, deliveries: 0, gone: [token] });
   assert.equal(await held(), 0);
 });
 

@@ -1,10 +1,10 @@
 // Every limit on what a peer controls: each one crossed, answered with its documented error, and the gateway still serving.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
+import { PHP_ROOT, multiplexBody, phpBackend, push, sendPush } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
-import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
+import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
 
 const HEAD_LIMIT = 2048;
 const BODY_LIMIT = 65_536;
@@ -85,10 +85,6 @@ async function openHeld(gateway: Muxgate, query = ''): Promise<{ client: RawHttp
   const text = await client.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the held stream head');
   assert.equal(statusOf(text), 200, text);
   return { client, token: /\r\nX-Token: (\S+)\r\n/i.exec(text)![1] };
-}
-
-function push(gateway: Muxgate, body: string | Buffer, contentType = 'application/x-multiplex; boundary=PB') {
-  return fetch(gateway.pushUrl, { method: 'POST', headers: { 'Content-Type': contentType }, body });
 }
 
 const clientErrors = (gateway: Muxgate) => metricValue(gateway.metricsUrl, 'muxgate_requests_total{listener="public",class="4xx"}');
@@ -182,15 +178,13 @@ function bodyWithPartHeaders(token: string, headerBytes: number): string {
 
 test('part headers: 1 MiB is accepted, one byte more gets 400 MUX_ERR_PART_HEADERS_TOO_LARGE after the parts before it', async () => {
   const { client, token } = await openHeld(mux);
-  const atLimit = await push(mux, bodyWithPartHeaders(token, PART_HEADERS_LIMIT));
-  assert.equal(atLimit.status, 200);
-  assert.deepEqual(await atLimit.json(), { parts: 2, deliveries: 2, gone: [] });
+  assert.deepEqual(await push(mux.pushUrl, bodyWithPartHeaders(token, PART_HEADERS_LIMIT)), { parts: 2, deliveries: 2, gone: [] });
 
   const sample = 'muxgate_rejected_parts_total{source="push",reason="MUX_ERR_PART_HEADERS_TOO_LARGE"}';
   const rejectedBefore = await metricValue(mux.metricsUrl, sample) ?? 0;
-  const over = await push(mux, bodyWithPartHeaders(token, PART_HEADERS_LIMIT + 1));
+  const over = await sendPush(mux.pushUrl, bodyWithPartHeaders(token, PART_HEADERS_LIMIT + 1));
   assert.equal(over.status, 400);
-  const result = await over.json() as Record<string, unknown>;
+  const result = over.answer;
   assert.equal(result.code, 'MUX_ERR_PART_HEADERS_TOO_LARGE');
   assert.deepEqual([result.parts, result.deliveries], [1, 1]);
   await client.waitFor((t) => decodeChunked(t).body === 'first|second|first|', 5000, 'the parts before the limit');
@@ -209,14 +203,12 @@ test('targets per part: 100,000 tokens and channels are accepted, 100,001 get 40
     `--PB\r\nMultiplex-Token: ${token}\r\n\r\nfirst|\r\n--PB\r\n${targets(tokens, channels)}\r\nsecond|\r\n--PB--\r\n`;
   assert.ok(body(60_000, 40_001).length < 300_000);
 
-  const atLimit = await push(mux, body(60_000, TARGETS_LIMIT - 60_000));
-  assert.equal(atLimit.status, 200);
-  const accepted = await atLimit.json() as Record<string, unknown>;
+  const accepted = await push(mux.pushUrl, body(60_000, TARGETS_LIMIT - 60_000));
   assert.deepEqual([accepted.parts, accepted.deliveries, accepted.gone], [2, 1, ['t']]);
 
-  const over = await push(mux, body(60_000, TARGETS_LIMIT - 60_000 + 1));
+  const over = await sendPush(mux.pushUrl, body(60_000, TARGETS_LIMIT - 60_000 + 1));
   assert.equal(over.status, 400);
-  const result = await over.json() as Record<string, unknown>;
+  const result = over.answer;
   assert.equal(result.code, 'MUX_ERR_MALFORMED_MULTIPLEX');
   assert.match(String(result.error), /more than 100000 tokens and channels/);
   assert.deepEqual([result.parts, result.deliveries], [1, 1]);
@@ -227,12 +219,11 @@ test('targets per part: 100,000 tokens and channels are accepted, 100,001 get 40
 
 test('a boundary longer than 70 characters: 415 from the push API, 502 from a backend; 70 is fine for both', async () => {
   const { client, token } = await openHeld(mux);
-  const pushWithBoundary = (boundary: string) =>
-    push(mux, multiplexBody(boundary, [{ tokens: [token], body: `${boundary.length}|` }]), `application/x-multiplex; boundary=${boundary}`);
+  const pushWithBoundary = (boundary: string) => sendPush(mux.pushUrl, [{ tokens: [token], body: `${boundary.length}|` }], { boundary });
   assert.equal((await pushWithBoundary('b'.repeat(70))).status, 200);
   const refused = await pushWithBoundary('b'.repeat(71));
   assert.equal(refused.status, 415);
-  assert.match(String((await refused.json() as Record<string, unknown>).error), /1-70 characters/);
+  assert.match(String(refused.answer.error), /1-70 characters/);
   await client.waitFor((t) => decodeChunked(t).body === '70|', 5000, 'the 70-character push');
 
   const fine = await fetch(`${mux.url}/limits.php?case=boundary&length=70`);
@@ -280,12 +271,7 @@ test('MUX_MAX_CONNECTIONS counts clients only: with the public listener full, th
   await waitForMetric(limited.metricsUrl, 'muxgate_open_connections', (v) => v === 0, 8000);
   const held = await Promise.all(Array.from({ length: CONNECTION_LIMIT }, () => openHeld(limited, '&timeout=60')));
   try {
-    const response = await fetch(limited.pushUrl, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/x-multiplex; boundary=PB', Connection: 'close' },
-      body: multiplexBody('PB', [{ tokens: [held[0].token], body: 'pushed' }]),
-    });
-    assert.equal(response.status, 200);
+    await push(limited.pushUrl, [{ tokens: [held[0].token], body: 'pushed' }], { headers: { Connection: 'close' } });
     await held[0].client.waitFor((t) => decodeChunked(t).body === 'pushed', 2000, 'the pushed part');
   } finally {
     for (const stream of held) stream.client.close();
@@ -303,7 +289,7 @@ test('MUX_HOLD_TIMEOUT ends a held stream with a final chunk when the backend se
   await waitForMetric(limited.metricsUrl, 'muxgate_streams_ended_total{reason="timeout"}', (v) => v === endedBefore + 1);
   // A Multiplex-Timeout of its own outlives the default.
   assert.equal(decodeChunked(own.client.text).isComplete, false);
-  const result = await (await push(limited, multiplexBody('PB', [{ tokens: [defaulted.token, own.token], body: 'still here' }]))).json();
+  const result = await push(limited.pushUrl, [{ tokens: [defaulted.token, own.token], body: 'still here' }]);
   assert.deepEqual(result, { parts: 1, deliveries: 1, gone: [defaulted.token] });
   await own.client.waitFor((t) => decodeChunked(t).body === 'still here');
   defaulted.client.close();
@@ -318,7 +304,7 @@ test('Multiplex-Timeout: 0 keeps a held stream open past MUX_HOLD_TIMEOUT (proto
     // Opened after it, a stream with the default timeout has ended: MUX_HOLD_TIMEOUT has passed for both.
     await defaulted.client.waitFor((t) => decodeChunked(t).isComplete, 4000, 'the final chunk of the defaulted stream');
     assert.equal(decodeChunked(never.client.text).isComplete, false);
-    const result = await (await push(limited, multiplexBody('PB', [{ tokens: [never.token], body: 'still held' }]))).json();
+    const result = await push(limited.pushUrl, [{ tokens: [never.token], body: 'still held' }]);
     assert.deepEqual(result, { parts: 1, deliveries: 1, gone: [] });
     await never.client.waitFor((t) => decodeChunked(t).body === 'still held', 2000, 'the part after MUX_HOLD_TIMEOUT');
   } finally {
@@ -344,10 +330,10 @@ test('MUX_MAX_PUSH_BYTES: a larger push gets 413 MUX_ERR_PUSH_TOO_LARGE, the par
   const filler = openBody([{ tokens: ['nobody'], body: 'f'.repeat(1000) }]);
   const body = openBody([{ tokens: [token], body: 'first|' }]) + filler.repeat(Math.ceil(1.2 * PUSH_LIMIT / filler.length)) +
     multiplexBody('PB', [{ tokens: [token], body: 'never' }]);
-  const response = await push(limited, body);
+  const response = await sendPush(limited.pushUrl, body);
   assert.equal(response.status, 413);
-  assert.equal(response.headers.get('connection'), 'close');
-  const result = await response.json() as Record<string, unknown>;
+  assert.equal(response.headers.connection, 'close');
+  const result = response.answer;
   assert.equal(result.code, 'MUX_ERR_PUSH_TOO_LARGE');
   assert.match(String(result.error), /MUX_MAX_PUSH_BYTES \(1048576 bytes\)/);
   assert.equal(result.deliveries, 1);
@@ -373,9 +359,9 @@ test('MUX_MAX_PUSH_BYTES: every part that ends within the limit is delivered, al
     body += edge + filler.repeat(100) + '--PB--\r\n';
     const partsWithin = partsEndingWithin(body, PUSH_LIMIT);
     assert.equal(body.lastIndexOf('edge|', PUSH_LIMIT) > PUSH_LIMIT - filler.length, true);
-    const response = await push(limited, body);
+    const response = await sendPush(limited.pushUrl, body);
     assert.equal(response.status, 413);
-    const result = await response.json() as Record<string, unknown>;
+    const result = response.answer;
     assert.deepEqual([result.parts, result.deliveries], [partsWithin, 2]);
     await client.waitFor((t) => decodeChunked(t).body === 'first|edge|', 2000, 'both parts within the limit');
   } finally {

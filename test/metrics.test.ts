@@ -9,11 +9,11 @@ import { join } from 'node:path';
 import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { startServer } from '../src/server.ts';
-import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
+import { PHP_ROOT, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, type Muxgate } from './helpers/muxgate.ts';
 import { startPrometheus } from './helpers/prometheus.ts';
-import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
+import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
 import { waitUntil } from './helpers/wait.ts';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -53,25 +53,21 @@ async function snapshot(): Promise<Map<string, number>> {
   return values;
 }
 
-async function push(body: string) {
-  return fetch(mux.pushUrl, { method: 'POST', headers: { 'Content-Type': 'application/x-multiplex; boundary=M' }, body });
-}
-
 async function driveTraffic(): Promise<RawHttp[]> {
   const streams = await Promise.all(Array.from({ length: 8 }, () => RawHttp.get(`${mux.url}/stream.php?hold=stream`)));
   const tokens = await Promise.all(streams.map(async (s) => /token=(\S+)\n/.exec(await s.waitFor((t) => /token=\S+\n/.test(t)))![1]));
-  await push(multiplexBody('M', [{ tokens, body: 'to everyone' }, { tokens: ['nobody', tokens[0].slice(0, -3) + 'zzz'], body: 'lost' }]));
-  await push('--M\r\nMultiplex-Token: x\r\n\r\nbroken\r\n--Mjunk');
+  await push(mux.pushUrl, [{ tokens, body: 'to everyone' }, { tokens: ['nobody', tokens[0].slice(0, -3) + 'zzz'], body: 'lost' }]);
+  await push(mux.pushUrl, '--PB\r\nMultiplex-Token: x\r\n\r\nbroken\r\n--PBjunk', { status: 400 });
   assert.equal((await fetch(`${mux.url}/broken.php?case=slow&seconds=2`)).status, 504);
   await (await fetch(`${mux.url}/stream.php`)).text();
   const subscriber = await RawHttp.get(`${mux.url}/stream.php?hold=stream&channel=news`);
   await subscriber.waitFor((t) => /token=\S+\n/.test(t));
-  await push('--M\r\nMultiplex-Channel: news\r\n\r\nheadline\r\n--M--\r\n');
+  await push(mux.pushUrl, [{ channels: ['news'], body: 'headline' }]);
   const resumed = await RawHttp.get(`${mux.url}/stream.php?hold=stream&channel=${encodeURIComponent('news; since=0')}`);
   await resumed.waitFor((t) => t.includes('headline'));
   resumed.close();
   // Over the history's byte budget with the headline: the headline is evicted, this part stays.
-  await push(`--M\r\nMultiplex-Channel: archive\r\n\r\n${'a'.repeat(7000)}\r\n--M--\r\n`);
+  await push(mux.pushUrl, [{ channels: ['archive'], body: 'a'.repeat(7000) }]);
   const timed = await RawHttp.get(`${mux.url}/stream.php?hold=stream&timeout=0.2`);
   await timed.waitFor((t) => decodeChunked(t).isComplete, 5000, 'the final chunk of the timed-out stream');
   timed.close();
@@ -81,7 +77,7 @@ async function driveTraffic(): Promise<RawHttp[]> {
   stalled.socket.pause();
   const big = 'x'.repeat(512 * 1024);
   for (let i = 0; i < 40 && !mux.logs.some((l) => l.msg === 'slow consumer dropped'); i++) {
-    await push(multiplexBody('M', [{ tokens: [stalledToken], body: big }]));
+    await push(mux.pushUrl, [{ tokens: [stalledToken], body: big }]);
   }
   // Reading again, the client finds its connection closed after what the kernel had buffered.
   stalled.socket.resume();
@@ -128,7 +124,7 @@ test('a real Prometheus gets data for every expression of the Grafana dashboard'
   try {
     // Scrapes before and after more traffic, so that rates have two points that differ.
     await waitForScrapes(prometheus, 3);
-    await push(multiplexBody('M', [{ tokens: ['gone.0.AAAAAAAAAAAAAAAAAAAAAA'], body: 'x' }]));
+    await push(mux.pushUrl, [{ tokens: ['gone.0.AAAAAAAAAAAAAAAAAAAAAA'], body: 'x' }]);
     await (await fetch(`${mux.url}/stream.php`)).text();
     await waitForScrapes(prometheus, 6);
     const empty: string[] = [];

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { startMuxgate, waitForMetric, metricValue } from './helpers/muxgate.ts';
 import { startFakeFastcgi } from './helpers/fake-fastcgi.ts';
+import { push } from './helpers/fixtures.ts';
 import { RawHttp } from './helpers/raw-http.ts';
 
 const OPEN_FILES = 400;
@@ -67,11 +68,7 @@ test('MUX_MAX_CONNECTIONS unset: derived from the open-files limit and logged; b
     // The public listener is full: the others answer.
     const healthz = await fetch(`${mux.metricsUrl.replace(/\/metrics$/, '')}/healthz`);
     assert.deepEqual([healthz.status, await healthz.text()], [200, 'ok\n']);
-    const pushed = await fetch(mux.pushUrl, {
-      method: 'POST', headers: { 'Content-Type': 'application/x-multiplex; boundary=B', Connection: 'close' }, body: '--B--\r\n',
-    });
-    assert.equal(pushed.status, 200);
-    assert.deepEqual(await pushed.json(), { parts: 0, deliveries: 0, gone: [] });
+    assert.deepEqual(await push(mux.pushUrl, [], { headers: { Connection: 'close' } }), { parts: 0, deliveries: 0, gone: [] });
     const full = await RawHttp.get(`${mux.url}/`, '1.1', ['Connection: close']);
     const answer = await full.waitForClose(5000);
     assert.equal(statusOf(answer), 503, answer);

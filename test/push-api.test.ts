@@ -1,10 +1,10 @@
 // POST /push: exact answers across shards, and every refusal the design lists.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
+import { PHP_ROOT, phpBackend, push, sendPush } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, type Muxgate } from './helpers/muxgate.ts';
-import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
+import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
 
 const SECRET = 's3cret-push-key';
 let fpm: PhpFpm;
@@ -23,14 +23,6 @@ after(async () => {
   await fpm.stop();
 });
 
-function pushRaw(body: string, headers: Record<string, string> = {}) {
-  return fetch(mux.pushUrl, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/x-multiplex; boundary=PB', Authorization: `Bearer ${SECRET}`, ...headers },
-    body,
-  });
-}
-
 /** Held streams, one per shard (connections are spread to the least loaded shard). */
 async function openStreams(count: number) {
   const streams = await Promise.all(Array.from({ length: count }, async () => {
@@ -47,13 +39,11 @@ test('live, dead and other-shard tokens: deliveries and gone are exact', async (
   const streams = await openStreams(3);
   const [a, b, c] = streams.map((s) => s.token);
   const deadOnShard1 = b.slice(0, -4) + 'AAAA';
-  const response = await pushRaw(multiplexBody('PB', [
+  const result = await push(mux.pushUrl, [
     { tokens: [a, b, c], body: 'to all' },
     { tokens: [c, deadOnShard1, 'not-a-token'], body: 'to c' },
     { tokens: [a, a], body: 'twice named' },
-  ]));
-  assert.equal(response.status, 200);
-  const result = await response.json() as { parts: number; deliveries: number; gone: string[] };
+  ], { secret: SECRET });
   assert.equal(result.parts, 3);
   assert.equal(result.deliveries, 5);
   assert.deepEqual(result.gone.sort(), [deadOnShard1, 'not-a-token'].sort());
@@ -67,20 +57,18 @@ test('a token whose client left is reported gone', async () => {
   const [stream] = await openStreams(1);
   stream.client.close();
   await mux.waitForLog((l) => l.msg === 'stream ended' && l.token === stream.token && l.reason === 'client');
-  const result = await (await pushRaw(multiplexBody('PB', [{ tokens: [stream.token], body: 'x' }]))).json();
+  const result = await push(mux.pushUrl, [{ tokens: [stream.token], body: 'x' }], { secret: SECRET });
   assert.deepEqual(result, { parts: 1, deliveries: 0, gone: [stream.token] });
 });
 
 test('a missing or wrong secret gets 401 and delivers nothing', async () => {
   const [stream] = await openStreams(1);
-  const body = multiplexBody('PB', [{ tokens: [stream.token], body: 'forged' }]);
   for (const authorization of ['Bearer wrong', `Bearer ${SECRET}x`, 'Basic abc', '']) {
-    const response = await pushRaw(body, { Authorization: authorization });
+    const response = await sendPush(mux.pushUrl, [{ tokens: [stream.token], body: 'forged' }], { headers: { Authorization: authorization } });
     assert.equal(response.status, 401, authorization);
-    assert.match(response.headers.get('www-authenticate') ?? '', /^Bearer/);
+    assert.match(response.headers['www-authenticate'] ?? '', /^Bearer/);
   }
-  const ok = await pushRaw(multiplexBody('PB', [{ tokens: [stream.token], body: 'genuine' }]));
-  assert.equal(ok.status, 200);
+  await push(mux.pushUrl, [{ tokens: [stream.token], body: 'genuine' }], { secret: SECRET });
   await stream.client.waitFor((t) => decodeChunked(t).body === 'genuine');
   stream.client.close();
 });
@@ -88,13 +76,13 @@ test('a missing or wrong secret gets 401 and delivers nothing', async () => {
 test('an oversize part gets 413; the parts before it are delivered', async () => {
   const [stream] = await openStreams(1);
   const before = await metricValue(mux.metricsUrl, 'muxgate_rejected_parts_total') ?? 0;
-  const response = await pushRaw(multiplexBody('PB', [
+  const response = await sendPush(mux.pushUrl, [
     { tokens: [stream.token], body: 'small one' },
     { tokens: [stream.token], body: 'x'.repeat(1001) },
     { tokens: [stream.token], body: 'after' },
-  ]));
+  ], { secret: SECRET });
   assert.equal(response.status, 413);
-  const result = await response.json() as Record<string, unknown>;
+  const result = response.answer;
   assert.equal(result.code, 'MUX_ERR_PART_TOO_LARGE');
   assert.equal(result.parts, 1);
   assert.equal(result.deliveries, 1);
@@ -106,21 +94,21 @@ test('an oversize part gets 413; the parts before it are delivered', async () =>
 
 test('a malformed body gets 400 with the reason and the parts delivered before it', async () => {
   const [stream] = await openStreams(1);
-  const response = await pushRaw(`--PB\r\nMultiplex-Token: ${stream.token}\r\n\r\nfine\r\n--PBjunk\r\n\r\nnever\r\n--PB--\r\n`);
+  const response = await sendPush(mux.pushUrl, `--PB\r\nMultiplex-Token: ${stream.token}\r\n\r\nfine\r\n--PBjunk\r\n\r\nnever\r\n--PB--\r\n`, { secret: SECRET });
   assert.equal(response.status, 400);
-  const result = await response.json() as Record<string, unknown>;
+  const result = response.answer;
   assert.equal(result.code, 'MUX_ERR_MALFORMED_MULTIPLEX');
   assert.equal(result.deliveries, 1);
   assert.equal(typeof result.error, 'string');
   await stream.client.waitFor((t) => decodeChunked(t).body === 'fine');
-  const truncated = await pushRaw(`--PB\r\nMultiplex-Token: ${stream.token}\r\n\r\nunfinished`);
+  const truncated = await sendPush(mux.pushUrl, `--PB\r\nMultiplex-Token: ${stream.token}\r\n\r\nunfinished`, { secret: SECRET });
   assert.equal(truncated.status, 400);
   stream.client.close();
 });
 
 test('a wrong content type gets 415; a wrong path 404; a wrong method 405', async () => {
-  assert.equal((await pushRaw('{}', { 'Content-Type': 'application/json' })).status, 415);
-  assert.equal((await pushRaw('x', { 'Content-Type': 'application/x-multiplex' })).status, 415);
+  assert.equal((await sendPush(mux.pushUrl, '{}', { secret: SECRET, headers: { 'Content-Type': 'application/json' } })).status, 415);
+  assert.equal((await sendPush(mux.pushUrl, 'x', { secret: SECRET, headers: { 'Content-Type': 'application/x-multiplex' } })).status, 415);
   assert.equal((await fetch(mux.pushUrl.replace('/push', '/other'), { method: 'POST' })).status, 404);
   const get = await fetch(mux.pushUrl, { headers: { Authorization: `Bearer ${SECRET}` } });
   assert.equal(get.status, 405);

@@ -9,7 +9,7 @@ import { MultiplexParser } from '../src/protocol/multiplex-parser.ts';
 import { CgiHeadParser } from '../src/protocol/cgi-response.ts';
 import { multiplexBoundary, parseChannelSubscriptions, parseKeepAlive } from '../src/protocol/headers.ts';
 import type { MuxError } from '../src/errors.ts';
-import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
+import { PHP_ROOT, phpBackend, sendPush } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp } from './helpers/raw-http.ts';
@@ -180,11 +180,9 @@ describe('tokens in logs end to end', () => {
     const badValueLine = await mux.waitForLog((l) => l.msg === 'backend sent a bad Multiplex-* header' && /Multiplex-Keep-Alive/.test(String(l.err)));
     assert.match(String(badValueLine.err), /Multiplex-Keep-Alive: "node-a\.[01]\.\[masked\]"/);
 
-    const pushed = await fetch(mux.pushUrl, {
-      method: 'POST', headers: { 'Content-Type': 'application/x-multiplex; boundary=PB' }, body: `--PB\r\nMultiplex-Token ${token}\r\n\r\nx\r\n--PB--\r\n`,
-    });
+    const pushed = await sendPush(mux.pushUrl, `--PB\r\nMultiplex-Token ${token}\r\n\r\nx\r\n--PB--\r\n`);
     assert.equal(pushed.status, 400);
-    assertNoPieceOf(secret, await pushed.text());
+    assertNoPieceOf(secret, pushed.text);
     await mux.waitForLog((l) => l.msg === 'push body rejected; the parts before it stand' && /has no colon/.test(String(l.err)));
     stream.close();
 

@@ -3,11 +3,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
+import { PHP_ROOT, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { startRedis, type RedisServer } from './helpers/redis.ts';
-import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
+import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
 import { publishInOrder, writersOnEveryShard } from './helpers/rooms.ts';
 import { waitUntil } from './helpers/wait.ts';
 
@@ -33,14 +33,6 @@ after(async () => {
   await fpm.stop();
 });
 
-async function push(node: Muxgate, parts: Array<{ tokens?: string[]; body: string }>, channel?: string) {
-  let body = multiplexBody('R', parts);
-  if (channel !== undefined) body = body.replace('--R\r\n', `--R\r\nMultiplex-Channel: ${channel}\r\n`);
-  const response = await fetch(node.pushUrl, { method: 'POST', headers: { 'Content-Type': 'application/x-multiplex; boundary=R' }, body });
-  assert.equal(response.status, 200);
-  return response.json() as Promise<Record<string, unknown>>;
-}
-
 async function openStream(node: Muxgate, query: string): Promise<{ client: RawHttp; token: string }> {
   const client = await RawHttp.get(`${node.url}/stream.php?hold=stream&silent=1&${query}`);
   const head = await client.waitFor((t) => t.includes('\r\n\r\n'));
@@ -60,7 +52,7 @@ async function waitForNodesFollowing(channel: string, count: number): Promise<vo
 test('a push to node A reaches a token held on node B, reported as forwarded', async () => {
   const onB = await openStream(nodeB, 'tag=b1');
   assert.match(onB.token, /^node-b\./);
-  const result = await push(nodeA, [{ tokens: [onB.token], body: 'across nodes' }]);
+  const result = await push(nodeA.pushUrl, [{ tokens: [onB.token], body: 'across nodes' }]);
   assert.deepEqual(result, { parts: 1, deliveries: 0, gone: [], forwarded: 1 });
   await onB.client.waitFor((t) => decodeChunked(t).body === 'across nodes');
   assert.ok(((await metricValue(nodeA.metricsUrl, 'muxgate_redis_parts_total{direction="sent"}')) ?? 0) >= 1);
@@ -76,9 +68,9 @@ test('a channel part reaches the subscribers on both nodes, exactly once each', 
     await openStream(nodeB, 'channel=news'), await openStream(nodeB, 'channel=news'),
   ];
   await waitForNodesFollowing('news', 2);
-  const fromA = await push(nodeA, [{ body: '<from A>' }], 'news');
+  const fromA = await push(nodeA.pushUrl, [{ channels: ['news'], body: '<from A>' }]);
   assert.deepEqual(fromA.channels, { news: 2 }, 'the answer counts this node\'s subscribers');
-  await push(nodeB, [{ body: '<from B>' }], 'news');
+  await push(nodeB.pushUrl, [{ channels: ['news'], body: '<from B>' }]);
   for (const { client } of readers) {
     await client.waitFor((t) => decodeChunked(t).body.length >= '<from A><from B>'.length);
     assert.equal(decodeChunked(client.text).body, '<from A><from B>');
@@ -97,9 +89,9 @@ test('Redis killed and restarted: local delivery goes on, remote parts are undel
 
   await redis.kill();
   await waitForMetric(nodeA.metricsUrl, 'muxgate_redis_up', (n) => n === 0, 5000);
-  const during = await push(nodeA, [{ tokens: [onA.token, onB.token], body: '[during]' }]);
+  const during = await push(nodeA.pushUrl, [{ tokens: [onA.token, onB.token], body: '[during]' }]);
   assert.deepEqual(during, { parts: 1, deliveries: 1, gone: [onB.token] }, 'nothing claimed for node B');
-  const channelDuring = await push(nodeA, [{ body: '[alert during]' }], 'alerts');
+  const channelDuring = await push(nodeA.pushUrl, [{ channels: ['alerts'], body: '[alert during]' }]);
   assert.deepEqual(channelDuring.channels, { alerts: 1 });
   await onA.client.waitFor((t) => decodeChunked(t).body === '[during]');
   await followerA.client.waitFor((t) => decodeChunked(t).body === '[alert during]');
@@ -110,10 +102,10 @@ test('Redis killed and restarted: local delivery goes on, remote parts are undel
   for (const node of [nodeA, nodeB]) await waitForMetric(node.metricsUrl, 'muxgate_redis_up', (n) => n === 2, 15_000);
   await waitForNodesFollowing('alerts', 2);
   assert.equal((await fetch(nodeA.metricsUrl.replace('/metrics', '/readyz'))).status, 200);
-  const after = await push(nodeA, [{ tokens: [onB.token], body: '[after]' }]);
+  const after = await push(nodeA.pushUrl, [{ tokens: [onB.token], body: '[after]' }]);
   assert.equal(after.forwarded, 1);
   await onB.client.waitFor((t) => decodeChunked(t).body === '[after]');
-  await push(nodeA, [{ body: '[alert after]' }], 'alerts');
+  await push(nodeA.pushUrl, [{ channels: ['alerts'], body: '[alert after]' }]);
   await followerB.client.waitFor((t) => decodeChunked(t).body === '[alert after]');
   // Node A writes its own channel parts as they come back through its subscription: wait for them too.
   await followerA.client.waitFor((t) => decodeChunked(t).body.length >= '[alert during][alert after]'.length);

@@ -8,7 +8,7 @@ import type { Logger } from '../src/log.ts';
 import { RepeatedWarnings } from '../src/repeated-warnings.ts';
 import { mintToken } from '../src/protocol/token.ts';
 import { startMuxgate, waitForMetric } from './helpers/muxgate.ts';
-import { multiplexBody } from './helpers/raw-http.ts';
+import { push } from './helpers/fixtures.ts';
 
 interface Line {
   level: 'warn' | 'debug';
@@ -137,16 +137,9 @@ describe('RepeatedWarnings', () => {
 describe('repeated warnings end to end', () => {
   it('300 refused pushes give a few warn lines, one with the count; the metric counts every one', async () => {
     const mux = await startMuxgate({ MUX_SHARDS: '1', MUX_PUSH_SECRET: 'right-secret', MUX_LOG_LEVEL: 'info' });
-    const body = multiplexBody('B', [{ tokens: ['n.0.AAAAAAAAAAAAAAAAAAAAAA'], body: 'x' }]);
     const refused = 'push refused: missing or wrong bearer secret';
     try {
-      for (let i = 0; i < 300; i++) {
-        const response = await fetch(mux.pushUrl, {
-          method: 'POST', body, headers: { 'Content-Type': 'application/x-multiplex; boundary=B', Authorization: 'Bearer wrong' },
-        });
-        assert.equal(response.status, 401);
-        await response.arrayBuffer();
-      }
+      for (let i = 0; i < 300; i++) await push(mux.pushUrl, [{ tokens: ['n.0.AAAAAAAAAAAAAAAAAAAAAA'], body: 'x' }], { secret: 'wrong', status: 401 });
       await waitForMetric(mux.metricsUrl, 'muxgate_requests_total{listener="push",class="4xx"}', (value) => value === 300);
     } finally {
       assert.equal(await mux.stop(), 0);

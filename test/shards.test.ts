@@ -4,10 +4,10 @@ import assert from 'node:assert/strict';
 import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { startServer } from '../src/server.ts';
-import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
+import { PHP_ROOT, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm } from './helpers/php-fpm.ts';
 import { metricValue } from './helpers/muxgate.ts';
-import { RawHttp, decodeChunked, multiplexBody } from './helpers/raw-http.ts';
+import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
 import { waitUntil } from './helpers/wait.ts';
 
 
@@ -20,12 +20,7 @@ test('a terminated shard is restarted; its clients are disconnected, the others 
   const server = await startServer(config, createLogger('silent'));
   const base = `http://127.0.0.1:${server.public.port}`;
   const metricsUrl = `http://127.0.0.1:${server.metrics.port}/metrics`;
-  const push = async (tokens: string[], body: string) => {
-    const response = await fetch(`http://127.0.0.1:${server.push.port}/push`, {
-      method: 'POST', headers: { 'Content-Type': 'application/x-multiplex; boundary=B' }, body: multiplexBody('B', [{ tokens, body }]),
-    });
-    return response.json() as Promise<{ deliveries: number; gone: string[] }>;
-  };
+  const pushUrl = `http://127.0.0.1:${server.push.port}/push`;
   try {
     const clients = await Promise.all([0, 1, 2].map(async () => {
       const client = await RawHttp.get(`${base}/stream.php?hold=stream`);
@@ -39,7 +34,7 @@ test('a terminated shard is restarted; its clients are disconnected, the others 
 
     await server.shards.threadOf(1)!.terminate();
     await victim.client.waitForClose();
-    const result = await push(survivors.map((c) => c.token), 'still here');
+    const result = await push(pushUrl, [{ tokens: survivors.map((c) => c.token), body: 'still here' }]);
     assert.equal(result.deliveries, 2);
     for (const survivor of survivors) {
       await survivor.client.waitFor((t) => decodeChunked(t).body.endsWith('still here'));
@@ -52,7 +47,7 @@ test('a terminated shard is restarted; its clients are disconnected, the others 
     const fresh = await RawHttp.get(`${base}/stream.php?hold=stream`);
     const token = /token=(\S+)\n/.exec(await fresh.waitFor((t) => /token=\S+\n/.test(t)))![1];
     assert.equal(token.split('.')[1], '1');
-    assert.deepEqual(await push([token, victim.token], 'welcome back'), { parts: 1, deliveries: 1, gone: [victim.token] });
+    assert.deepEqual(await push(pushUrl, [{ tokens: [token, victim.token], body: 'welcome back' }]), { parts: 1, deliveries: 1, gone: [victim.token] });
     await fresh.waitFor((t) => decodeChunked(t).body.endsWith('welcome back'));
     for (const c of [...survivors, { client: fresh }]) c.client.close();
   } finally {

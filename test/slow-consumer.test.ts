@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { readFileSync } from 'node:fs';
-import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
+import { PHP_ROOT, phpBackend, sendPush } from './helpers/fixtures.ts';
 import { startPhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue } from './helpers/muxgate.ts';
 
@@ -194,35 +194,23 @@ test('a stalled reader among 500 is dropped alone; the others get all 50 MiB; RS
     const tokens = readers.map((r) => r.token);
     const partHead = Buffer.from(`--B\r\nMultiplex-Token: ${tokens.join(', ')}\r\n\r\n`);
     const bodies = Array.from({ length: 26 }, (_, i) => Buffer.concat([partHead, Buffer.alloc(PART_BYTES, marker(i)), Buffer.from('\r\n--B--\r\n')]));
-    const push = (part: number) => new Promise<{ status: number; body: { parts: number; deliveries: number; gone: string[] } }>((resolve, reject) => {
-      const body = bodies[part % 26];
-      const request = http.request(`${mux.pushUrl}`, {
-        method: 'POST', agent: pushAgent,
-        headers: { 'Content-Type': 'application/x-multiplex; boundary=B', 'Content-Length': body.length },
-      }, (response) => {
-        let text = '';
-        response.setEncoding('utf8').on('data', (data: string) => { text += data; });
-        response.on('end', () => resolve({ status: response.statusCode!, body: JSON.parse(text) }));
-      });
-      request.on('error', reject);
-      request.end(body);
-    });
+    const push = (part: number) => sendPush(mux.pushUrl, bodies[part % 26], { agent: pushAgent, boundary: 'B' });
 
     const started = Date.now();
     let goneFrom = -1;
     for (let part = 0; part < PARTS; part++) {
       await allReadersAt(part - WINDOW);
-      const { status, body } = await push(part);
+      const { status, answer } = await push(part);
       assert.equal(status, 200);
-      assert.equal(body.parts, 1);
+      assert.equal(answer.parts, 1);
       // Exact answers: every reader got the part, but the stalled one from the part after its drop on.
-      if (body.gone.length > 0) {
-        assert.deepEqual(body.gone, [stalled.token], `part ${part}`);
+      if (answer.gone.length > 0) {
+        assert.deepEqual(answer.gone, [stalled.token], `part ${part}`);
         if (goneFrom < 0) goneFrom = part;
       } else {
         assert.equal(goneFrom, -1, `part ${part} reached the dropped stream`);
       }
-      assert.equal(body.deliveries, STREAMS - body.gone.length, `part ${part}`);
+      assert.equal(answer.deliveries, STREAMS - answer.gone.length, `part ${part}`);
     }
     const pushSeconds = (Date.now() - started) / 1000;
 

@@ -4,10 +4,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
+import { PHP_ROOT, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
-import { RawHttp, multiplexBody } from './helpers/raw-http.ts';
+import { RawHttp } from './helpers/raw-http.ts';
 import { waitUntil } from './helpers/wait.ts';
 
 const EVENT_LOG = join(mkdtempSync(join(tmpdir(), 'events-')), 'events.log');
@@ -48,10 +48,7 @@ test('client disconnect, timeout and Multiplex-Close each reach the backend with
   assert.equal(await eventFor(timed.token), `close ${timed.token} timeout /stream.php?hold=stream&timeout=0.3`);
 
   const closed = await openStream('hold=stream');
-  await fetch(mux.pushUrl, {
-    method: 'POST', headers: { 'Content-Type': 'application/x-multiplex; boundary=E' },
-    body: multiplexBody('E', [{ tokens: [closed.token], body: 'bye', close: true }]),
-  });
+  await push(mux.pushUrl, [{ tokens: [closed.token], body: 'bye', close: true }]);
   assert.equal(await eventFor(closed.token), `close ${closed.token} closed /stream.php?hold=stream`);
   await waitForMetric(mux.metricsUrl, 'muxgate_stream_events_total{result="sent"}', (n) => n >= 3);
   for (const s of [timed, closed]) s.client.close();

@@ -1,4 +1,7 @@
-// What the end-to-end tests share around test/php: the scripts' root and the environment that puts them behind muxgate.
+// What the end-to-end tests share around test/php and the push API: the scripts' root and the environment that puts
+// them behind muxgate, and a push with its answer.
+import assert from 'node:assert/strict';
+import http from 'node:http';
 import { join } from 'node:path';
 import type { PhpFpm } from './php-fpm.ts';
 
@@ -8,4 +11,98 @@ export const PHP_ROOT = join(import.meta.dirname, '..', 'php');
 /** muxgate's environment for the scripts of PHP_ROOT behind this php-fpm. */
 export function phpBackend(fpm: Pick<PhpFpm, 'host' | 'port'>): { MUX_FASTCGI: string; MUX_DOCUMENT_ROOT: string } {
   return { MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT };
+}
+
+/** One part of a multiplexed body: its targets, whether it closes them, its body. */
+export interface PushPart {
+  tokens?: string[];
+  channels?: string[];
+  close?: boolean;
+  body: string;
+}
+
+/** A multipart body for the push API or a test backend. */
+export function multiplexBody(boundary: string, parts: PushPart[]): string {
+  let out = '';
+  for (const part of parts) {
+    out += `--${boundary}\r\n`;
+    if (part.tokens) out += `Multiplex-Token: ${part.tokens.join(', ')}\r\n`;
+    if (part.channels) out += `Multiplex-Channel: ${part.channels.join(', ')}\r\n`;
+    if (part.close) out += 'Multiplex-Close: true\r\n';
+    out += `\r\n${part.body}\r\n`;
+  }
+  return out + `--${boundary}--\r\n`;
+}
+
+/** The JSON that POST /push answers (docs/protocol.md), a refusal's error and code included. */
+export interface PushAnswer {
+  parts: number;
+  deliveries: number;
+  gone: string[];
+  channels?: Record<string, number>;
+  forwarded?: number;
+  unconfirmed?: number;
+  error?: string;
+  code?: string;
+}
+
+export interface PushReply {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  text: string;
+  answer: PushAnswer;
+  /** How long the answer took to arrive whole. */
+  ms: number;
+}
+
+export interface PushOptions {
+  /** The boundary named in the Content-Type, and the parts' when they are given as parts; PB by default. */
+  boundary?: string;
+  /** Sent as `Authorization: Bearer <secret>`. */
+  secret?: string;
+  /** Header fields that add to those above or replace them (Content-Type, Authorization, Connection). */
+  headers?: Record<string, string>;
+  /** The connections to push over (a pusher of its own, one connection); Node's global agent by default. */
+  agent?: http.Agent;
+  timeoutMs?: number;
+}
+
+/** One POST /push of the parts, or of a body as it is; resolves with the reply, whatever its status. */
+export function sendPush(pushUrl: string, body: PushPart[] | string | Buffer, options: PushOptions = {}): Promise<PushReply> {
+  const boundary = options.boundary ?? 'PB';
+  const payload = typeof body === 'string' || Buffer.isBuffer(body) ? body : multiplexBody(boundary, body);
+  const headers: Record<string, string | number> = {
+    'content-type': `application/x-multiplex; boundary=${boundary}`,
+    'content-length': Buffer.byteLength(payload),
+  };
+  if (options.secret !== undefined) headers.authorization = `Bearer ${options.secret}`;
+  for (const [name, value] of Object.entries(options.headers ?? {})) headers[name.toLowerCase()] = value;
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const request = http.request(pushUrl, { method: 'POST', agent: options.agent, headers }, (response) => {
+      let text = '';
+      response.setEncoding('utf8').on('data', (data: string) => { text += data; });
+      response.on('end', () => {
+        const ms = Math.round(performance.now() - started);
+        let answer: PushAnswer;
+        try {
+          answer = JSON.parse(text);
+        } catch {
+          return reject(new Error(`POST ${pushUrl} answered ${response.statusCode} without JSON: ${JSON.stringify(text.slice(0, 200))}`));
+        }
+        resolve({ status: response.statusCode!, headers: response.headers, text, answer, ms });
+      });
+    });
+    request.setTimeout(timeoutMs, () => request.destroy(new Error(`no answer to POST ${pushUrl} within ${timeoutMs} ms`)));
+    request.on('error', reject);
+    request.end(payload);
+  });
+}
+
+/** One POST /push that must be answered `status` (200 unless told otherwise); resolves with its answer. */
+export async function push(pushUrl: string, body: PushPart[] | string | Buffer, options: PushOptions & { status?: number } = {}): Promise<PushAnswer> {
+  const reply = await sendPush(pushUrl, body, options);
+  assert.equal(reply.status, options.status ?? 200, `POST /push answered ${reply.status}: ${reply.text.slice(0, 500)}`);
+  return reply.answer;
 }

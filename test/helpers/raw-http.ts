@@ -164,18 +164,6 @@ export function decodeChunked(text: string): { body: string; isComplete: boolean
   return { body, isComplete: decoder.isComplete };
 }
 
-/** A multipart body for the push API or a test backend. */
-export function multiplexBody(boundary: string, parts: Array<{ tokens?: string[]; close?: boolean; body: string }>): string {
-  let out = '';
-  for (const part of parts) {
-    out += `--${boundary}\r\n`;
-    if (part.tokens) out += `Multiplex-Token: ${part.tokens.join(', ')}\r\n`;
-    if (part.close) out += 'Multiplex-Close: true\r\n';
-    out += `\r\n${part.body}\r\n`;
-  }
-  return out + `--${boundary}--\r\n`;
-}
-
 /** One keep-alive connection that sends a request at a time and reads each response whole (chunked or Content-Length). */
 export class KeptConnection {
   private readonly socket: net.Socket;
