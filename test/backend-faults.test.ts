@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { PHP_ROOT, phpBackend, push } from './helpers/fixtures.ts';
+import { PHP_ROOT, openStream, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, type Muxgate } from './helpers/muxgate.ts';
 import { startFakeFastcgi } from './helpers/fake-fastcgi.ts';
@@ -68,9 +68,7 @@ test('garbage after a delimiter: the parts before stand, the rest is rejected', 
 });
 
 test('a bare LF in part headers cannot add a target: the body is rejected there and the other stream gets nothing', async () => {
-  const victim = await RawHttp.get(`${mux.url}/stream.php?hold=stream&silent=1`);
-  const head = await victim.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the head');
-  const token = /\r\nX-Token: (\S+)\r\n/i.exec(head)![1]!;
+  const { client: victim, token } = await openStream(mux.url, 'hold=stream&silent=1');
   const response = await fetch(`${mux.url}/broken.php?case=bare-lf`, { headers: { 'X-Victim': token } });
   assert.equal(response.status, 200);
   assert.equal(await response.text(), '');

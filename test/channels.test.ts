@@ -4,11 +4,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
-import { PHP_ROOT, phpBackend, push } from './helpers/fixtures.ts';
+import { PHP_ROOT, openStream, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
-import { publishInOrder, writersOnEveryShard } from './helpers/rooms.ts';
+import { joinRoom, publishInOrder, sseEvents, writersOnEveryShard } from './helpers/rooms.ts';
 
 let fpm: PhpFpm;
 let mux: Muxgate;
@@ -25,51 +25,32 @@ after(async () => {
   await fpm.stop();
 });
 
-interface SseEvent { id?: string; event?: string; data?: string }
-
-function events(client: RawHttp): SseEvent[] {
-  return decodeChunked(client.text).body.split('\n\n').filter((block) => block.trim() !== '').map((block) => {
-    const event: SseEvent = {};
-    for (const line of block.split('\n')) {
-      const colon = line.indexOf(':');
-      if (colon > 0) event[line.slice(0, colon) as keyof SseEvent] = line.slice(colon + 1).trimStart();
-    }
-    return event;
-  });
-}
-
-async function join_(room: string, lastEventId?: string): Promise<{ client: RawHttp; token: string }> {
-  const client = await RawHttp.get(`${mux.url}/room.php?room=${room}`, '1.1', lastEventId === undefined ? [] : [`Last-Event-ID: ${lastEventId}`]);
-  const head = await client.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the head');
-  return { client, token: /\r\nX-Token: (\S+)\r\n/i.exec(head)![1] };
-}
-
 async function say(room: string, text: string): Promise<void> {
   const response = await fetch(`${mux.url}/room.php?room=${room}`, { method: 'POST', body: text });
   assert.equal(await response.text(), 'sent');
 }
 
 test('a stateless PHP room: a message reaches exactly the room readers on every shard, once each', async () => {
-  const readers = await Promise.all(Array.from({ length: 6 }, () => join_('alpha')));
-  const others = await Promise.all(Array.from({ length: 3 }, () => join_('beta')));
+  const readers = await Promise.all(Array.from({ length: 6 }, () => joinRoom(mux.url, 'alpha')));
+  const others = await Promise.all(Array.from({ length: 3 }, () => joinRoom(mux.url, 'beta')));
   assert.equal(new Set(readers.map((r) => r.token.split('.')[1])).size, 3, 'readers on all three shards');
   await say('alpha', 'hello alpha');
   await say('alpha', 'second');
   for (const { client } of readers) {
-    await client.waitFor(() => events(client).length >= 2, 5000, 'two messages');
-    assert.deepEqual(events(client).map((e) => e.data), ['hello alpha', 'second']);
+    await client.waitFor(() => sseEvents(client).length >= 2, 5000, 'two messages');
+    assert.deepEqual(sseEvents(client).map((e) => e.data), ['hello alpha', 'second']);
   }
   await say('beta', 'only beta');
   for (const { client } of others) {
-    await client.waitFor(() => events(client).length >= 1);
-    assert.deepEqual(events(client).map((e) => e.data), ['only beta']);
+    await client.waitFor(() => sseEvents(client).length >= 1);
+    assert.deepEqual(sseEvents(client).map((e) => e.data), ['only beta']);
   }
-  for (const { client } of readers) assert.equal(events(client).length, 2);
+  for (const { client } of readers) assert.equal(sseEvents(client).length, 2);
   for (const { client } of [...readers, ...others]) client.close();
 });
 
 test('a part naming a token and a channel reaches a stream subscribed to both once; the push counts per channel', async () => {
-  const [a, b, c] = await Promise.all([join_('gamma'), join_('gamma'), join_('delta')]);
+  const [a, b, c] = await Promise.all([joinRoom(mux.url, 'gamma'), joinRoom(mux.url, 'gamma'), joinRoom(mux.url, 'delta')]);
   const result = await push(mux.pushUrl, [
     { tokens: [a.token, c.token], channels: ['room-gamma', 'room-delta'], body: 'data: both\n\n' },
     { channels: ['room-gamma'], body: 'data: gamma only\n\n' },
@@ -78,30 +59,30 @@ test('a part naming a token and a channel reaches a stream subscribed to both on
   assert.equal(result.deliveries, 5);
   assert.deepEqual(result.gone, []);
   assert.deepEqual(result.channels, { 'room-gamma': 4, 'room-delta': 1 });
-  await a.client.waitFor(() => events(a.client).length >= 2);
-  await b.client.waitFor(() => events(b.client).length >= 2);
-  await c.client.waitFor(() => events(c.client).length >= 1);
-  assert.deepEqual(events(a.client).map((e) => e.data), ['both', 'gamma only']);
-  assert.deepEqual(events(c.client).map((e) => e.data), ['both']);
+  await a.client.waitFor(() => sseEvents(a.client).length >= 2);
+  await b.client.waitFor(() => sseEvents(b.client).length >= 2);
+  await c.client.waitFor(() => sseEvents(c.client).length >= 1);
+  assert.deepEqual(sseEvents(a.client).map((e) => e.data), ['both', 'gamma only']);
+  assert.deepEqual(sseEvents(c.client).map((e) => e.data), ['both']);
   for (const s of [a, b, c]) s.client.close();
 });
 
 test('resume: a reader that reconnects with Last-Event-ID gets exactly what it missed, in order, then live parts', async () => {
-  const first = await join_('epsilon');
+  const first = await joinRoom(mux.url, 'epsilon');
   await say('epsilon', 'm1');
   await say('epsilon', 'm2');
-  await first.client.waitFor(() => events(first.client).length === 2);
-  const lastId = events(first.client)[1].id!;
+  await first.client.waitFor(() => sseEvents(first.client).length === 2);
+  const lastId = sseEvents(first.client)[1].id!;
   assert.match(lastId, /^\d+$/);
   first.client.close();
   await say('epsilon', 'm3');
   await say('epsilon', 'm4');
   await say('epsilon', 'm5');
-  const again = await join_('epsilon', lastId);
-  await again.client.waitFor(() => events(again.client).length >= 3, 5000, 'the missed parts');
+  const again = await joinRoom(mux.url, 'epsilon', lastId);
+  await again.client.waitFor(() => sseEvents(again.client).length >= 3, 5000, 'the missed parts');
   await say('epsilon', 'm6');
-  await again.client.waitFor(() => events(again.client).length >= 4, 5000, 'the live part');
-  const seen = events(again.client);
+  await again.client.waitFor(() => sseEvents(again.client).length >= 4, 5000, 'the live part');
+  const seen = sseEvents(again.client);
   assert.deepEqual(seen.map((e) => e.data), ['m3', 'm4', 'm5', 'm6']);
   const ids = seen.map((e) => Number(e.id));
   assert.ok(ids.every((id, i) => i === 0 || id > ids[i - 1]), `ids increase: ${ids}`);
@@ -110,15 +91,15 @@ test('resume: a reader that reconnects with Last-Event-ID gets exactly what it m
 });
 
 test('resume beyond the history: the stream is told it missed parts', async () => {
-  const first = await join_('zeta');
+  const first = await joinRoom(mux.url, 'zeta');
   await say('zeta', 'old');
-  await first.client.waitFor(() => events(first.client).length === 1);
-  const lastId = events(first.client)[0].id!;
+  await first.client.waitFor(() => sseEvents(first.client).length === 1);
+  const lastId = sseEvents(first.client)[0].id!;
   first.client.close();
   for (let i = 0; i < 7; i++) await say('zeta', `n${i}`);
-  const again = await join_('zeta', lastId);
-  await again.client.waitFor(() => events(again.client).length >= 6, 5000, 'the gap notice and the kept parts');
-  const seen = events(again.client);
+  const again = await joinRoom(mux.url, 'zeta', lastId);
+  await again.client.waitFor(() => sseEvents(again.client).length >= 6, 5000, 'the gap notice and the kept parts');
+  const seen = sseEvents(again.client);
   assert.equal(seen[0].event, 'muxgate-gap');
   assert.deepEqual(JSON.parse(seen[0].data!), { since: Number(lastId) });
   assert.deepEqual(seen.slice(1).map((e) => e.data), ['n2', 'n3', 'n4', 'n5', 'n6']);
@@ -140,8 +121,7 @@ test('property: across shards, every live subscriber gets every part published a
     try {
       for (const step of ops) {
         if (step.kind === 'subscribe') {
-          const client = await RawHttp.get(`${mux.url}/stream.php?hold=stream&silent=1&channel=p${run}-${step.channel}`);
-          await client.waitFor((t) => t.includes('\r\n\r\n'));
+          const { client } = await openStream(mux.url, `hold=stream&silent=1&channel=p${run}-${step.channel}`);
           live.push({ client, channel: step.channel, expected: [] });
         } else if (step.kind === 'unsubscribe' && live.length > 0) {
           live.splice(step.pick % live.length, 1)[0].client.close();

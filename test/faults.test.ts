@@ -7,7 +7,7 @@ import http from 'node:http';
 import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { startServer, type RunningServer } from '../src/server.ts';
-import { PHP_ROOT, phpBackend, sendPush, type PushReply } from './helpers/fixtures.ts';
+import { PHP_ROOT, openStream, phpBackend, sendPush, type OpenStream, type PushReply } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { freePort } from './helpers/ports.ts';
 import { startMuxgate, metricValue, type Muxgate } from './helpers/muxgate.ts';
@@ -15,13 +15,6 @@ import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
 import { waitUntil } from './helpers/wait.ts';
 
 const FPM_CHILDREN = 8;
-
-/** A held stream whose backend body has ended (stream.php answers at once); its token from X-Token. */
-async function openHeld(url: string): Promise<{ client: RawHttp; token: string }> {
-  const client = await RawHttp.get(`${url}/stream.php?hold=stream&silent=1`);
-  const head = await client.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the response head');
-  return { client, token: /\r\nX-Token: (\S+)\r\n/i.exec(head)![1] };
-}
 
 function shardOf(token: string): number {
   return Number(token.split('.')[1]);
@@ -83,7 +76,7 @@ describe('php-fpm killed in the middle of responses, down, and back on the same 
   let fpm: PhpFpm;
   let mux: Muxgate;
   const clients: RawHttp[] = [];
-  let held: { client: RawHttp; token: string }[] = [];
+  let held: OpenStream[] = [];
 
   const connections = () => backendSockets(mux.child.pid!, port);
   const untilIdle = (timeoutMs = 3000) => waitUntil(() => connections().length === 0, timeoutMs, () => `muxgate's FastCGI connections closed (now: ${connections().join(', ')})`);
@@ -133,7 +126,7 @@ describe('php-fpm killed in the middle of responses, down, and back on the same 
   });
 
   test('killed mid-response: 502 before a head, the parts before stand, held streams keep working, no connection leaks', async () => {
-    held = await Promise.all([0, 1, 2, 3].map(() => openHeld(mux.url)));
+    held = await Promise.all([0, 1, 2, 3].map(() => openStream(mux.url, 'hold=stream&silent=1')));
     clients.push(...held.map((h) => h.client));
     assert.deepEqual(new Set(held.map((h) => shardOf(h.token))), new Set([0, 1]));
     // Their backend bodies have ended: no FastCGI connection stays behind for a held stream.
@@ -141,10 +134,10 @@ describe('php-fpm killed in the middle of responses, down, and back on the same 
 
     const silent = await RawHttp.get(`${mux.url}/slow-body.php?kind=silent`);
     const multiplexed = await RawHttp.get(`${mux.url}/slow-body.php?kind=multiplex`);
-    const multiplexedHeld = await RawHttp.get(`${mux.url}/slow-body.php?kind=multiplex&hold=stream`);
-    clients.push(silent, multiplexed, multiplexedHeld);
+    clients.push(silent, multiplexed);
+    const { client: multiplexedHeld, token: heldToken } = await openStream(mux.url, 'kind=multiplex&hold=stream', { script: 'slow-body.php' });
+    clients.push(multiplexedHeld);
     for (const client of [multiplexed, multiplexedHeld]) await client.waitFor((t) => decodeChunked(t).body.includes('part 2\n'));
-    const heldToken = /\r\nX-Token: (\S+)\r\n/i.exec(multiplexedHeld.text)![1];
     // One FastCGI connection per request in flight: proof that the count below sees muxgate's connections.
     await waitUntil(() => connections().length === 3, 5000, '3 FastCGI connections in flight');
     assert.deepEqual(connections(), ['ESTABLISHED', 'ESTABLISHED', 'ESTABLISHED']);
@@ -200,7 +193,7 @@ describe('php-fpm killed in the middle of responses, down, and back on the same 
     const response = await fetch(`${mux.url}/stream.php`);
     assert.equal(response.status, 200);
     assert.match(await response.text(), /^token=/);
-    const fresh = await openHeld(mux.url);
+    const fresh = await openStream(mux.url, 'hold=stream&silent=1');
     clients.push(fresh.client);
     const pushAgent = new http.Agent({ keepAlive: true });
     try {
@@ -275,7 +268,7 @@ describe('shard threads', () => {
     const metricsUrl = `http://127.0.0.1:${server.metrics.port}/metrics`;
     const pushAgent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     const probeAgent = new http.Agent({ keepAlive: true, maxSockets: 1 });
-    const streams = await Promise.all(Array.from({ length: 30 }, () => openHeld(base)));
+    const streams = await Promise.all(Array.from({ length: 30 }, () => openStream(base, 'hold=stream&silent=1')));
     try {
       const tokens = streams.map((s) => s.token);
       assert.equal((await sendPush(pushUrl, [{ tokens: [], body: 'warm-up' }], { agent: pushAgent })).status, 200);
@@ -358,7 +351,7 @@ describe('shard threads', () => {
         + `slowest answer ${Math.max(...answers.map((a) => a.ms))} ms`);
 
       // The restarted shard takes the next client (it has the fewest) and is back in the mesh.
-      const fresh = await openHeld(base);
+      const fresh = await openStream(base, 'hold=stream&silent=1');
       assert.equal(shardOf(fresh.token), victim);
       const { answer } = await sendPush(pushUrl, [{ tokens: [fresh.token, survivors[0].token], body: 'welcome back\n' }], { agent: pushAgent });
       assert.deepEqual(answer, { parts: 1, deliveries: 2, gone: [] });
@@ -379,7 +372,7 @@ describe('shard threads', () => {
     const metricsUrl = `http://127.0.0.1:${server.metrics.port}/metrics`;
     const pushAgent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     const lateAgent = new http.Agent({ keepAlive: false });
-    const streams = await Promise.all(Array.from({ length: 15 }, () => openHeld(base)));
+    const streams = await Promise.all(Array.from({ length: 15 }, () => openStream(base, 'hold=stream&silent=1')));
     try {
       assert.equal((await sendPush(pushUrl, [{ tokens: [], body: 'warm-up' }], { agent: pushAgent })).status, 200);
       const pusherShard = await shardOfPusher(metricsUrl, streams, 3);

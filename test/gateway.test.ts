@@ -5,7 +5,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
-import { PHP_ROOT, phpBackend, push } from './helpers/fixtures.ts';
+import { PHP_ROOT, openStream, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
@@ -22,13 +22,6 @@ after(async () => {
   assert.equal(await mux.stop(), 0);
   await fpm.stop();
 });
-
-/** Opens a held stream on stream.php and returns the client and its token. */
-async function openStream(query: string, version = '1.1'): Promise<{ client: RawHttp; token: string }> {
-  const client = await RawHttp.get(`${mux.url}/stream.php?${query}`, version);
-  const text = await client.waitFor((t) => /token=\S+\n/.test(t), 5000, 'the token part');
-  return { client, token: /token=(\S+)\n/.exec(text)![1] };
-}
 
 test('the mod_multiplex chat: one sender feeds 10 readers spread over the shards', async () => {
   const readers = await Promise.all(Array.from({ length: 10 }, () => RawHttp.get(`${mux.url}/chat.php`)));
@@ -105,7 +98,7 @@ test('no hold: the response ends with the backend body, parts to its own token f
 });
 
 test('hold stream: open after the backend is done, fed by pushes, ended by Multiplex-Close with a final chunk', async () => {
-  const { client, token } = await openStream('hold=stream&type=text/event-stream');
+  const { client, token } = await openStream(mux.url, 'hold=stream&type=text/event-stream');
   assert.match(client.text, /^HTTP\/1\.1 200 OK\r\n/);
   assert.match(client.text, /\r\nContent-Type: text\/event-stream\r\n/i);
   assert.match(client.text, /\r\nCache-Control: no-cache\r\n/i);
@@ -122,9 +115,7 @@ test('hold stream: open after the backend is done, fed by pushes, ended by Multi
 });
 
 test('hold response (long-poll): the first part ends the response', async () => {
-  const client = await RawHttp.get(`${mux.url}/stream.php?hold=response&silent=1`);
-  const text = await client.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the head');
-  const token = /\r\nX-Token: (\S+)\r\n/i.exec(text)![1];
+  const { client, token } = await openStream(mux.url, 'hold=response&silent=1');
   assert.equal((await push(mux.pushUrl, [{ tokens: [token], body: 'the answer' }])).deliveries, 1);
   await client.waitFor((t) => decodeChunked(t).isComplete, 5000, 'the final chunk');
   assert.equal(decodeChunked(client.text).body, 'the answer');
@@ -132,9 +123,7 @@ test('hold response (long-poll): the first part ends the response', async () => 
 });
 
 test('a connection serves its next requests once its long-poll ends, a request pipelined meanwhile included', async () => {
-  const client = await RawHttp.get(`${mux.url}/stream.php?hold=response&silent=1`);
-  const head = await client.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the head');
-  const token = /\r\nX-Token: (\S+)\r\n/i.exec(head)![1];
+  const { client, token } = await openStream(mux.url, 'hold=response&silent=1');
   // Sent while the stream is held: answered after it, on the same connection.
   client.socket.write(`GET /echo.php?second=1 HTTP/1.1\r\nHost: ${new URL(mux.url).host}\r\n\r\n`);
   await new Promise((resolve) => setTimeout(resolve, 100));
@@ -151,8 +140,7 @@ test('a connection serves its next requests once its long-poll ends, a request p
 });
 
 test('a reader that keeps up is not dropped when one push carries more than MUX_MAX_BUFFERED_BYTES for it', async () => {
-  const client = await RawHttp.get(`${mux.url}/stream.php?hold=stream&silent=1`);
-  const token = /\r\nX-Token: (\S+)\r\n/i.exec(await client.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the head'))![1];
+  const { client, token } = await openStream(mux.url, 'hold=stream&silent=1');
   // 3 × 600 KiB in one push, handled within one or two turns: more than the 1 MiB a slow consumer may leave unread.
   const bodies = ['x', 'y', 'z'].map((letter) => letter.repeat(600 * 1024));
   const result = await push(mux.pushUrl, bodies.map((body) => ({ tokens: [token], body })));
@@ -164,23 +152,23 @@ test('a reader that keeps up is not dropped when one push carries more than MUX_
 });
 
 test('keep-alive data is written when the stream is idle', async () => {
-  const { client } = await openStream('hold=stream&type=text/event-stream&keepalive=1');
+  const { client } = await openStream(mux.url, 'hold=stream&type=text/event-stream&keepalive=1');
   await client.waitFor((t) => decodeChunked(t).body.includes(':\n\n'), 4000, 'the default SSE heartbeat');
   client.close();
-  const custom = await openStream(`hold=stream&keepalive=${encodeURIComponent('1; data="ping\\n"')}`);
+  const custom = await openStream(mux.url, `hold=stream&keepalive=${encodeURIComponent('1; data="ping\\n"')}`);
   await custom.client.waitFor((t) => decodeChunked(t).body.includes('ping\n'), 4000, 'the custom heartbeat');
   custom.client.close();
 });
 
 test('Multiplex-Timeout ends a held stream with a final chunk', async () => {
-  const { client, token } = await openStream('hold=stream&timeout=0.5');
+  const { client, token } = await openStream(mux.url, 'hold=stream&timeout=0.5');
   await client.waitFor((t) => decodeChunked(t).isComplete, 4000, 'the final chunk');
   assert.deepEqual((await push(mux.pushUrl, [{ tokens: [token], body: 'x' }])).gone, [token]);
   client.close();
 });
 
 test('an HTTP/1.0 client gets a close-delimited held stream', async () => {
-  const { client, token } = await openStream('hold=stream', '1.0');
+  const { client, token } = await openStream(mux.url, 'hold=stream', { version: '1.0' });
   assert.doesNotMatch(client.text, /Transfer-Encoding/i);
   await push(mux.pushUrl, [{ tokens: [token], body: 'raw bytes' }]);
   await client.waitFor((t) => t.endsWith('raw bytes'));

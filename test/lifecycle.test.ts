@@ -1,19 +1,18 @@
 // SIGTERM: stop accepting, end held streams with a final chunk, finish in-flight requests, exit 0.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
+import { PHP_ROOT, openStream, phpBackend } from './helpers/fixtures.ts';
 import { startPhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, waitForMetric } from './helpers/muxgate.ts';
-import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
+import { decodeChunked } from './helpers/raw-http.ts';
 
 
 test('SIGTERM ends held streams cleanly, lets in-flight requests finish, exits 0', async () => {
   const fpm = await startPhpFpm({ documentRoot: PHP_ROOT });
   const mux = await startMuxgate({ ...phpBackend(fpm), MUX_SHARDS: '2', MUX_SHUTDOWN_GRACE: '5' });
   try {
-    const streams = await Promise.all([1, 2, 3].map(() => RawHttp.get(`${mux.url}/stream.php?hold=stream`)));
-    const legacy = await RawHttp.get(`${mux.url}/stream.php?hold=stream`, '1.0');
-    for (const client of [...streams, legacy]) await client.waitFor((t) => t.includes('token='));
+    const streams = (await Promise.all([1, 2, 3].map(() => openStream(mux.url, 'hold=stream')))).map((s) => s.client);
+    const { client: legacy } = await openStream(mux.url, 'hold=stream', { version: '1.0' });
     const slow = fetch(`${mux.url}/broken.php?case=slow&seconds=1`);
     await waitForMetric(mux.metricsUrl, 'muxgate_accepted_connections_total{listener="public"}', (n) => n === 5);
 

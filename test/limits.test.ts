@@ -1,7 +1,7 @@
 // Every limit on what a peer controls: each one crossed, answered with its documented error, and the gateway still serving.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { PHP_ROOT, multiplexBody, phpBackend, push, sendPush } from './helpers/fixtures.ts';
+import { PHP_ROOT, multiplexBody, openStream, phpBackend, push, sendPush } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
@@ -77,14 +77,6 @@ async function assertStillServing(gateway: Muxgate): Promise<void> {
   assert.equal(statusOf(text), 200, text);
   assert.match(decodeChunked(text).body, /^token=\S+\n$/);
   assert.equal(await metricValue(gateway.metricsUrl, 'muxgate_shard_restarts_total'), 0);
-}
-
-/** A held stream on stream.php (no parts of its own) and its token. */
-async function openHeld(gateway: Muxgate, query = ''): Promise<{ client: RawHttp; token: string }> {
-  const client = await RawHttp.get(`${gateway.url}/stream.php?hold=stream&silent=1${query}`);
-  const text = await client.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the held stream head');
-  assert.equal(statusOf(text), 200, text);
-  return { client, token: /\r\nX-Token: (\S+)\r\n/i.exec(text)![1] };
 }
 
 const clientErrors = (gateway: Muxgate) => metricValue(gateway.metricsUrl, 'muxgate_requests_total{listener="public",class="4xx"}');
@@ -177,7 +169,7 @@ function bodyWithPartHeaders(token: string, headerBytes: number): string {
 }
 
 test('part headers: 1 MiB is accepted, one byte more gets 400 MUX_ERR_PART_HEADERS_TOO_LARGE after the parts before it', async () => {
-  const { client, token } = await openHeld(mux);
+  const { client, token } = await openStream(mux.url, 'hold=stream&silent=1');
   assert.deepEqual(await push(mux.pushUrl, bodyWithPartHeaders(token, PART_HEADERS_LIMIT)), { parts: 2, deliveries: 2, gone: [] });
 
   const sample = 'muxgate_rejected_parts_total{source="push",reason="MUX_ERR_PART_HEADERS_TOO_LARGE"}';
@@ -195,7 +187,7 @@ test('part headers: 1 MiB is accepted, one byte more gets 400 MUX_ERR_PART_HEADE
 });
 
 test('targets per part: 100,000 tokens and channels are accepted, 100,001 get 400 after the parts before', async () => {
-  const { client, token } = await openHeld(mux);
+  const { client, token } = await openStream(mux.url, 'hold=stream&silent=1');
   // Any syntactically valid name counts, live or not: `t` is a token of no stream, `c` a channel of none.
   const targets = (tokens: number, channels: number) =>
     `Multiplex-Token: ${Array(tokens).fill('t').join(',')}\r\nMultiplex-Channel: ${Array(channels).fill('c').join(',')}\r\n`;
@@ -218,7 +210,7 @@ test('targets per part: 100,000 tokens and channels are accepted, 100,001 get 40
 });
 
 test('a boundary longer than 70 characters: 415 from the push API, 502 from a backend; 70 is fine for both', async () => {
-  const { client, token } = await openHeld(mux);
+  const { client, token } = await openStream(mux.url, 'hold=stream&silent=1');
   const pushWithBoundary = (boundary: string) => sendPush(mux.pushUrl, [{ tokens: [token], body: `${boundary.length}|` }], { boundary });
   assert.equal((await pushWithBoundary('b'.repeat(70))).status, 200);
   const refused = await pushWithBoundary('b'.repeat(71));
@@ -241,7 +233,7 @@ test('MUX_MAX_CONNECTIONS: connections beyond it get a prompt 503 with Retry-Aft
   const sample = 'muxgate_refused_connections_total{listener="public"}';
   const refusedBefore = await metricValue(limited.metricsUrl, sample) ?? 0;
   // Held streams outlive MUX_HOLD_TIMEOUT=1 with their own Multiplex-Timeout.
-  const held = await Promise.all(Array.from({ length: CONNECTION_LIMIT }, () => openHeld(limited, '&timeout=60')));
+  const held = await Promise.all(Array.from({ length: CONNECTION_LIMIT }, () => openStream(limited.url, 'hold=stream&silent=1&timeout=60')));
   const openRefused = async () => {
     const started = performance.now();
     const client = await RawHttp.get(`${limited.url}/stream.php`, '1.1', ['Connection: close']);
@@ -259,7 +251,7 @@ test('MUX_MAX_CONNECTIONS: connections beyond it get a prompt 503 with Retry-Aft
 
   for (const stream of held.splice(0, 5)) stream.client.close();
   await waitForMetric(limited.metricsUrl, 'muxgate_open_connections', (v) => v === CONNECTION_LIMIT - 5);
-  held.push(...await Promise.all(Array.from({ length: 5 }, () => openHeld(limited, '&timeout=60'))));
+  held.push(...await Promise.all(Array.from({ length: 5 }, () => openStream(limited.url, 'hold=stream&silent=1&timeout=60'))));
   // Back at the limit: the next one is refused again.
   assert.equal(statusOf((await openRefused()).text), 503);
   for (const stream of held) stream.client.close();
@@ -269,7 +261,7 @@ test('MUX_MAX_CONNECTIONS: connections beyond it get a prompt 503 with Retry-Aft
 
 test('MUX_MAX_CONNECTIONS counts clients only: with the public listener full, the push API still answers', async () => {
   await waitForMetric(limited.metricsUrl, 'muxgate_open_connections', (v) => v === 0, 8000);
-  const held = await Promise.all(Array.from({ length: CONNECTION_LIMIT }, () => openHeld(limited, '&timeout=60')));
+  const held = await Promise.all(Array.from({ length: CONNECTION_LIMIT }, () => openStream(limited.url, 'hold=stream&silent=1&timeout=60')));
   try {
     await push(limited.pushUrl, [{ tokens: [held[0].token], body: 'pushed' }], { headers: { Connection: 'close' } });
     await held[0].client.waitFor((t) => decodeChunked(t).body === 'pushed', 2000, 'the pushed part');
@@ -281,7 +273,7 @@ test('MUX_MAX_CONNECTIONS counts clients only: with the public listener full, th
 
 test('MUX_HOLD_TIMEOUT ends a held stream with a final chunk when the backend set no Multiplex-Timeout', async () => {
   const endedBefore = await metricValue(limited.metricsUrl, 'muxgate_streams_ended_total{reason="timeout"}') ?? 0;
-  const [defaulted, own] = await Promise.all([openHeld(limited), openHeld(limited, '&timeout=60')]);
+  const [defaulted, own] = await Promise.all([openStream(limited.url, 'hold=stream&silent=1'), openStream(limited.url, 'hold=stream&silent=1&timeout=60')]);
   const started = performance.now();
   await defaulted.client.waitFor((t) => decodeChunked(t).isComplete, 4000, 'the final chunk');
   const ms = performance.now() - started;
@@ -298,8 +290,8 @@ test('MUX_HOLD_TIMEOUT ends a held stream with a final chunk when the backend se
 });
 
 test('Multiplex-Timeout: 0 keeps a held stream open past MUX_HOLD_TIMEOUT (protocol §3.2: "0 = never")', async () => {
-  const never = await openHeld(limited, '&timeout=0');
-  const defaulted = await openHeld(limited);
+  const never = await openStream(limited.url, 'hold=stream&silent=1&timeout=0');
+  const defaulted = await openStream(limited.url, 'hold=stream&silent=1');
   try {
     // Opened after it, a stream with the default timeout has ended: MUX_HOLD_TIMEOUT has passed for both.
     await defaulted.client.waitFor((t) => decodeChunked(t).isComplete, 4000, 'the final chunk of the defaulted stream');
@@ -324,7 +316,7 @@ function partsEndingWithin(body: string, limit: number): number {
 const openBody = (parts: Array<{ tokens: string[]; body: string }>) => multiplexBody('PB', parts).replace(/--PB--\r\n$/, '');
 
 test('MUX_MAX_PUSH_BYTES: a larger push gets 413 MUX_ERR_PUSH_TOO_LARGE, the parts before the limit are delivered', async () => {
-  const { client, token } = await openHeld(limited, '&timeout=60');
+  const { client, token } = await openStream(limited.url, 'hold=stream&silent=1&timeout=60');
   const sample = 'muxgate_rejected_parts_total{source="push",reason="MUX_ERR_PUSH_TOO_LARGE"}';
   const rejectedBefore = await metricValue(limited.metricsUrl, sample) ?? 0;
   const filler = openBody([{ tokens: ['nobody'], body: 'f'.repeat(1000) }]);
@@ -349,7 +341,7 @@ test('MUX_MAX_PUSH_BYTES: a larger push gets 413 MUX_ERR_PUSH_TOO_LARGE, the par
 });
 
 test('MUX_MAX_PUSH_BYTES: every part that ends within the limit is delivered, also those in the chunk that crosses it', async () => {
-  const { client, token } = await openHeld(limited, '&timeout=60');
+  const { client, token } = await openStream(limited.url, 'hold=stream&silent=1&timeout=60');
   try {
     const filler = openBody([{ tokens: ['nobody'], body: 'f'.repeat(1000) }]);
     const edge = openBody([{ tokens: [token], body: 'edge|' }]);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { startServer } from '../src/server.ts';
-import { PHP_ROOT, phpBackend, push } from './helpers/fixtures.ts';
+import { PHP_ROOT, openStream, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, type Muxgate } from './helpers/muxgate.ts';
 import { startPrometheus } from './helpers/prometheus.ts';
@@ -54,14 +54,14 @@ async function snapshot(): Promise<Map<string, number>> {
 }
 
 async function driveTraffic(): Promise<RawHttp[]> {
-  const streams = await Promise.all(Array.from({ length: 8 }, () => RawHttp.get(`${mux.url}/stream.php?hold=stream`)));
-  const tokens = await Promise.all(streams.map(async (s) => /token=(\S+)\n/.exec(await s.waitFor((t) => /token=\S+\n/.test(t)))![1]));
+  const opened = await Promise.all(Array.from({ length: 8 }, () => openStream(mux.url, 'hold=stream')));
+  const streams = opened.map((s) => s.client);
+  const tokens = opened.map((s) => s.token);
   await push(mux.pushUrl, [{ tokens, body: 'to everyone' }, { tokens: ['nobody', tokens[0].slice(0, -3) + 'zzz'], body: 'lost' }]);
   await push(mux.pushUrl, '--PB\r\nMultiplex-Token: x\r\n\r\nbroken\r\n--PBjunk', { status: 400 });
   assert.equal((await fetch(`${mux.url}/broken.php?case=slow&seconds=2`)).status, 504);
   await (await fetch(`${mux.url}/stream.php`)).text();
-  const subscriber = await RawHttp.get(`${mux.url}/stream.php?hold=stream&channel=news`);
-  await subscriber.waitFor((t) => /token=\S+\n/.test(t));
+  const { client: subscriber } = await openStream(mux.url, 'hold=stream&channel=news');
   await push(mux.pushUrl, [{ channels: ['news'], body: 'headline' }]);
   const resumed = await RawHttp.get(`${mux.url}/stream.php?hold=stream&channel=${encodeURIComponent('news; since=0')}`);
   await resumed.waitFor((t) => t.includes('headline'));
@@ -72,8 +72,7 @@ async function driveTraffic(): Promise<RawHttp[]> {
   await timed.waitFor((t) => decodeChunked(t).isComplete, 5000, 'the final chunk of the timed-out stream');
   timed.close();
   // A client that stops reading is dropped once 64 KiB are waiting for it.
-  const stalled = await RawHttp.get(`${mux.url}/stream.php?hold=stream`);
-  const stalledToken = /token=(\S+)\n/.exec(await stalled.waitFor((t) => /token=\S+\n/.test(t)))![1];
+  const { client: stalled, token: stalledToken } = await openStream(mux.url, 'hold=stream');
   stalled.socket.pause();
   const big = 'x'.repeat(512 * 1024);
   for (let i = 0; i < 40 && !mux.logs.some((l) => l.msg === 'slow consumer dropped'); i++) {

@@ -1,10 +1,10 @@
 // POST /push: exact answers across shards, and every refusal the design lists.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { PHP_ROOT, phpBackend, push, sendPush } from './helpers/fixtures.ts';
+import { PHP_ROOT, openStream, phpBackend, push, sendPush } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, type Muxgate } from './helpers/muxgate.ts';
-import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
+import { decodeChunked } from './helpers/raw-http.ts';
 
 const SECRET = 's3cret-push-key';
 let fpm: PhpFpm;
@@ -25,11 +25,7 @@ after(async () => {
 
 /** Held streams, one per shard (connections are spread to the least loaded shard). */
 async function openStreams(count: number) {
-  const streams = await Promise.all(Array.from({ length: count }, async () => {
-    const client = await RawHttp.get(`${mux.url}/stream.php?hold=stream&silent=1`);
-    const text = await client.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the head');
-    return { client, token: /\r\nX-Token: (\S+)\r\n/i.exec(text)![1] };
-  }));
+  const streams = await Promise.all(Array.from({ length: count }, () => openStream(mux.url, 'hold=stream&silent=1')));
   const shards = new Set(streams.map((s) => s.token.split('.')[1]));
   assert.equal(shards.size, Math.min(count, 3), `streams on shards ${[...shards]}`);
   return streams;

@@ -9,10 +9,9 @@ import { MultiplexParser } from '../src/protocol/multiplex-parser.ts';
 import { CgiHeadParser } from '../src/protocol/cgi-response.ts';
 import { multiplexBoundary, parseChannelSubscriptions, parseKeepAlive } from '../src/protocol/headers.ts';
 import type { MuxError } from '../src/errors.ts';
-import { PHP_ROOT, phpBackend, sendPush } from './helpers/fixtures.ts';
+import { PHP_ROOT, openStream, phpBackend, sendPush } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, type Muxgate } from './helpers/muxgate.ts';
-import { RawHttp } from './helpers/raw-http.ts';
 
 // A minted token whose node id is random too, as MUX_NODE_ID's default is.
 const TOKEN = 'Hq3x9Ak_.1.pSx0bF7n0V2lW4yQm8Rk2A';
@@ -156,9 +155,7 @@ describe('tokens in logs end to end', () => {
   });
 
   it('a live token in malformed part headers and header values, from a backend or a pusher, shows in no log line above debug', async () => {
-    const stream = await RawHttp.get(`${mux.url}/stream.php?hold=stream&silent=1`);
-    const head = await stream.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the head');
-    const token = /\r\nX-Token: (\S+)\r\n/i.exec(head)![1]!;
+    const { client: stream, token } = await openStream(mux.url, 'hold=stream&silent=1');
     const secret = token.slice(token.lastIndexOf('.') + 1);
     const rejected = 'backend multiplexed body rejected; the parts before it stand';
 

@@ -3,12 +3,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { PHP_ROOT, phpBackend, push } from './helpers/fixtures.ts';
+import { PHP_ROOT, openStream, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { startRedis, type RedisServer } from './helpers/redis.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
-import { publishInOrder, writersOnEveryShard } from './helpers/rooms.ts';
+import { joinRoom, publishInOrder, writersOnEveryShard } from './helpers/rooms.ts';
 import { waitUntil } from './helpers/wait.ts';
 
 let fpm: PhpFpm;
@@ -33,12 +33,6 @@ after(async () => {
   await fpm.stop();
 });
 
-async function openStream(node: Muxgate, query: string): Promise<{ client: RawHttp; token: string }> {
-  const client = await RawHttp.get(`${node.url}/stream.php?hold=stream&silent=1&${query}`);
-  const head = await client.waitFor((t) => t.includes('\r\n\r\n'));
-  return { client, token: /\r\nX-Token: (\S+)\r\n/i.exec(head)![1] };
-}
-
 /** Redis subscribers of a channel: each node subscribes once, while it has a subscriber. */
 async function waitForNodesFollowing(channel: string, count: number): Promise<void> {
   let out = '';
@@ -50,7 +44,7 @@ async function waitForNodesFollowing(channel: string, count: number): Promise<vo
 }
 
 test('a push to node A reaches a token held on node B, reported as forwarded', async () => {
-  const onB = await openStream(nodeB, 'tag=b1');
+  const onB = await openStream(nodeB.url, 'hold=stream&silent=1&tag=b1');
   assert.match(onB.token, /^node-b\./);
   const result = await push(nodeA.pushUrl, [{ tokens: [onB.token], body: 'across nodes' }]);
   assert.deepEqual(result, { parts: 1, deliveries: 0, gone: [], forwarded: 1 });
@@ -64,8 +58,8 @@ test('a push to node A reaches a token held on node B, reported as forwarded', a
 
 test('a channel part reaches the subscribers on both nodes, exactly once each', async () => {
   const readers = [
-    await openStream(nodeA, 'channel=news'), await openStream(nodeA, 'channel=news'),
-    await openStream(nodeB, 'channel=news'), await openStream(nodeB, 'channel=news'),
+    await openStream(nodeA.url, 'hold=stream&silent=1&channel=news'), await openStream(nodeA.url, 'hold=stream&silent=1&channel=news'),
+    await openStream(nodeB.url, 'hold=stream&silent=1&channel=news'), await openStream(nodeB.url, 'hold=stream&silent=1&channel=news'),
   ];
   await waitForNodesFollowing('news', 2);
   const fromA = await push(nodeA.pushUrl, [{ channels: ['news'], body: '<from A>' }]);
@@ -81,10 +75,10 @@ test('a channel part reaches the subscribers on both nodes, exactly once each', 
 });
 
 test('Redis killed and restarted: local delivery goes on, remote parts are undeliverable then resume', async () => {
-  const onA = await openStream(nodeA, 'tag=a-local');
-  const onB = await openStream(nodeB, 'tag=b-remote');
-  const followerA = await openStream(nodeA, 'channel=alerts');
-  const followerB = await openStream(nodeB, 'channel=alerts');
+  const onA = await openStream(nodeA.url, 'hold=stream&silent=1&tag=a-local');
+  const onB = await openStream(nodeB.url, 'hold=stream&silent=1&tag=b-remote');
+  const followerA = await openStream(nodeA.url, 'hold=stream&silent=1&channel=alerts');
+  const followerB = await openStream(nodeB.url, 'hold=stream&silent=1&channel=alerts');
   await waitForNodesFollowing('alerts', 2);
 
   await redis.kill();
@@ -122,14 +116,8 @@ async function say(node: Muxgate, room: string, text: string): Promise<void> {
   assert.equal(await (await fetch(`${node.url}/room.php?room=${room}`, { method: 'POST', body: text })).text(), 'sent');
 }
 
-async function joinRoom(node: Muxgate, room: string, lastEventId?: string): Promise<RawHttp> {
-  const client = await RawHttp.get(`${node.url}/room.php?room=${room}`, '1.1', lastEventId === undefined ? [] : [`Last-Event-ID: ${lastEventId}`]);
-  await client.waitFor((t) => t.includes('\r\n\r\n'));
-  return client;
-}
-
 test('a stream held on node A resumes on node B from the shared history: no gap, no duplicate', async () => {
-  const onA = await joinRoom(nodeA, 'xnode');
+  const onA = (await joinRoom(nodeA.url, 'xnode')).client;
   await waitForNodesFollowing('room-xnode', 1);
   await say(nodeA, 'xnode', 'one');
   await say(nodeB, 'xnode', 'two');
@@ -139,7 +127,7 @@ test('a stream held on node A resumes on node B from the shared history: no gap,
   onA.close();
   await say(nodeA, 'xnode', 'three');
   await say(nodeB, 'xnode', 'four');
-  const onB = await joinRoom(nodeB, 'xnode', String(lastId));
+  const onB = (await joinRoom(nodeB.url, 'xnode', String(lastId))).client;
   await onB.waitFor(() => events(onB).length >= 2, 5000, 'the missed parts');
   await say(nodeA, 'xnode', 'five');
   await onB.waitFor(() => events(onB).length >= 3, 5000, 'the live part');
@@ -150,7 +138,7 @@ test('a stream held on node A resumes on node B from the shared history: no gap,
   // Beyond the 4 parts kept, the stream is told.
   onB.close();
   for (const text of ['a', 'b', 'c', 'd', 'e']) await say(nodeA, 'xnode', text);
-  const late = await joinRoom(nodeB, 'xnode', String(lastId));
+  const late = (await joinRoom(nodeB.url, 'xnode', String(lastId))).client;
   await late.waitFor((t) => decodeChunked(t).body.includes('event: muxgate-gap') && events(late).length >= 4, 5000, 'the gap notice');
   assert.deepEqual(events(late).map((e) => e.data), ['b', 'c', 'd', 'e']);
   late.close();
@@ -191,7 +179,7 @@ test('history in Redis ages: a channel\'s history expires after its last part, a
   });
   try {
     await waitForMetric(node.metricsUrl, 'muxgate_redis_up', (n) => n === 2, 10_000);
-    const reader = await joinRoom(node, 'brief');
+    const reader = (await joinRoom(node.url, 'brief')).client;
     await say(node, 'brief', 'seen');
     await reader.waitFor(() => events(reader).length === 1);
     const seenId = events(reader)[0].id;
@@ -201,18 +189,18 @@ test('history in Redis ages: a channel\'s history expires after its last part, a
     const keys = ['muxgate:history:room-brief', 'muxgate:forgotten:room-brief', 'muxgate:channel-checkpoints'];
     await waitUntil(() => Number(redisCli('-n', '1', 'EXISTS', ...keys)) === 0, 10_000,
       () => `the keys to expire (still in Redis: ${keys.filter((key) => redisCli('-n', '1', 'EXISTS', key) === '1')})`, 50);
-    const gapOnly = await joinRoom(node, 'brief', String(seenId));
+    const gapOnly = (await joinRoom(node.url, 'brief', String(seenId))).client;
     await gapOnly.waitFor((t) => decodeChunked(t).body.includes('event: muxgate-gap'), 5000, 'the gap notice');
     assert.equal(decodeChunked(gapOnly.text).body, `event: muxgate-gap\ndata: {"since":${seenId}}\n\n`);
     gapOnly.close();
     // A new history for the channel still knows that what came before it may be lost.
     await say(node, 'brief', 'anew');
-    const resumed = await joinRoom(node, 'brief', String(seenId));
+    const resumed = (await joinRoom(node.url, 'brief', String(seenId))).client;
     await resumed.waitFor(() => events(resumed).length === 1, 5000, 'the part since');
     assert.match(decodeChunked(resumed.text).body, /^event: muxgate-gap\n/);
     assert.deepEqual(events(resumed).map((e) => e.data), ['anew']);
     // Resuming from the last part, nothing is missed.
-    const current = await joinRoom(node, 'brief', String(events(resumed)[0].id));
+    const current = (await joinRoom(node.url, 'brief', String(events(resumed)[0].id))).client;
     await say(node, 'brief', 'live');
     await current.waitFor(() => events(current).length === 1, 5000, 'the live part');
     assert.doesNotMatch(decodeChunked(current.text).body, /muxgate-gap/);

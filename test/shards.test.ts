@@ -4,10 +4,10 @@ import assert from 'node:assert/strict';
 import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { startServer } from '../src/server.ts';
-import { PHP_ROOT, phpBackend, push } from './helpers/fixtures.ts';
+import { PHP_ROOT, openStream, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm } from './helpers/php-fpm.ts';
 import { metricValue } from './helpers/muxgate.ts';
-import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
+import { decodeChunked } from './helpers/raw-http.ts';
 import { waitUntil } from './helpers/wait.ts';
 
 
@@ -23,9 +23,7 @@ test('a terminated shard is restarted; its clients are disconnected, the others 
   const pushUrl = `http://127.0.0.1:${server.push.port}/push`;
   try {
     const clients = await Promise.all([0, 1, 2].map(async () => {
-      const client = await RawHttp.get(`${base}/stream.php?hold=stream`);
-      const text = await client.waitFor((t) => /token=\S+\n/.test(t));
-      const token = /token=(\S+)\n/.exec(text)![1];
+      const { client, token } = await openStream(base, 'hold=stream');
       return { client, token, shard: Number(token.split('.')[1]) };
     }));
     assert.deepEqual(clients.map((c) => c.shard).sort(), [0, 1, 2]);
@@ -44,8 +42,7 @@ test('a terminated shard is restarted; its clients are disconnected, the others 
     await waitUntil(() => server.shards.isUp(1), 5000, 'shard 1 to come back', 20);
     assert.equal(await metricValue(metricsUrl, 'muxgate_shard_restarts_total'), 1);
     // The restarted shard takes new clients and is linked into the router mesh again.
-    const fresh = await RawHttp.get(`${base}/stream.php?hold=stream`);
-    const token = /token=(\S+)\n/.exec(await fresh.waitFor((t) => /token=\S+\n/.test(t)))![1];
+    const { client: fresh, token } = await openStream(base, 'hold=stream');
     assert.equal(token.split('.')[1], '1');
     assert.deepEqual(await push(pushUrl, [{ tokens: [token, victim.token], body: 'welcome back' }]), { parts: 1, deliveries: 1, gone: [victim.token] });
     await fresh.waitFor((t) => decodeChunked(t).body.endsWith('welcome back'));

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PHP_ROOT, phpBackend, push } from './helpers/fixtures.ts';
+import { PHP_ROOT, openStream, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp } from './helpers/raw-http.ts';
@@ -24,12 +24,6 @@ after(async () => {
   await fpm.stop();
 });
 
-async function openStream(query: string) {
-  const client = await RawHttp.get(`${mux.url}/stream.php?${query}`);
-  const text = await client.waitFor((t) => /token=\S+\n/.test(t));
-  return { client, token: /token=(\S+)\n/.exec(text)![1] };
-}
-
 /** The lines of the event log so far. */
 function eventLines(log = EVENT_LOG): string[] {
   return existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').filter(Boolean) : [];
@@ -40,14 +34,14 @@ function eventFor(token: string): Promise<string> {
 }
 
 test('client disconnect, timeout and Multiplex-Close each reach the backend with their reason', async () => {
-  const gone = await openStream('hold=stream&tag=client');
+  const gone = await openStream(mux.url, 'hold=stream&tag=client');
   gone.client.close();
   assert.equal(await eventFor(gone.token), `close ${gone.token} client /stream.php?hold=stream&tag=client`);
 
-  const timed = await openStream('hold=stream&timeout=0.3');
+  const timed = await openStream(mux.url, 'hold=stream&timeout=0.3');
   assert.equal(await eventFor(timed.token), `close ${timed.token} timeout /stream.php?hold=stream&timeout=0.3`);
 
-  const closed = await openStream('hold=stream');
+  const closed = await openStream(mux.url, 'hold=stream');
   await push(mux.pushUrl, [{ tokens: [closed.token], body: 'bye', close: true }]);
   assert.equal(await eventFor(closed.token), `close ${closed.token} closed /stream.php?hold=stream`);
   await waitForMetric(mux.metricsUrl, 'muxgate_stream_events_total{result="sent"}', (n) => n >= 3);
@@ -60,7 +54,7 @@ test('a response that is not held sends no event', async () => {
   assert.equal(response.status, 200);
   assert.equal(await response.text(), `token=${token}\n`);
   assert.match(token, /^[A-Za-z0-9_-]{1,16}\.[0-9a-z]+\.[A-Za-z0-9_-]{22}$/);
-  const probe = await openStream('hold=stream&tag=probe');
+  const probe = await openStream(mux.url, 'hold=stream&tag=probe');
   probe.client.close();
   await eventFor(probe.token);
   assert.ok(!readFileSync(EVENT_LOG, 'utf8').includes(token));
@@ -77,11 +71,9 @@ test('a mass disconnect: events bounded by MUX_EVENTS_CONCURRENCY, none lost bel
     const open = async (count: number, eventSleepUs: number) => {
       const clients: RawHttp[] = [];
       for (let i = 0; i < count; i += 100) {
-        clients.push(...await Promise.all(Array.from({ length: Math.min(100, count - i) }, async () => {
-          const client = await RawHttp.get(`${massMux.url}/stream.php?hold=stream&silent=1&eventsleep=${eventSleepUs}`);
-          await client.waitFor((t) => t.includes('\r\n\r\n'));
-          return client;
-        })));
+        const opened = await Promise.all(Array.from({ length: Math.min(100, count - i) }, () =>
+          openStream(massMux.url, `hold=stream&silent=1&eventsleep=${eventSleepUs}`)));
+        clients.push(...opened.map((stream) => stream.client));
       }
       return clients;
     };

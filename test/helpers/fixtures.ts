@@ -1,9 +1,10 @@
 // What the end-to-end tests share around test/php and the push API: the scripts' root and the environment that puts
-// them behind muxgate, and a push with its answer.
+// them behind muxgate, a held stream opened with its token, and a push with its answer.
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { join } from 'node:path';
 import type { PhpFpm } from './php-fpm.ts';
+import { RawHttp } from './raw-http.ts';
 
 /** test/php: the scripts the tests run in a real php-fpm. */
 export const PHP_ROOT = join(import.meta.dirname, '..', 'php');
@@ -11,6 +12,47 @@ export const PHP_ROOT = join(import.meta.dirname, '..', 'php');
 /** muxgate's environment for the scripts of PHP_ROOT behind this php-fpm. */
 export function phpBackend(fpm: Pick<PhpFpm, 'host' | 'port'>): { MUX_FASTCGI: string; MUX_DOCUMENT_ROOT: string } {
   return { MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT };
+}
+
+/** A client holding a stream open, and the stream's token. */
+export interface OpenStream {
+  client: RawHttp;
+  token: string;
+}
+
+export interface OpenStreamOptions {
+  /** The script of PHP_ROOT that answers: stream.php by default, or another that tells its token in X-Token. */
+  script?: string;
+  /** The request line's HTTP version. */
+  version?: '1.1' | '1.0';
+  /** Request header lines to add. */
+  headers?: string[];
+  timeoutMs?: number;
+}
+
+/**
+ * GET of a test/php script that holds a stream and tells its token in X-Token (stream.php, room.php, slow-body.php);
+ * the query shapes the stream (see the script). Resolves once the 200 head has arrived and, from stream.php without
+ * `silent`, the stream's own part that tells its token, so that `client.text` holds them.
+ */
+export async function openStream(url: string, query: string, options: OpenStreamOptions = {}): Promise<OpenStream> {
+  const script = options.script ?? 'stream.php';
+  const timeoutMs = options.timeoutMs ?? 5000;
+  const what = `${script}?${query}`;
+  const client = await RawHttp.get(`${url}/${script}?${query}`, options.version, options.headers);
+  try {
+    const head = await client.waitFor((t) => t.includes('\r\n\r\n'), timeoutMs, `the head of ${what}`);
+    assert.match(head, /^HTTP\/1\.[01] 200 /, `${what} answered ${JSON.stringify(head.slice(0, 300))}`);
+    const token = /\r\nX-Token: (\S+)\r\n/i.exec(head)?.[1];
+    assert.ok(token !== undefined, `${what} told no token: ${JSON.stringify(head.slice(0, 300))}`);
+    if (script === 'stream.php' && !/(^|&)silent=/.test(query)) {
+      await client.waitFor((t) => t.includes(`token=${token}\n`), timeoutMs, `the part of ${what} that tells its token`);
+    }
+    return { client, token };
+  } catch (error) {
+    client.close();
+    throw error;
+  }
 }
 
 /** One part of a multiplexed body: its targets, whether it closes them, its body. */

@@ -1,6 +1,7 @@
 // Readers and writers of test/php/room.php, and a run of sequential publishes through every shard with resumes in
 // between, for the channel ordering tests of one node and of several.
 import assert from 'node:assert/strict';
+import { openStream, type OpenStream } from './fixtures.ts';
 import { KeptConnection, RawHttp, decodeChunked } from './raw-http.ts';
 
 export interface SseEvent { id?: string; event?: string; data?: string }
@@ -18,10 +19,8 @@ export function sseEvents(client: RawHttp): SseEvent[] {
 }
 
 /** A reader of the room, resuming after `lastEventId` if given; resolves once its head has arrived. */
-export async function joinRoom(url: string, room: string, lastEventId?: string): Promise<{ client: RawHttp; token: string }> {
-  const client = await RawHttp.get(`${url}/room.php?room=${room}`, '1.1', lastEventId === undefined ? [] : [`Last-Event-ID: ${lastEventId}`]);
-  const head = await client.waitFor((t) => t.includes('\r\n\r\n'), 5000, 'the head');
-  return { client, token: /\r\nX-Token: (\S+)\r\n/i.exec(head)![1] };
+export function joinRoom(url: string, room: string, lastEventId?: string): Promise<OpenStream> {
+  return openStream(url, `room=${room}`, { script: 'room.php', headers: lastEventId === undefined ? [] : [`Last-Event-ID: ${lastEventId}`] });
 }
 
 /** The shard index in a token (`<node>.<shard, base 36>.<random>`). */
