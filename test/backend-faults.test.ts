@@ -2,23 +2,26 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { PHP_ROOT, openStream, phpBackend, push } from './helpers/fixtures.ts';
+import { PHP_ROOT, ScriptLog, openStream, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, type Muxgate } from './helpers/muxgate.ts';
 import { startFakeFastcgi } from './helpers/fake-fastcgi.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
 
+/** The requests slow-body.php has started. */
+const requestLog = new ScriptLog();
 let fpm: PhpFpm;
 let mux: Muxgate;
 
 before(async () => {
-  fpm = await startPhpFpm({ documentRoot: PHP_ROOT });
+  fpm = await startPhpFpm({ documentRoot: PHP_ROOT, env: { REQUEST_LOG: requestLog.path } });
   mux = await startMuxgate({ ...phpBackend(fpm), MUX_SHARDS: '2', MUX_FASTCGI_TIMEOUT: '1' });
 });
 
 after(async () => {
   await mux.stop();
   await fpm.stop();
+  requestLog.remove();
 });
 
 async function assertStillServing() {
@@ -111,11 +114,13 @@ test('a backend slower than MUX_FASTCGI_TIMEOUT gets a 504', async () => {
 test('a client that leaves before the backend answers is no backend error', async () => {
   const noHead = async () => (await metricValue(mux.metricsUrl, 'muxgate_fastcgi_errors_total{kind="no_head"}')) ?? 0;
   const before = await noHead();
-  const client = await RawHttp.get(`${mux.url}/slow-body.php?kind=silent&count=3&pause=100`);
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  const uri = '/slow-body.php?kind=silent&count=10&pause=100';
+  const client = await RawHttp.get(`${mux.url}${uri}`);
+  // It leaves once the backend has the request, a second before the backend would answer.
+  await requestLog.waitForLine((line) => line === uri, 5000, 'the request at the backend');
   client.close();
   const line = await mux.waitForLog((l) => l.msg === 'client left before the backend answered');
-  assert.equal(line.uri, '/slow-body.php?kind=silent&count=3&pause=100');
+  assert.equal(line.uri, uri);
   assert.equal(await noHead(), before);
   assert.ok(!mux.logs.some((l) => l.msg === 'backend ended without a response head'), 'the abort was logged as a backend fault');
   await assertStillServing();
@@ -195,6 +200,7 @@ async function slowUpload(url: string, pieces: number, declaredPieces = pieces):
   const client = await RawHttp.open(url, `POST ${pathname} HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${declaredPieces * 10_000}\r\n\r\n`);
   for (let i = 0; i < pieces && !client.hasClosed; i++) {
     client.socket.write(Buffer.alloc(10_000, 'u'));
+    // Pacing, not synchronisation: the slowness of the upload is what is tested.
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   return client;

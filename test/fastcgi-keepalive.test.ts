@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
+import { PHP_ROOT, ScriptLog, phpBackend } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { metricValue, startMuxgate, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp } from './helpers/raw-http.ts';
@@ -13,13 +13,15 @@ import { startKeptFastcgi } from './helpers/fake-fastcgi.ts';
 import { waitUntil } from './helpers/wait.ts';
 
 const KEPT = 2;
+/** The requests slow-body.php has started. */
+const requestLog = new ScriptLog();
 
 let fpm: PhpFpm;
 let kept: Muxgate;
 let perRequest: Muxgate;
 
 before(async () => {
-  fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 8, flushEachEcho: false });
+  fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 8, flushEachEcho: false, env: { REQUEST_LOG: requestLog.path } });
   const env = { ...phpBackend(fpm), MUX_SHARDS: '1' };
   kept = await startMuxgate({ ...env, MUX_FASTCGI_KEEPALIVE: String(KEPT) });
   perRequest = await startMuxgate(env);
@@ -29,6 +31,7 @@ after(async () => {
   await kept?.stop();
   await perRequest?.stop();
   await fpm?.stop();
+  requestLog.remove();
 });
 
 /** TCP connections on php-fpm's port in a state; php-fpm closes first, so a closed connection waits in its TIME_WAIT. */
@@ -55,7 +58,8 @@ test('sequential requests go over one kept connection, not a connection each', {
 
   // the same requests without MUX_FASTCGI_KEEPALIVE: one connection each, which php-fpm closes
   for (let i = 0; i < REQUESTS; i++) await getEcho(perRequest, `i=${i}`);
-  assert.ok(fpmSockets('time-wait') - closedBefore - closedByKept >= REQUESTS, 'the per-request baseline did not close its connections');
+  await waitUntil(() => fpmSockets('time-wait') - closedBefore - closedByKept >= REQUESTS, 5000,
+    () => `the per-request baseline to close its ${REQUESTS} connections (${fpmSockets('time-wait') - closedBefore - closedByKept} closed)`);
 });
 
 test('requests with a body and bursts beyond the kept connections are answered', { timeout: 30_000 }, async () => {
@@ -68,14 +72,15 @@ test('requests with a body and bursts beyond the kept connections are answered',
 
   const burst = await Promise.all(Array.from({ length: 5 * KEPT }, (_, i) => getEcho(kept, `burst=${i}`)));
   assert.deepEqual(burst.map((echo) => (echo.server as Record<string, string>).QUERY_STRING), Array.from({ length: 5 * KEPT }, (_, i) => `burst=${i}`));
-  assert.ok(fpmSockets('established') <= KEPT, 'more connections than MUX_FASTCGI_KEEPALIVE stayed open');
+  await waitUntil(() => fpmSockets('established') <= KEPT, 5000,
+    () => `at most MUX_FASTCGI_KEEPALIVE connections to stay open (${fpmSockets('established')} are)`);
 });
 
 test('kept connections closed by a php-fpm restart are replaced without failing a request', { timeout: 30_000 }, async () => {
   await getEcho(kept, 'before=restart');
   const { port } = fpm;
   await fpm.stop();
-  fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 8, port });
+  fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 8, port, env: { REQUEST_LOG: requestLog.path } });
   for (let i = 0; i < 10; i++) await getEcho(kept, `after=${i}`);
   const metrics = await (await fetch(kept.metricsUrl)).text();
   assert.doesNotMatch(metrics, /^muxgate_fastcgi_errors_total\{[^}]*\} [1-9]/m, 'a request failed at the backend');
@@ -85,8 +90,9 @@ test('a client that leaves mid-request closes the kept connection it was using',
   await getEcho(kept, 'warm');
   const idle = fpmSockets('established');
   assert.ok(idle >= 1, 'no kept connection to reuse');
-  const client = await RawHttp.get(`${kept.url}/slow-body.php?kind=silent&count=20&pause=100`);
-  await new Promise((resolve) => setTimeout(resolve, 200));
+  const uri = '/slow-body.php?kind=silent&count=20&pause=100';
+  const client = await RawHttp.get(`${kept.url}${uri}`);
+  await requestLog.waitForLine((line) => line === uri, 5000, 'the request at the backend');
   assert.equal(fpmSockets('established'), idle, 'the request did not reuse a kept connection');
   client.close();
   await kept.waitForLog((line) => line.msg === 'client left before the backend answered');

@@ -4,11 +4,13 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { PHP_ROOT, openStream, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
+import { waitUntil } from './helpers/wait.ts';
 
 let fpm: PhpFpm;
 let mux: Muxgate;
@@ -122,11 +124,22 @@ test('hold response (long-poll): the first part ends the response', async () => 
   client.close();
 });
 
+/** Whether muxgate has read all the client sent: none of it unacknowledged on the client's side, none unread on muxgate's. */
+function hasReadAll(client: RawHttp): boolean {
+  const { localPort, remotePort } = client.socket;
+  // Recv-Q and Send-Q of one TCP connection, seen from the side whose port is `from`.
+  const queues = (from: number, to: number) =>
+    execFileSync('ss', ['-tnH', 'state', 'established', `( sport = :${from} and dport = :${to} )`], { encoding: 'utf8' }).trim().split(/\s+/);
+  const [, unacknowledged] = queues(localPort!, remotePort!);
+  const [unread] = queues(remotePort!, localPort!);
+  return unacknowledged === '0' && unread === '0';
+}
+
 test('a connection serves its next requests once its long-poll ends, a request pipelined meanwhile included', async () => {
   const { client, token } = await openStream(mux.url, 'hold=response&silent=1');
-  // Sent while the stream is held: answered after it, on the same connection.
+  // Sent while the stream is held, and read by muxgate then: answered after it, on the same connection.
   client.socket.write(`GET /echo.php?second=1 HTTP/1.1\r\nHost: ${new URL(mux.url).host}\r\n\r\n`);
-  await new Promise((resolve) => setTimeout(resolve, 100));
+  await waitUntil(() => hasReadAll(client), 5000, 'muxgate to read the pipelined request');
   assert.doesNotMatch(client.text, /second=1/);
   assert.equal((await push(mux.pushUrl, [{ tokens: [token], body: 'the answer' }])).deliveries, 1);
   await client.waitFor((t) => /second=1.*\}(\r\n0\r\n\r\n)?$/s.test(t), 5000, 'the pipelined answer');

@@ -1,10 +1,13 @@
 // What the end-to-end tests share around test/php and the push API: the scripts' root and the environment that puts
-// them behind muxgate, a held stream opened with its token, and a push with its answer.
+// them behind muxgate, the files the scripts log to, a held stream opened with its token, and a push with its answer.
 import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import type { PhpFpm } from './php-fpm.ts';
 import { RawHttp } from './raw-http.ts';
+import { waitUntil } from './wait.ts';
 
 /** test/php: the scripts the tests run in a real php-fpm. */
 export const PHP_ROOT = join(import.meta.dirname, '..', 'php');
@@ -12,6 +15,32 @@ export const PHP_ROOT = join(import.meta.dirname, '..', 'php');
 /** muxgate's environment for the scripts of PHP_ROOT behind this php-fpm. */
 export function phpBackend(fpm: Pick<PhpFpm, 'host' | 'port'>): { MUX_FASTCGI: string; MUX_DOCUMENT_ROOT: string } {
   return { MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT };
+}
+
+/**
+ * A file in a directory of its own that test/php scripts append lines to, named to php-fpm by an environment variable
+ * (EVENT_LOG, REQUEST_LOG, OVERLAP_LOG): what the backend did, for the test to read or wait for.
+ */
+export class ScriptLog {
+  readonly path = join(mkdtempSync(join(tmpdir(), 'muxgate-script-log-')), 'log');
+
+  /** Its lines so far; none before a script first wrote. */
+  lines(): string[] {
+    return existsSync(this.path) ? readFileSync(this.path, 'utf8').split('\n').filter((line) => line !== '') : [];
+  }
+
+  /** Resolves with the first line that satisfies the predicate, as soon as a script has written it. */
+  waitForLine(predicate: (line: string) => boolean, timeoutMs = 5000, what = 'a matching line'): Promise<string> {
+    return waitUntil(() => this.lines().find(predicate), timeoutMs, () => `${what} in ${this.path} (lines: ${this.lines().slice(-10).join(' | ')})`);
+  }
+
+  clear(): void {
+    writeFileSync(this.path, '');
+  }
+
+  remove(): void {
+    rmSync(dirname(this.path), { recursive: true, force: true });
+  }
 }
 
 /** A client holding a stream open, and the stream's token. */

@@ -5,6 +5,8 @@
 //   (&hold= sets Multiplex-Hold);
 // ?kind=silent: nothing at all (no response head) until the end.
 // ?count= pieces (default 100), ?pause= milliseconds between them (default 100).
+// It first appends its REQUEST_URI to the file named by REQUEST_LOG, if set: a test can wait for it to have started.
+if (getenv('REQUEST_LOG') !== false) file_put_contents(getenv('REQUEST_LOG'), $_SERVER['REQUEST_URI'] . "\n", FILE_APPEND | LOCK_EX);
 $token = $_SERVER['MULTIPLEX_TOKEN'];
 $kind = $_GET['kind'] ?? 'plain';
 $count = (int)($_GET['count'] ?? 100);
