@@ -1,20 +1,18 @@
 // Pipelined requests: one connection's requests reach the backend one at a time, answered in order, others served.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { PHP_ROOT, phpBackend } from './helpers/fixtures.ts';
+import { PHP_ROOT, ScriptLog, phpBackend } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp } from './helpers/raw-http.ts';
 
-const OVERLAP_LOG = join(mkdtempSync(join(tmpdir(), 'overlap-')), 'log');
+/** When each request test/php/overlap.php ran for started and ended. */
+const overlapLog = new ScriptLog();
 let fpm: PhpFpm;
 let mux: Muxgate;
 
 before(async () => {
-  fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 8, env: { OVERLAP_LOG } });
+  fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 8, env: { OVERLAP_LOG: overlapLog.path } });
   mux = await startMuxgate({ ...phpBackend(fpm), MUX_SHARDS: '1' });
 });
 
@@ -26,7 +24,7 @@ after(async () => {
 /** The most requests test/php/overlap.php ran at once, from its log. */
 function mostAtOnce(): number {
   const events: Array<[number, number]> = [];
-  for (const line of readFileSync(OVERLAP_LOG, 'utf8').trim().split('\n')) {
+  for (const line of overlapLog.lines()) {
     const [start, end] = line.split(' ').map(Number);
     events.push([start, 1], [end, -1]);
   }
@@ -48,17 +46,17 @@ async function pipeline(count: number, ms: number): Promise<RawHttp> {
 }
 
 test('40 pipelined requests reach the backend one at a time and are all answered, in order', async () => {
-  writeFileSync(OVERLAP_LOG, '');
+  overlapLog.clear();
   const client = await pipeline(40, 20);
   const text = await client.waitFor((t) => answers(t) === 40 && done(t).length === 40, 20_000, '40 answers');
   client.close();
   assert.deepEqual(done(text), Array.from({ length: 40 }, (_, n) => n));
-  assert.equal(readFileSync(OVERLAP_LOG, 'utf8').trim().split('\n').length, 40);
+  assert.equal(overlapLog.lines().length, 40);
   assert.equal(mostAtOnce(), 1);
 });
 
 test('a flood of 2,000 pipelined requests on one connection takes one backend child, and other clients are served meanwhile', async () => {
-  writeFileSync(OVERLAP_LOG, '');
+  overlapLog.clear();
   const unavailable = () => metricValue(mux.metricsUrl, 'muxgate_fastcgi_errors_total{kind="connect"}');
   const before = await unavailable();
   const flood = await pipeline(2000, 0);

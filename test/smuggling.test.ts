@@ -2,18 +2,14 @@
 // client headers cannot pose as muxgate's, and backend output can never split or desynchronise the client's responses.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { PHP_ROOT, openStream, phpBackend } from './helpers/fixtures.ts';
+import { PHP_ROOT, ScriptLog, openStream, phpBackend } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, type Muxgate } from './helpers/muxgate.ts';
 import { startFakeFastcgi, type FakeFastcgi } from './helpers/fake-fastcgi.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
 
-const STATE_DIR = mkdtempSync(join(tmpdir(), 'muxgate-smuggling-'));
 /** REQUEST_URI of every request test/php/request-log.php ran for. */
-const REQUEST_LOG = join(STATE_DIR, 'requests.log');
+const requestLog = new ScriptLog();
 
 let fpm: PhpFpm;
 let mux: Muxgate;
@@ -23,9 +19,8 @@ let faked: Muxgate;
 let backendStdout = Buffer.alloc(0);
 
 before(async () => {
-  writeFileSync(REQUEST_LOG, '');
   [fpm, fake] = await Promise.all([
-    startPhpFpm({ documentRoot: PHP_ROOT, env: { REQUEST_LOG } }),
+    startPhpFpm({ documentRoot: PHP_ROOT, env: { REQUEST_LOG: requestLog.path } }),
     startFakeFastcgi(() => backendStdout),
   ]);
   [mux, faked] = await Promise.all([
@@ -37,7 +32,7 @@ before(async () => {
 after(async () => {
   const codes = await Promise.all([mux.stop(), faked.stop()]);
   await Promise.all([fpm.stop(), fake.close()]);
-  rmSync(STATE_DIR, { recursive: true, force: true });
+  requestLog.remove();
   assert.deepEqual(codes, [0, 0]);
 });
 
@@ -57,10 +52,6 @@ async function exchange(gateway: Muxgate, bytes: string): Promise<string> {
   }
 }
 
-function loggedRequests(): string[] {
-  return readFileSync(REQUEST_LOG, 'utf8').split('\n').filter((line) => line !== '');
-}
-
 /** A complete request that must never reach the backend when it hides in another request's body. */
 const smuggled = (name: string) => `GET /request-log.php?smuggled=${name} HTTP/1.1\r\nHost: muxgate\r\n\r\n`;
 
@@ -78,7 +69,7 @@ async function assertRefused(attacks: Record<string, string>, statuses = [400]):
   const marker = `/request-log.php?after=${encodeURIComponent(Object.keys(attacks).join(','))}`;
   const text = await exchange(mux, `GET ${marker} HTTP/1.1\r\nHost: muxgate\r\nConnection: close\r\n\r\n`);
   assert.equal(statusOf(text), 200);
-  const logged = loggedRequests();
+  const logged = requestLog.lines();
   assert.equal(logged.at(-1), marker);
   assert.deepEqual(logged.filter((uri) => /smuggled=|attack=/.test(uri)), []);
 }
@@ -87,7 +78,7 @@ test('control: requests pipelined on one connection all reach the backend, so th
   const text = await exchange(mux, 'GET /request-log.php?pipelined=1 HTTP/1.1\r\nHost: muxgate\r\n\r\n' +
     'GET /request-log.php?pipelined=2 HTTP/1.1\r\nHost: muxgate\r\nConnection: close\r\n\r\n');
   assert.equal(text.match(/HTTP\/1\.1 200 OK\r\n/g)!.length, 2);
-  assert.deepEqual(loggedRequests().slice(-2), ['/request-log.php?pipelined=1', '/request-log.php?pipelined=2']);
+  assert.deepEqual(requestLog.lines().slice(-2), ['/request-log.php?pipelined=1', '/request-log.php?pipelined=2']);
 });
 
 test('Content-Length with Transfer-Encoding: chunked is refused with 400, in either order; the request in the body never reaches the backend', async () => {

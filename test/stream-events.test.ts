@@ -1,21 +1,19 @@
 // MUX_EVENTS=close: the backend hears when a held stream ends, with the token and the reason.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { PHP_ROOT, openStream, phpBackend, push } from './helpers/fixtures.ts';
+import { PHP_ROOT, ScriptLog, openStream, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp } from './helpers/raw-http.ts';
 import { waitUntil } from './helpers/wait.ts';
 
-const EVENT_LOG = join(mkdtempSync(join(tmpdir(), 'events-')), 'events.log');
+/** The close events stream.php was sent. */
+const eventLog = new ScriptLog();
 let fpm: PhpFpm;
 let mux: Muxgate;
 
 before(async () => {
-  fpm = await startPhpFpm({ documentRoot: PHP_ROOT, env: { EVENT_LOG } });
+  fpm = await startPhpFpm({ documentRoot: PHP_ROOT, env: { EVENT_LOG: eventLog.path } });
   mux = await startMuxgate({ ...phpBackend(fpm), MUX_SHARDS: '2', MUX_EVENTS: 'close' });
 });
 
@@ -24,13 +22,8 @@ after(async () => {
   await fpm.stop();
 });
 
-/** The lines of the event log so far. */
-function eventLines(log = EVENT_LOG): string[] {
-  return existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n').filter(Boolean) : [];
-}
-
 function eventFor(token: string): Promise<string> {
-  return waitUntil(() => eventLines().find((l) => l.includes(` ${token} `)), 5000, () => `an event for ${token}: ${eventLines().join('|')}`);
+  return eventLog.waitForLine((line) => line.includes(` ${token} `), 5000, `an event for ${token}`);
 }
 
 test('client disconnect, timeout and Multiplex-Close each reach the backend with their reason', async () => {
@@ -57,12 +50,12 @@ test('a response that is not held sends no event', async () => {
   const probe = await openStream(mux.url, 'hold=stream&tag=probe');
   probe.client.close();
   await eventFor(probe.token);
-  assert.ok(!readFileSync(EVENT_LOG, 'utf8').includes(token));
+  assert.ok(!eventLog.lines().some((line) => line.includes(token)));
 });
 
 test('a mass disconnect: events bounded by MUX_EVENTS_CONCURRENCY, none lost below the queue limit, overflow counted', async () => {
-  const log = join(mkdtempSync(join(tmpdir(), 'mass-')), 'events.log');
-  const massFpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 20, env: { EVENT_LOG: log } });
+  const massLog = new ScriptLog();
+  const massFpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 20, env: { EVENT_LOG: massLog.path } });
   const massMux = await startMuxgate({
     MUX_FASTCGI: `${massFpm.host}:${massFpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '2', MUX_EVENTS: 'close',
     MUX_EVENTS_CONCURRENCY: '3', MUX_EVENTS_QUEUE: '1500', MUX_LOG_LEVEL: 'info',
@@ -77,7 +70,7 @@ test('a mass disconnect: events bounded by MUX_EVENTS_CONCURRENCY, none lost bel
       }
       return clients;
     };
-    const lines = () => eventLines(log);
+    const lines = () => massLog.lines();
     const waitForEvents = (count: number) => waitUntil(() => lines().length >= count, 60_000, () => `${count} events (${lines().length} so far)`, 100);
 
     // 2,000 streams (1,000 per shard, each queue holds 1,500): every event arrives.
