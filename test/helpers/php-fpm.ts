@@ -194,13 +194,12 @@ function renderConfig(c: ConfigValues): string {
 
 /** Resolves undefined once the port accepts connections, or the reason it gave up. */
 async function waitForPort(port: number, signal: AbortSignal): Promise<string | undefined> {
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  while (!signal.aborted) {
-    if (await canConnect(port)) return undefined;
-    if (Date.now() >= deadline) return `no TCP listener after ${START_TIMEOUT_MS} ms`;
-    await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS));
+  try {
+    await waitUntil(async () => signal.aborted || await canConnect(port), START_TIMEOUT_MS, `a TCP listener on ${HOST}:${port}`, POLL_INTERVAL_MS);
+    return signal.aborted ? 'aborted' : undefined;
+  } catch (error) {
+    return (error as Error).message;
   }
-  return 'aborted';
 }
 
 /** The live (non-zombie) children of a process, from /proc. */
