@@ -3,7 +3,7 @@ import net from 'node:net';
 import { MAX_REFUSING, type ListenAddress } from './config.ts';
 import type { ShardPool } from './shards.ts';
 import type { MainMetrics } from './main-metrics.ts';
-import type { ListenerKind } from '../workers/http-front.ts';
+import type { ListenerKind } from './shard-messages.ts';
 
 // Written without reading the request: cheap enough to keep answering under a connection flood.
 const OVERLOADED = 'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\n' +

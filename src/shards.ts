@@ -6,8 +6,7 @@ import v8 from 'node:v8';
 import type { Config, BackendAddress } from './config.ts';
 import type { Logger } from './log.ts';
 import type { MainMetrics } from './main-metrics.ts';
-import type { ControlMessage, ShardInit, ShardReport } from '../workers/shard.ts';
-import type { ListenerKind } from '../workers/http-front.ts';
+import type { ControlMessage, ListenerKind, ShardInit, ShardReport } from './shard-messages.ts';
 
 const SHARD_FILE = new URL('../workers/shard.ts', import.meta.url).href;
 const MAX_RESTART_DELAY_MS = 5000;

@@ -2,9 +2,8 @@
 import http from 'node:http';
 import net, { type Socket } from 'node:net';
 import type { Config } from '../src/config.ts';
+import type { ListenerKind } from '../src/shard-messages.ts';
 import type { ShardMetrics } from './metrics.ts';
-
-export type ListenerKind = 'public' | 'push';
 
 const PUSH_KEEP_ALIVE_MS = 75_000;
 
