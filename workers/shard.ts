@@ -39,7 +39,7 @@ export default async function runShard(init: ShardInit): Promise<string> {
     router.setRedis(redis, config.channelHistory, config.channelHistoryMs);
     streams.channels.onInterest = (channel, isInterested) => router.reportInterest(channel, isInterested);
   }
-  const events = config.events ? new StreamEvents(backend, config, metrics, warnings, partSink) : null;
+  const events = config.events ? new StreamEvents(backend, config, metrics, log, warnings, partSink) : null;
   const gateway = new Gateway({ config, shard: index, backend, streams, router, partSink, metrics, log, warnings });
   const pushApi = new PushApi(router, metrics, warnings, { secret: config.pushSecret, limits: partLimits(config), maxBodyBytes: config.maxPushBytes });
   const front = new HttpFront(config, index, new Int32Array(init.connectionCounts), metrics, {
