@@ -2,7 +2,7 @@
 import { createRequire } from 'node:module';
 import type { Readable, Writable } from 'node:stream';
 import type { BackendAddress } from '../src/config.ts';
-import { MuxError } from '../src/errors.ts';
+import { BackendUnavailableError } from '../src/errors.ts';
 
 export interface FastcgiRequest {
   stdin: Writable;
@@ -25,12 +25,6 @@ interface FastcgiClient {
 }
 
 const createClient = createRequire(import.meta.url)('fastcgi-client') as (options: object) => FastcgiClient;
-
-export class BackendUnavailableError extends MuxError {
-  constructor(cause: string) {
-    super('MUX_ERR_BACKEND_UNAVAILABLE', `the FastCGI backend could not be reached: ${cause}`);
-  }
-}
 
 export class Backend {
   private readonly client: FastcgiClient;

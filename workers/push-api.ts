@@ -2,7 +2,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
-import { PushTooLargeError, type MuxError } from '../src/errors.ts';
+import { ERR_PART_TOO_LARGE, ERR_PUSH_TOO_LARGE, PushTooLargeError, type MuxError } from '../src/errors.ts';
 import { MultiplexParser, type MultiplexParserLimits, type MultiplexParserSink, type Part } from '../src/protocol/multiplex-parser.ts';
 import { multiplexBoundary } from '../src/protocol/headers.ts';
 import type { Router } from './router.ts';
@@ -117,7 +117,7 @@ export class PushApi {
     if (receipt.pending > 0) result.unconfirmed = receipt.pending;
     const error = sink.error;
     if (error === null) return this.answer(res, 200, result);
-    const isTooLarge = error.code === 'MUX_ERR_PART_TOO_LARGE' || error.code === 'MUX_ERR_PUSH_TOO_LARGE';
+    const isTooLarge = error.code === ERR_PART_TOO_LARGE || error.code === ERR_PUSH_TOO_LARGE;
     this.metrics.rejectedParts.inc({ source: 'push', reason: error.code });
     this.warnings.warn('push_rejected', { code: error.code, err: error.message, partsBefore: parts }, 'push body rejected; the parts before it stand');
     // The rest of the body is not read: close the connection after answering.
