@@ -11,19 +11,19 @@ import type { AddressInfo } from 'node:net';
 const SHARD_TIMEOUT_MS = 1000;
 
 export class MetricsServer {
-  private readonly server: http.Server;
-  private readonly shards: ShardPool;
-  private readonly metrics: MainMetrics;
-  private readonly backend: BackendAddress;
-  private readonly redisUrl: string | null;
+  readonly #server: http.Server;
+  readonly #shards: ShardPool;
+  readonly #metrics: MainMetrics;
+  readonly #backend: BackendAddress;
+  readonly #redisUrl: string | null;
 
   constructor(shards: ShardPool, metrics: MainMetrics, backend: BackendAddress, redisUrl: string | null) {
-    this.shards = shards;
-    this.metrics = metrics;
-    this.backend = backend;
-    this.redisUrl = redisUrl;
-    this.server = http.createServer((req, res) => {
-      this.handle(req, res).catch((error: Error) => {
+    this.#shards = shards;
+    this.#metrics = metrics;
+    this.#backend = backend;
+    this.#redisUrl = redisUrl;
+    this.#server = http.createServer((req, res) => {
+      this.#handle(req, res).catch((error: Error) => {
         res.writeHead(500, { 'Content-Type': 'text/plain' });
         res.end(`metrics collection failed: ${error.message}\n`);
       });
@@ -32,32 +32,32 @@ export class MetricsServer {
 
   listen(address: ListenAddress): Promise<AddressInfo> {
     return new Promise((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(address.port, address.host, () => resolve(this.server.address() as AddressInfo));
+      this.#server.once('error', reject);
+      this.#server.listen(address.port, address.host, () => resolve(this.#server.address() as AddressInfo));
     });
   }
 
   close(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((resolve) => this.server.close(() => resolve()));
+    this.#server.closeAllConnections();
+    return new Promise((resolve) => this.#server.close(() => resolve()));
   }
 
-  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?', 1)[0];
     if (path === '/healthz') return text(res, 200, 'ok\n');
     if (path === '/readyz') {
-      const down = Array.from({ length: this.shards.size }, (_, i) => i).filter((i) => !this.shards.isUp(i));
+      const down = Array.from({ length: this.#shards.size }, (_, i) => i).filter((i) => !this.#shards.isUp(i));
       if (down.length > 0) return text(res, 503, `not ready: shards down: ${down.join(', ')}\n`);
-      const backendProblem = await probeBackend(this.backend, SHARD_TIMEOUT_MS);
+      const backendProblem = await probeBackend(this.#backend, SHARD_TIMEOUT_MS);
       if (backendProblem !== null) return text(res, 503, `not ready: backend unreachable: ${backendProblem}\n`);
-      const redisProblem = this.redisUrl === null ? null : await probeRedis(this.redisUrl, SHARD_TIMEOUT_MS);
+      const redisProblem = this.#redisUrl === null ? null : await probeRedis(this.#redisUrl, SHARD_TIMEOUT_MS);
       if (redisProblem !== null) return text(res, 503, `not ready: Redis unreachable: ${redisProblem}\n`);
       return text(res, 200, 'ready\n');
     }
     if (path !== '/metrics') return text(res, 404, 'not found: try /metrics, /healthz or /readyz\n');
-    const gathered = await this.shards.gatherMetrics(SHARD_TIMEOUT_MS);
-    gathered.up.forEach((isUp, shard) => this.metrics.shardUp.set({ shard: String(shard) }, isUp ? 1 : 0));
-    let all = [await this.metrics.registry.getMetricsAsJSON(), ...gathered.metrics] as MetricJson[][];
+    const gathered = await this.#shards.gatherMetrics(SHARD_TIMEOUT_MS);
+    gathered.up.forEach((isUp, shard) => this.#metrics.shardUp.set({ shard: String(shard) }, isUp ? 1 : 0));
+    let all = [await this.#metrics.registry.getMetricsAsJSON(), ...gathered.metrics] as MetricJson[][];
     const wantsOpenMetrics = (req.headers.accept ?? '').includes('application/openmetrics-text');
     if (wantsOpenMetrics) all = all.map((metrics) => metrics.map(asOpenMetricsCounter));
     const aggregated = AggregatorRegistry.aggregate(all);

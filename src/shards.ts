@@ -6,8 +6,7 @@ import v8 from 'node:v8';
 import type { Config, BackendAddress } from './config.ts';
 import type { Logger } from './log.ts';
 import type { MainMetrics } from './main-metrics.ts';
-import type { ControlMessage, ShardInit, ShardReport } from '../workers/shard.ts';
-import type { ListenerKind } from '../workers/http-front.ts';
+import type { ControlMessage, ListenerKind, ShardInit, ShardReport } from './shard-messages.ts';
 
 const SHARD_FILE = new URL('../workers/shard.ts', import.meta.url).href;
 const MAX_RESTART_DELAY_MS = 5000;
@@ -36,31 +35,31 @@ const YOUNG_GENERATION_MB = 8;
 const HEAP_GROWING_PERCENT = 20;
 
 export class ShardPool {
-  private readonly config: Readonly<Config>;
-  private readonly backend: BackendAddress;
-  private readonly log: Logger;
-  private readonly metrics: MainMetrics;
-  private readonly pool: Piscina;
-  private readonly slots: ShardSlot[];
-  private readonly connectionCounts: Int32Array;
-  private readonly connectionCountsBuffer: SharedArrayBuffer;
-  private readonly metricsRequests = new Map<number, (metrics: object[]) => void>();
-  private readonly lastMetrics: (object[] | null)[];
-  private nextMetricsId = 1;
-  private isStopping = false;
-  private readyWaiters: (() => void)[] = [];
+  readonly #config: Readonly<Config>;
+  readonly #backend: BackendAddress;
+  readonly #log: Logger;
+  readonly #metrics: MainMetrics;
+  readonly #pool: Piscina;
+  readonly #slots: ShardSlot[];
+  readonly #connectionCounts: Int32Array;
+  readonly #connectionCountsBuffer: SharedArrayBuffer;
+  readonly #metricsRequests = new Map<number, (metrics: object[]) => void>();
+  readonly #lastMetrics: (object[] | null)[];
+  #nextMetricsId = 1;
+  #isStopping = false;
+  #readyWaiters: (() => void)[] = [];
 
   constructor(config: Readonly<Config>, backend: BackendAddress, log: Logger, metrics: MainMetrics) {
-    this.config = config;
-    this.backend = backend;
-    this.log = log;
-    this.metrics = metrics;
-    this.connectionCountsBuffer = new SharedArrayBuffer(4 * config.shards);
-    this.connectionCounts = new Int32Array(this.connectionCountsBuffer);
+    this.#config = config;
+    this.#backend = backend;
+    this.#log = log;
+    this.#metrics = metrics;
+    this.#connectionCountsBuffer = new SharedArrayBuffer(4 * config.shards);
+    this.#connectionCounts = new Int32Array(this.#connectionCountsBuffer);
     if (!process.execArgv.some((arg) => /^--heap[-_]growing[-_]percent/.test(arg))) {
       v8.setFlagsFromString(`--heap-growing-percent=${HEAP_GROWING_PERCENT}`);
     }
-    this.pool = new Piscina({
+    this.#pool = new Piscina({
       filename: SHARD_FILE,
       minThreads: config.shards,
       maxThreads: config.shards,
@@ -70,34 +69,34 @@ export class ShardPool {
       // fan-out (scavenges are cheaper) and 6 KiB less RSS per held stream at 10,000 streams.
       resourceLimits: { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB },
     });
-    this.lastMetrics = new Array(config.shards).fill(null);
-    this.slots = Array.from({ length: config.shards }, (_, index) => ({ index, control: null, isUp: false, threadId: -1, restarts: 0, task: null }));
+    this.#lastMetrics = new Array(config.shards).fill(null);
+    this.#slots = Array.from({ length: config.shards }, (_, index) => ({ index, control: null, isUp: false, threadId: -1, restarts: 0, task: null }));
   }
 
   get size(): number {
-    return this.slots.length;
+    return this.#slots.length;
   }
 
   isUp(index: number): boolean {
-    return this.slots[index].isUp;
+    return this.#slots[index].isUp;
   }
 
   /** The thread running a shard, for diagnostics (and for tests that kill one). */
   threadOf(index: number): Worker | undefined {
-    return this.pool.threads.find((thread) => thread.threadId === this.slots[index].threadId);
+    return this.#pool.threads.find((thread) => thread.threadId === this.#slots[index].threadId);
   }
 
   /** Starts every shard; resolves when all are ready. */
   async start(): Promise<void> {
-    const ready = Promise.all(this.slots.map(() => new Promise<void>((resolve) => this.readyWaiters.push(resolve))));
-    for (const slot of this.slots) this.startShard(slot);
+    const ready = Promise.all(this.#slots.map(() => new Promise<void>((resolve) => this.#readyWaiters.push(resolve))));
+    for (const slot of this.#slots) this.#startShard(slot);
     await ready;
   }
 
   /** Client connections held by all shards (and on their way to one). */
   get connectionCount(): number {
     let total = 0;
-    for (let i = 0; i < this.slots.length; i++) total += Atomics.load(this.connectionCounts, i);
+    for (let i = 0; i < this.#slots.length; i++) total += Atomics.load(this.#connectionCounts, i);
     return total;
   }
 
@@ -105,9 +104,9 @@ export class ShardPool {
   transfer(socket: Socket, listener: ListenerKind): void {
     let best: ShardSlot | null = null;
     let bestCount = Infinity;
-    for (const slot of this.slots) {
+    for (const slot of this.#slots) {
       if (!slot.isUp) continue;
-      const count = Atomics.load(this.connectionCounts, slot.index);
+      const count = Atomics.load(this.#connectionCounts, slot.index);
       if (count < bestCount) {
         best = slot;
         bestCount = count;
@@ -119,19 +118,19 @@ export class ShardPool {
     }
     // Counted here, not when the shard adopts it, so that a burst of accepts spreads evenly;
     // the shard takes it off when the connection closes.
-    Atomics.add(this.connectionCounts, best.index, 1);
+    Atomics.add(this.#connectionCounts, best.index, 1);
     try {
       best.control.postMessage({ type: 'socket', socket, listener } satisfies ControlMessage, [socket as unknown as Transferable]);
     } catch (error) {
-      Atomics.sub(this.connectionCounts, best.index, 1);
-      this.log.warn({ err: (error as Error).message }, 'socket could not be moved to a shard');
+      Atomics.sub(this.#connectionCounts, best.index, 1);
+      this.#log.warn({ err: (error as Error).message }, 'socket could not be moved to a shard');
       socket.destroy();
     }
   }
 
   /** Blocks a shard's thread for ms, as a runaway computation would (tests of collection timeouts). */
   stall(index: number, ms: number): void {
-    this.slots[index].control?.postMessage({ type: 'stall', ms } satisfies ControlMessage);
+    this.#slots[index].control?.postMessage({ type: 'stall', ms } satisfies ControlMessage);
   }
 
   /**
@@ -139,61 +138,61 @@ export class ShardPool {
    * down, and its last answer stands in, so that its counters do not seem to reset.
    */
   async gatherMetrics(timeoutMs: number): Promise<GatheredMetrics> {
-    const up = this.slots.map(() => false);
-    await Promise.all(this.slots.map((slot) => {
+    const up = this.#slots.map(() => false);
+    await Promise.all(this.#slots.map((slot) => {
       if (!slot.isUp || slot.control === null) return null;
-      const id = this.nextMetricsId++;
+      const id = this.#nextMetricsId++;
       const control = slot.control;
       return new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
-          this.metricsRequests.delete(id);
+          this.#metricsRequests.delete(id);
           resolve();
         }, timeoutMs);
-        this.metricsRequests.set(id, (metrics) => {
+        this.#metricsRequests.set(id, (metrics) => {
           clearTimeout(timer);
           up[slot.index] = true;
-          this.lastMetrics[slot.index] = metrics;
+          this.#lastMetrics[slot.index] = metrics;
           resolve();
         });
         control.postMessage({ type: 'metrics', id } satisfies ControlMessage);
       });
     }));
-    return { metrics: this.lastMetrics.filter((metrics) => metrics !== null), up };
+    return { metrics: this.#lastMetrics.filter((metrics) => metrics !== null), up };
   }
 
   async shutdown(): Promise<void> {
-    this.isStopping = true;
-    for (const slot of this.slots) slot.control?.postMessage({ type: 'shutdown' } satisfies ControlMessage);
-    await Promise.allSettled(this.slots.map((slot) => slot.task));
-    await this.pool.destroy();
+    this.#isStopping = true;
+    for (const slot of this.#slots) slot.control?.postMessage({ type: 'shutdown' } satisfies ControlMessage);
+    await Promise.allSettled(this.#slots.map((slot) => slot.task));
+    await this.#pool.destroy();
   }
 
-  private startShard(slot: ShardSlot): void {
+  #startShard(slot: ShardSlot): void {
     const { port1: control, port2: shardControl } = new MessageChannel();
     slot.control = control;
-    control.on('message', (report: ShardReport) => this.onReport(slot, report));
+    control.on('message', (report: ShardReport) => this.#onReport(slot, report));
     const init: ShardInit = {
       index: slot.index,
-      config: this.config,
-      backend: this.backend,
+      config: this.#config,
+      backend: this.#backend,
       control: shardControl,
-      connectionCounts: this.connectionCountsBuffer,
+      connectionCounts: this.#connectionCountsBuffer,
     };
     // `as never`: piscina's TransferList type infers the options overload of postMessage.
-    slot.task = this.pool.run(init, { transferList: [shardControl] as never }).then(
-      () => this.onShardExit(slot, null),
-      (error: Error) => this.onShardExit(slot, error),
+    slot.task = this.#pool.run(init, { transferList: [shardControl] as never }).then(
+      () => this.#onShardExit(slot, null),
+      (error: Error) => this.#onShardExit(slot, error),
     );
   }
 
-  private onReport(slot: ShardSlot, report: ShardReport): void {
+  #onReport(slot: ShardSlot, report: ShardReport): void {
     if (report.type === 'metrics') {
-      this.metricsRequests.get(report.id)?.(report.metrics);
-      this.metricsRequests.delete(report.id);
+      this.#metricsRequests.get(report.id)?.(report.metrics);
+      this.#metricsRequests.delete(report.id);
       return;
     }
     // A fresh mesh link to every shard that is up; the others link up when they come back.
-    for (const peer of this.slots) {
+    for (const peer of this.#slots) {
       if (peer === slot || !peer.isUp || peer.control === null) continue;
       const { port1, port2 } = new MessageChannel();
       slot.control?.postMessage({ type: 'peer', shard: peer.index, port: port1 } satisfies ControlMessage, [port1]);
@@ -201,28 +200,28 @@ export class ShardPool {
     }
     slot.isUp = true;
     slot.threadId = report.threadId;
-    this.metrics.shardUp.set({ shard: String(slot.index) }, 1);
-    this.log.debug({ shard: slot.index }, 'shard up');
-    this.readyWaiters.shift()?.();
+    this.#metrics.shardUp.set({ shard: String(slot.index) }, 1);
+    this.#log.debug({ shard: slot.index }, 'shard up');
+    this.#readyWaiters.shift()?.();
   }
 
-  private onShardExit(slot: ShardSlot, error: Error | null): void {
+  #onShardExit(slot: ShardSlot, error: Error | null): void {
     const wasUp = slot.isUp;
     slot.isUp = false;
     slot.control?.close();
     slot.control = null;
-    Atomics.store(this.connectionCounts, slot.index, 0);
-    this.metrics.shardUp.set({ shard: String(slot.index) }, 0);
-    for (const peer of this.slots) {
+    Atomics.store(this.#connectionCounts, slot.index, 0);
+    this.#metrics.shardUp.set({ shard: String(slot.index) }, 0);
+    for (const peer of this.#slots) {
       if (peer !== slot && peer.control !== null) {
         peer.control.postMessage({ type: 'peer', shard: slot.index, port: null } satisfies ControlMessage);
       }
     }
-    if (this.isStopping) return;
-    this.metrics.shardRestarts.inc();
+    if (this.#isStopping) return;
+    this.#metrics.shardRestarts.inc();
     slot.restarts++;
     const delay = wasUp ? 0 : Math.min(100 * 2 ** slot.restarts, MAX_RESTART_DELAY_MS);
-    this.log.error({ shard: slot.index, err: error?.message ?? 'task returned', restartInMs: delay }, 'shard died; restarting it (its clients were disconnected)');
-    setTimeout(() => this.startShard(slot), delay);
+    this.#log.error({ shard: slot.index, err: error?.message ?? 'task returned', restartInMs: delay }, 'shard died; restarting it (its clients were disconnected)');
+    setTimeout(() => this.#startShard(slot), delay);
   }
 }

@@ -108,3 +108,25 @@ test('a mass disconnect: events bounded by MUX_EVENTS_CONCURRENCY, none lost bel
     await massFpm.stop();
   }
 });
+
+test('a backend slower than MUX_FASTCGI_TIMEOUT to answer an event: the event fails, its slot is freed', async () => {
+  const other = await startMuxgate({
+    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '1', MUX_EVENTS: 'close',
+    MUX_EVENTS_CONCURRENCY: '1', MUX_FASTCGI_TIMEOUT: '1',
+  });
+  try {
+    // The event's script sleeps 5 s: its head comes too late.
+    const slow = await RawHttp.get(`${other.url}/stream.php?hold=stream&eventsleep=5000000`);
+    await slow.waitFor((t) => /token=\S+\n/.test(t));
+    slow.close();
+    await waitForMetric(other.metricsUrl, 'muxgate_stream_events_total{result="failed"}', (n) => n === 1);
+    await other.waitForLog((l) => l.msg === 'backend response head timed out' && l.event === 'close');
+    // The one event slot is free again: the next stream's event is sent.
+    const next = await RawHttp.get(`${other.url}/stream.php?hold=stream&tag=after-timeout`);
+    const token = /token=(\S+)\n/.exec(await next.waitFor((t) => /token=\S+\n/.test(t)))![1];
+    next.close();
+    assert.equal(await eventFor(token), `close ${token} client /stream.php?hold=stream&tag=after-timeout`);
+  } finally {
+    await other.stop();
+  }
+});

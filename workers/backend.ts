@@ -2,7 +2,7 @@
 import { createRequire } from 'node:module';
 import type { Readable, Writable } from 'node:stream';
 import type { BackendAddress } from '../src/config.ts';
-import { MuxError } from '../src/errors.ts';
+import { BackendUnavailableError } from '../src/errors.ts';
 
 export interface FastcgiRequest {
   stdin: Writable;
@@ -26,29 +26,23 @@ interface FastcgiClient {
 
 const createClient = createRequire(import.meta.url)('fastcgi-client') as (options: object) => FastcgiClient;
 
-export class BackendUnavailableError extends MuxError {
-  constructor(cause: string) {
-    super('MUX_ERR_BACKEND_UNAVAILABLE', `the FastCGI backend could not be reached: ${cause}`);
-  }
-}
-
 export class Backend {
-  private readonly client: FastcgiClient;
-  private readonly ready: Promise<void>;
+  readonly #client: FastcgiClient;
+  readonly #ready: Promise<void>;
 
   /**
    * keepConnections: connections kept open for requests without a body (MUX_FASTCGI_KEEPALIVE). onRetry: a request is
    * sent again because the kept connection it went on had been closed.
    */
   constructor(address: BackendAddress, keepConnections: number, onRetry: () => void) {
-    this.client = createClient({
+    this.#client = createClient({
       ...(address.kind === 'unix' ? { sockFile: address.path } : { host: address.host, port: address.port }),
       skipCheckServer: true,
       maxConns: 65535,
       keepConns: keepConnections,
     });
-    this.ready = new Promise((resolve) => this.client.once('ready', resolve));
-    this.client.on('retry', onRetry);
+    this.#ready = new Promise((resolve) => this.#client.once('ready', resolve));
+    this.#client.on('retry', onRetry);
   }
 
   /**
@@ -57,9 +51,9 @@ export class Backend {
    * before reading stdin and closes would otherwise reset the connection under its own answer.
    */
   async request(params: Record<string, string>, hasBody: boolean): Promise<FastcgiRequest> {
-    await this.ready;
+    await this.#ready;
     return new Promise((resolve, reject) => {
-      this.client.request(params, (error, request) => {
+      this.#client.request(params, (error, request) => {
         if (error) return reject(new BackendUnavailableError(error.message));
         request.stdin.on('error', ignoreWriteError);
         if (!hasBody) request.stdin.end();

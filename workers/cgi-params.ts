@@ -1,4 +1,4 @@
-// A client request → the CGI/1.1 params of its FastCGI request, as nginx's fastcgi_params.
+// A client request → the CGI/1.1 params of its FastCGI request, as nginx's fastcgi_params; and those of a stream event.
 import type { IncomingMessage } from 'node:http';
 
 export interface ScriptParams {
@@ -9,10 +9,20 @@ export interface ScriptParams {
 // Hop-by-hop headers, and `Proxy` (httpoxy): never forwarded as HTTP_*.
 const SKIPPED_HEADERS = new Set(['content-type', 'content-length', 'connection', 'keep-alive', 'transfer-encoding', 'te', 'upgrade', 'proxy']);
 
+/** A request target's path and query. */
+function splitTarget(url: string): { path: string; query: string } {
+  const queryAt = url.indexOf('?');
+  return queryAt < 0 ? { path: url, query: '' } : { path: url.slice(0, queryAt), query: url.slice(queryAt + 1) };
+}
+
+/** MUX_SCRIPT_FILENAME (a front controller), or the document root and the path. */
+function scriptFilename(script: ScriptParams, path: string): string {
+  return script.scriptFilename || script.documentRoot + path;
+}
+
 export function cgiParams(req: IncomingMessage, token: string, script: ScriptParams, contentLength: number | null): Record<string, string> {
   const url = req.url ?? '/';
-  const queryAt = url.indexOf('?');
-  const path = queryAt < 0 ? url : url.slice(0, queryAt);
+  const { path, query } = splitTarget(url);
   const socket = req.socket;
   const host = req.headers.host ?? '';
   const params: Record<string, string> = {
@@ -22,9 +32,9 @@ export function cgiParams(req: IncomingMessage, token: string, script: ScriptPar
     REQUEST_METHOD: req.method ?? 'GET',
     REQUEST_URI: url,
     DOCUMENT_URI: path,
-    QUERY_STRING: queryAt < 0 ? '' : url.slice(queryAt + 1),
+    QUERY_STRING: query,
     SCRIPT_NAME: path,
-    SCRIPT_FILENAME: script.scriptFilename || script.documentRoot + path,
+    SCRIPT_FILENAME: scriptFilename(script, path),
     DOCUMENT_ROOT: script.documentRoot,
     REMOTE_ADDR: socket.remoteAddress ?? '',
     REMOTE_PORT: String(socket.remotePort ?? ''),
@@ -44,4 +54,32 @@ export function cgiParams(req: IncomingMessage, token: string, script: ScriptPar
     params['HTTP_' + name.toUpperCase().replaceAll('-', '_')] = Array.isArray(value) ? value.join(', ') : (value ?? '');
   }
   return params;
+}
+
+/** A held stream's end, told to the backend (MUX_EVENTS) as a POST to the script of the stream's request. */
+export interface StreamEvent {
+  token: string;
+  reason: string;
+  requestUri: string;
+}
+
+export function eventParams(event: StreamEvent, script: ScriptParams): Record<string, string> {
+  const { path, query } = splitTarget(event.requestUri);
+  return {
+    GATEWAY_INTERFACE: 'CGI/1.1',
+    SERVER_SOFTWARE: 'muxgate',
+    SERVER_PROTOCOL: 'HTTP/1.1',
+    REQUEST_METHOD: 'POST',
+    REQUEST_URI: event.requestUri,
+    DOCUMENT_URI: path,
+    QUERY_STRING: query,
+    SCRIPT_NAME: path,
+    SCRIPT_FILENAME: scriptFilename(script, path),
+    DOCUMENT_ROOT: script.documentRoot,
+    CONTENT_LENGTH: '0',
+    REDIRECT_STATUS: '200',
+    MULTIPLEX_EVENT: 'close',
+    MULTIPLEX_TOKEN: event.token,
+    MULTIPLEX_REASON: event.reason,
+  };
 }

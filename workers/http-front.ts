@@ -2,9 +2,8 @@
 import http from 'node:http';
 import net, { type Socket } from 'node:net';
 import type { Config } from '../src/config.ts';
+import type { ListenerKind } from '../src/shard-messages.ts';
 import type { ShardMetrics } from './metrics.ts';
-
-export type ListenerKind = 'public' | 'push';
 
 const PUSH_KEEP_ALIVE_MS = 75_000;
 
@@ -23,23 +22,23 @@ export function rewrap(transferred: Socket): Socket {
 }
 
 export class HttpFront {
-  private readonly servers: Record<ListenerKind, http.Server>;
-  private readonly connectionCounts: Int32Array;
-  private readonly shard: number;
-  private readonly metrics: ShardMetrics;
-  private readonly sockets = new Set<Socket>();
-  private readonly emptyWaiters: (() => void)[] = [];
+  readonly #servers: Record<ListenerKind, http.Server>;
+  readonly #connectionCounts: Int32Array;
+  readonly #shard: number;
+  readonly #metrics: ShardMetrics;
+  readonly #sockets = new Set<Socket>();
+  readonly #emptyWaiters: (() => void)[] = [];
   /** One 'close' listener for every connection, called with the socket as `this`: no closure per connection. */
-  private readonly onSocketClose: (this: Socket) => void;
+  readonly #onSocketClose: (this: Socket) => void;
 
   constructor(config: Readonly<Config>, shard: number, connectionCounts: Int32Array, metrics: ShardMetrics,
     handlers: Record<ListenerKind, Handler>) {
-    this.shard = shard;
-    this.connectionCounts = connectionCounts;
-    this.metrics = metrics;
+    this.#shard = shard;
+    this.#connectionCounts = connectionCounts;
+    this.#metrics = metrics;
     const front = this;
-    this.onSocketClose = function (this: Socket) {
-      front.forget(this);
+    this.#onSocketClose = function (this: Socket) {
+      front.#forget(this);
     };
     const options: http.ServerOptions = {
       maxHeaderSize: config.maxRequestHeadBytes,
@@ -49,13 +48,13 @@ export class HttpFront {
       connectionsCheckingInterval: Math.min(1000, config.headersTimeoutMs / 4),
       keepAliveTimeout: 5_000,
     };
-    this.servers = {
+    this.#servers = {
       public: http.createServer(options, handlers.public),
       // Pushers are few and long-lived: idle connections are kept as nginx keeps them (its 75 s), so that a pusher's
       // pool seldom sends on a connection the server is closing at that moment ("socket hang up").
       push: http.createServer({ ...options, keepAliveTimeout: PUSH_KEEP_ALIVE_MS }, handlers.push),
     };
-    for (const server of Object.values(this.servers)) {
+    for (const server of Object.values(this.#servers)) {
       // These servers never listen; 'listening' starts node:http's connection tracking,
       // which enforces headersTimeout/requestTimeout and lets idle connections be closed.
       server.emit('listening');
@@ -64,7 +63,7 @@ export class HttpFront {
         const inProgress = (socket as { _httpMessage?: http.ServerResponse })._httpMessage;
         if (!socket.writable || error.code === 'ECONNRESET' || inProgress?.headersSent) return socket.destroy();
         const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-        this.metrics.requests.inc({ listener: server === this.servers.public ? 'public' : 'push', class: `${status / 100 | 0}xx` });
+        this.#metrics.requests.inc({ listener: server === this.#servers.public ? 'public' : 'push', class: `${status / 100 | 0}xx` });
         socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       });
     }
@@ -72,36 +71,36 @@ export class HttpFront {
 
   adopt(transferred: Socket, kind: ListenerKind): void {
     const socket = rewrap(transferred);
-    this.sockets.add(socket);
-    this.metrics.openConnections.inc();
-    socket.on('close', this.onSocketClose);
-    this.servers[kind].emit('connection', socket);
+    this.#sockets.add(socket);
+    this.#metrics.openConnections.inc();
+    socket.on('close', this.#onSocketClose);
+    this.#servers[kind].emit('connection', socket);
     socket.resume();
   }
 
-  private forget(socket: Socket): void {
-    this.sockets.delete(socket);
-    Atomics.sub(this.connectionCounts, this.shard, 1);
-    this.metrics.openConnections.dec();
-    if (this.sockets.size === 0) for (const resolve of this.emptyWaiters.splice(0)) resolve();
+  #forget(socket: Socket): void {
+    this.#sockets.delete(socket);
+    Atomics.sub(this.#connectionCounts, this.#shard, 1);
+    this.#metrics.openConnections.dec();
+    if (this.#sockets.size === 0) for (const resolve of this.#emptyWaiters.splice(0)) resolve();
   }
 
   /** Closes idle keep-alive connections now and the rest as their responses finish; all of them after graceMs. */
   async close(graceMs: number): Promise<void> {
-    for (const server of Object.values(this.servers)) {
+    for (const server of Object.values(this.#servers)) {
       server.on('request', (_req, res: http.ServerResponse) => res.setHeader('Connection', 'close'));
       server.closeIdleConnections();
     }
     const poll = setInterval(() => {
-      for (const server of Object.values(this.servers)) server.closeIdleConnections();
+      for (const server of Object.values(this.#servers)) server.closeIdleConnections();
     }, 100);
-    if (this.sockets.size > 0) {
+    if (this.#sockets.size > 0) {
       await Promise.race([
-        new Promise<void>((resolve) => this.emptyWaiters.push(resolve)),
+        new Promise<void>((resolve) => this.#emptyWaiters.push(resolve)),
         new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref()),
       ]);
     }
     clearInterval(poll);
-    for (const socket of this.sockets) socket.destroy();
+    for (const socket of this.#sockets) socket.destroy();
   }
 }

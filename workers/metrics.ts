@@ -1,6 +1,7 @@
 // This shard's prom-client registry; the main thread aggregates every shard's JSON.
 import { Registry, Counter, Gauge, Histogram } from 'prom-client';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { ERR_MALFORMED_MULTIPLEX, ERR_PART_HEADERS_TOO_LARGE, ERR_PART_TOO_LARGE, ERR_PUSH_TOO_LARGE } from '../src/errors.ts';
 
 export type ShardMetrics = ReturnType<typeof createShardMetrics>;
 
@@ -138,7 +139,7 @@ export function createShardMetrics(shard: number) {
   for (const kind of ['connect', 'timeout', 'bad_head', 'no_head']) metrics.fastcgiErrors.inc({ kind }, 0);
   for (const source of ['response', 'push']) {
     for (const route of ['local', 'remote', 'channel', 'node']) metrics.parts.inc({ source, route }, 0);
-    for (const reason of ['MUX_ERR_MALFORMED_MULTIPLEX', 'MUX_ERR_PART_TOO_LARGE', 'MUX_ERR_PART_HEADERS_TOO_LARGE', 'MUX_ERR_PUSH_TOO_LARGE']) {
+    for (const reason of [ERR_MALFORMED_MULTIPLEX, ERR_PART_TOO_LARGE, ERR_PART_HEADERS_TOO_LARGE, ERR_PUSH_TOO_LARGE]) {
       metrics.rejectedParts.inc({ source, reason }, 0);
     }
   }

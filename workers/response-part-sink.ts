@@ -8,29 +8,29 @@ import type { Router } from './router.ts';
 import type { PushReceipt } from './push-receipt.ts';
 
 export class ResponsePartSink implements MultiplexParserSink {
-  private readonly router: Router;
-  private readonly metrics: ShardMetrics;
-  private readonly warnings: RepeatedWarnings;
+  readonly #router: Router;
+  readonly #metrics: ShardMetrics;
+  readonly #warnings: RepeatedWarnings;
   readonly #receipt: PushReceipt | null;
 
   constructor(router: Router, metrics: ShardMetrics, warnings: RepeatedWarnings, receipt: PushReceipt | null = null) {
-    this.router = router;
-    this.metrics = metrics;
-    this.warnings = warnings;
+    this.#router = router;
+    this.#metrics = metrics;
+    this.#warnings = warnings;
     this.#receipt = receipt;
   }
 
   /** A sink for one response's body, whose parts the receipt follows. */
   forResponse(receipt: PushReceipt): ResponsePartSink {
-    return new ResponsePartSink(this.router, this.metrics, this.warnings, receipt);
+    return new ResponsePartSink(this.#router, this.#metrics, this.#warnings, receipt);
   }
 
   onPart(part: Part): void {
-    this.router.routePart(part, 'response', this.#receipt);
+    this.#router.routePart(part, 'response', this.#receipt);
   }
 
   onError(error: MuxError): void {
-    this.metrics.rejectedParts.inc({ source: 'response', reason: error.code });
-    this.warnings.warn('backend_body_rejected', { code: error.code, err: error.message }, 'backend multiplexed body rejected; the parts before it stand');
+    this.#metrics.rejectedParts.inc({ source: 'response', reason: error.code });
+    this.#warnings.warn('backend_body_rejected', { code: error.code, err: error.message }, 'backend multiplexed body rejected; the parts before it stand');
   }
 }

@@ -1,13 +1,12 @@
 // The shard task: one per thread, owns its sockets and tokens for life; wires the parts below together.
-import { threadId, type MessagePort } from 'node:worker_threads';
-import type { Socket } from 'node:net';
-import type { Config, BackendAddress } from '../src/config.ts';
+import { threadId } from 'node:worker_threads';
+import type { ControlMessage, ShardInit, ShardReport } from '../src/shard-messages.ts';
 import { createLogger } from '../src/log.ts';
 import { RepeatedWarnings } from '../src/repeated-warnings.ts';
 import { Backend } from './backend.ts';
 import { Gateway } from './gateway.ts';
 import { HeldStreams } from './held-streams.ts';
-import { HttpFront, type ListenerKind } from './http-front.ts';
+import { HttpFront } from './http-front.ts';
 import { createShardMetrics } from './metrics.ts';
 import { PushApi } from './push-api.ts';
 import { partLimits } from './part-limits.ts';
@@ -16,28 +15,6 @@ import { ChannelLog } from './channel-log.ts';
 import { StreamEvents } from './stream-events.ts';
 import { ResponsePartSink } from './response-part-sink.ts';
 import { RedisLink } from './redis-link.ts';
-
-export interface ShardInit {
-  index: number;
-  config: Config;
-  backend: BackendAddress;
-  control: MessagePort;
-  connectionCounts: SharedArrayBuffer;
-}
-
-/** Main thread → shard. */
-export type ControlMessage =
-  | { type: 'socket'; socket: Socket; listener: ListenerKind }
-  | { type: 'peer'; shard: number; port: MessagePort | null }
-  | { type: 'metrics'; id: number }
-  | { type: 'shutdown' }
-  /** Blocks the shard's thread, as a runaway computation would: for tests of the supervisor and metrics. */
-  | { type: 'stall'; ms: number };
-
-/** Shard → main thread. */
-export type ShardReport =
-  | { type: 'ready'; shard: number; threadId: number }
-  | { type: 'metrics'; id: number; metrics: object[] };
 
 /** Warnings outside input can repeat are logged at most once per kind per interval, with a count (repeated-warnings.ts). */
 const WARNING_INTERVAL_MS = 10_000;
@@ -62,7 +39,7 @@ export default async function runShard(init: ShardInit): Promise<string> {
     router.setRedis(redis, config.channelHistory, config.channelHistoryMs);
     streams.channels.onInterest = (channel, isInterested) => router.reportInterest(channel, isInterested);
   }
-  const events = config.events ? new StreamEvents(backend, config, metrics, warnings, partSink) : null;
+  const events = config.events ? new StreamEvents(backend, config, metrics, log, warnings, partSink) : null;
   const gateway = new Gateway({ config, shard: index, backend, streams, router, partSink, metrics, log, warnings });
   const pushApi = new PushApi(router, metrics, warnings, { secret: config.pushSecret, limits: partLimits(config), maxBodyBytes: config.maxPushBytes });
   const front = new HttpFront(config, index, new Int32Array(init.connectionCounts), metrics, {
