@@ -57,7 +57,7 @@ test('a mass disconnect: events bounded by MUX_EVENTS_CONCURRENCY, none lost bel
   const massLog = new ScriptLog();
   const massFpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 20, env: { EVENT_LOG: massLog.path } });
   const massMux = await startMuxgate({
-    MUX_FASTCGI: `${massFpm.host}:${massFpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '2', MUX_EVENTS: 'close',
+    ...phpBackend(massFpm), MUX_SHARDS: '2', MUX_EVENTS: 'close',
     MUX_EVENTS_CONCURRENCY: '3', MUX_EVENTS_QUEUE: '1500', MUX_LOG_LEVEL: 'info',
   });
   try {
@@ -111,21 +111,18 @@ test('a mass disconnect: events bounded by MUX_EVENTS_CONCURRENCY, none lost bel
 
 test('a backend slower than MUX_FASTCGI_TIMEOUT to answer an event: the event fails, its slot is freed', async () => {
   const other = await startMuxgate({
-    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_DOCUMENT_ROOT: PHP_ROOT, MUX_SHARDS: '1', MUX_EVENTS: 'close',
+    ...phpBackend(fpm), MUX_SHARDS: '1', MUX_EVENTS: 'close',
     MUX_EVENTS_CONCURRENCY: '1', MUX_FASTCGI_TIMEOUT: '1',
   });
   try {
     // The event's script sleeps 5 s: its head comes too late.
-    const slow = await RawHttp.get(`${other.url}/stream.php?hold=stream&eventsleep=5000000`);
-    await slow.waitFor((t) => /token=\S+\n/.test(t));
-    slow.close();
+    (await openStream(other.url, 'hold=stream&eventsleep=5000000')).client.close();
     await waitForMetric(other.metricsUrl, 'muxgate_stream_events_total{result="failed"}', (n) => n === 1);
     await other.waitForLog((l) => l.msg === 'backend response head timed out' && l.event === 'close');
     // The one event slot is free again: the next stream's event is sent.
-    const next = await RawHttp.get(`${other.url}/stream.php?hold=stream&tag=after-timeout`);
-    const token = /token=(\S+)\n/.exec(await next.waitFor((t) => /token=\S+\n/.test(t)))![1];
-    next.close();
-    assert.equal(await eventFor(token), `close ${token} client /stream.php?hold=stream&tag=after-timeout`);
+    const next = await openStream(other.url, 'hold=stream&tag=after-timeout');
+    next.client.close();
+    assert.equal(await eventFor(next.token), `close ${next.token} client /stream.php?hold=stream&tag=after-timeout`);
   } finally {
     await other.stop();
   }
