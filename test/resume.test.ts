@@ -1,0 +1,78 @@
+// Resume in-process: a stream subscribing with `since` gets what it missed, then live parts, each once and in order,
+// whatever arrives meanwhile.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { MessageChannel } from 'node:worker_threads';
+import { Delivery } from '../workers/delivery.ts';
+import { Peers } from '../workers/peers.ts';
+import { Resume } from '../workers/resume.ts';
+import { createShardMetrics } from '../workers/metrics.ts';
+import type { PeerMessage, ReplayRequest } from '../workers/peer-codec.ts';
+import { StreamServer, heldStreams, silentLog } from './helpers/shard-parts.ts';
+
+const live = (id: number) => new Delivery(Buffer.from(`<${id}>`), false, Date.now(), id);
+const logged = (id: number) => ({ id, body: Buffer.from(`<${id}>`), isClose: false, at: Date.now() });
+
+/** Shard 1's resume, with the test as the sequencer at the other end of the port. */
+async function resumeOnShard1() {
+  const metrics = createShardMetrics(1);
+  const streams = heldStreams(metrics);
+  const server = await StreamServer.start(streams);
+  const peers = new Peers(2, metrics);
+  const resume = new Resume({ shard: 1, channelLog: null, redis: null, historyLength: 100, historyAgeMs: 0, streams, peers, metrics, log: silentLog });
+  const { port1, port2: sequencer } = new MessageChannel();
+  peers.connect(0, port1, (message: PeerMessage) => {
+    if (message.type === 'replayed') resume.receive(message);
+  });
+  const requests: ReplayRequest[] = [];
+  let onRequest = () => {};
+  sequencer.on('message', (message: ReplayRequest) => {
+    requests.push(message);
+    onRequest();
+  });
+  /** The next replay request the sequencer gets. */
+  const nextRequest = () => new Promise<ReplayRequest>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no replay request within 2 s')), 2000);
+    onRequest = () => {
+      clearTimeout(timer);
+      resolve(requests.shift()!);
+    };
+    if (requests.length > 0) onRequest();
+  });
+  return {
+    metrics, streams, server, resume, sequencer, nextRequest,
+    close() {
+      sequencer.close();
+      server.close();
+      streams.stop();
+    },
+  };
+}
+
+test('a live channel part that arrives while the replay is on its way is written after it, once, even when nothing was missed', async () => {
+  const shard = await resumeOnShard1();
+  try {
+    // Nothing missed: only the part held back (the replay was read before it was numbered).
+    const alone = await shard.server.open('t1', { channels: [{ name: 'room', since: 10 }] });
+    shard.resume.resume(alone.stream);
+    const first = await shard.nextRequest();
+    assert.deepEqual({ channels: first.channels, since: first.since, from: first.from }, { channels: ['room'], since: 10, from: 1 });
+    shard.streams.write(alone.stream, live(11));
+    shard.sequencer.postMessage({ type: 'replayed', id: first.id, parts: [], isComplete: true });
+    assert.equal(await alone.waitForBody('<11>'), '<11>');
+
+    // Missed parts, and live ones held back that the replay has too: each once, in id order, then live ones.
+    const both = await shard.server.open('t2', { channels: [{ name: 'room', since: 10 }] });
+    shard.resume.resume(both.stream);
+    const second = await shard.nextRequest();
+    shard.streams.write(both.stream, live(12));
+    shard.streams.write(both.stream, live(13));
+    shard.sequencer.postMessage({ type: 'replayed', id: second.id, parts: [logged(11), logged(12)], isComplete: true });
+    await both.waitForBody('<11><12><13>');
+    shard.streams.write(both.stream, live(13));
+    shard.streams.write(both.stream, live(14));
+    assert.equal(await both.waitForBody('<11><12><13><14>'), '<11><12><13><14>');
+  } finally {
+    shard.close();
+  }
+});
