@@ -1,5 +1,5 @@
 // Resume in-process: a stream subscribing with `since` gets what it missed, then live parts, each once and in order,
-// whatever arrives meanwhile.
+// whether the replay comes from its own shard's history or over the sequencer's port, and whatever arrives meanwhile.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MessageChannel } from 'node:worker_threads';
@@ -8,7 +8,7 @@ import { Peers } from '../workers/peers.ts';
 import { Resume } from '../workers/resume.ts';
 import { createShardMetrics } from '../workers/metrics.ts';
 import type { PeerMessage, ReplayRequest } from '../workers/peer-codec.ts';
-import { StreamServer, heldStreams, silentLog } from './helpers/shard-parts.ts';
+import { StreamServer, TestNode, heldStreams, part, silentLog } from './helpers/shard-parts.ts';
 
 const live = (id: number) => new Delivery(Buffer.from(`<${id}>`), false, Date.now(), id);
 const logged = (id: number) => ({ id, body: Buffer.from(`<${id}>`), isClose: false, at: Date.now() });
@@ -19,7 +19,9 @@ async function resumeOnShard1() {
   const streams = heldStreams(metrics);
   const server = await StreamServer.start(streams);
   const peers = new Peers(2, metrics);
-  const resume = new Resume({ shard: 1, channelLog: null, redis: null, historyLength: 100, historyAgeMs: 0, streams, peers, metrics, log: silentLog });
+  const resume = new Resume({
+    shard: 1, channelLog: null, redis: null, historyLength: 100, historyAgeMs: 0, streams, peers, metrics, log: silentLog,
+  });
   const { port1, port2: sequencer } = new MessageChannel();
   peers.connect(0, port1, (message: PeerMessage) => {
     if (message.type === 'replayed') resume.receive(message);
@@ -74,5 +76,51 @@ test('a live channel part that arrives while the replay is on its way is written
     assert.equal(await both.waitForBody('<11><12><13><14>'), '<11><12><13><14>');
   } finally {
     shard.close();
+  }
+});
+
+test('a stream resuming from beyond the history is told first (an event stream by a muxgate-gap event), then gets what is left', async () => {
+  const shard = await resumeOnShard1();
+  try {
+    const sse = await shard.server.open('t1', { isEventStream: true, channels: [{ name: 'room', since: 3 }, { name: 'news', since: 7 }] });
+    shard.resume.resume(sse.stream);
+    // The lowest since of the channels: what any of them missed.
+    const request = await shard.nextRequest();
+    assert.deepEqual({ channels: request.channels, since: request.since }, { channels: ['room', 'news'], since: 3 });
+    shard.sequencer.postMessage({ type: 'replayed', id: request.id, parts: [logged(9)], isComplete: false });
+    const expected = 'event: muxgate-gap\ndata: {"since":3}\n\nid: 9\n<9>';
+    assert.equal(await sse.waitForBody(expected), expected);
+    const replays = (await shard.metrics.registry.getSingleMetric('muxgate_channel_history_replays_total')!.get()).values;
+    assert.deepEqual(replays.map((value) => [value.labels.result, value.value]), [['hit', 0], ['miss', 1]]);
+  } finally {
+    shard.close();
+  }
+});
+
+test('over two shards: a stream resuming on shard 1 gets what shard 0\'s history holds, then live parts, without gap or duplicate', async () => {
+  const node = await TestNode.start(2);
+  try {
+    const [sequencer, other] = node.shards;
+    for (let i = 1; i <= 3; i++) sequencer.router.routePart(part(`<${i}>`, { channels: ['room'] }), 'push', null);
+    const reader = await other.server.open(other.mint(), { channels: [{ name: 'room', since: 1 }] });
+    other.router.resume(reader.stream);
+    // Published while the request crosses: numbered after the replay was asked for, written once either way.
+    other.router.routePart(part('<4>', { channels: ['room'] }), 'push', null);
+    assert.equal(await reader.waitForBody('<2><3><4>'), '<2><3><4>');
+  } finally {
+    node.close();
+  }
+});
+
+test('the sequencer gone while a stream waits for its replay: the stream is told at once that it may have missed parts', async () => {
+  const node = await TestNode.start(3);
+  try {
+    const reader = await node.shards[1].server.open(node.shards[1].mint(), { isEventStream: true, channels: [{ name: 'room', since: 5 }] });
+    node.shards[1].router.resume(reader.stream);
+    node.kill(0);
+    const gap = 'event: muxgate-gap\ndata: {"since":5}\n\n';
+    assert.equal(await reader.waitForBody(gap), gap);
+  } finally {
+    node.close();
   }
 });

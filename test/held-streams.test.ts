@@ -1,0 +1,104 @@
+// Held streams over real sockets: each part written once per stream, in channel order; hold modes and Multiplex-Close
+// end streams; a stream that ends leaves the token and channel indexes.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { DELIVERED, DUPLICATE, NOT_LIVE, type EndReason, type HeldStream } from '../workers/held-streams.ts';
+import { Delivery } from '../workers/delivery.ts';
+import { createShardMetrics } from '../workers/metrics.ts';
+import { StreamServer, channels, heldStreams } from './helpers/shard-parts.ts';
+
+const channelPart = (id: number, isClose = false) => new Delivery(Buffer.from(`<${id}>`), isClose, Date.now(), id);
+const tokenPart = (body: string, isClose = false) => new Delivery(Buffer.from(body), isClose, Date.now(), 0);
+
+async function setup() {
+  const metrics = createShardMetrics(0);
+  const ended: Array<[HeldStream, EndReason]> = [];
+  let onEnd = () => {};
+  const streams = heldStreams(metrics, (stream, reason) => {
+    ended.push([stream, reason]);
+    onEnd();
+  });
+  const server = await StreamServer.start(streams);
+  /** Resolves with the reason once the stream has ended. */
+  const endOf = (stream: HeldStream) => new Promise<EndReason>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${stream.token} not ended within 5 s`)), 5000);
+    onEnd = () => {
+      const found = ended.find(([which]) => which === stream);
+      if (found === undefined) return;
+      clearTimeout(timer);
+      resolve(found[1]);
+    };
+    onEnd();
+  });
+  return {
+    metrics, streams, server, endOf,
+    close() {
+      server.close();
+      streams.stop();
+    },
+  };
+}
+
+test('a part reaching a stream by its token and by a channel is written once; a channel part at or below the last id is not', async () => {
+  const shard = await setup();
+  try {
+    const client = await shard.server.open('t1', { channels: channels('room', 'news') });
+    const both = channelPart(2);
+    assert.equal(shard.streams.deliverToToken('t1', both), DELIVERED);
+    const tally = { written: 0 };
+    assert.equal(shard.streams.deliverToChannel('room', both, tally), 1);
+    assert.equal(shard.streams.deliverToChannel('news', both, tally), 1);
+    assert.equal(tally.written, 0);
+    // An older id (a replayed part the stream already has) is a duplicate; a token part has no id and is written.
+    assert.equal(shard.streams.write(client.stream, channelPart(1)), DUPLICATE);
+    assert.equal(shard.streams.deliverToToken('t1', tokenPart('<plain>')), DELIVERED);
+    assert.equal(shard.streams.deliverToChannel('room', channelPart(3), tally), 1);
+    assert.equal(tally.written, 1);
+    assert.equal(await client.waitForBody('<2><plain><3>'), '<2><plain><3>');
+  } finally {
+    shard.close();
+  }
+});
+
+test('Multiplex-Close ends a stream after its body, Multiplex-Hold: response after the first part; an ended stream is not reached', async () => {
+  const shard = await setup();
+  try {
+    const closed = await shard.server.open('t1', { channels: channels('room') });
+    shard.streams.deliverToToken('t1', tokenPart('<last>', true));
+    assert.equal(await shard.endOf(closed.stream), 'closed');
+    assert.equal(await closed.http.waitForClose(), closed.http.text);
+    assert.equal(closed.body, '<last>');
+    assert.equal(shard.streams.deliverToToken('t1', tokenPart('<after>')), NOT_LIVE);
+    assert.equal(shard.streams.channels.streamsOf('room'), undefined);
+
+    const longPoll = await shard.server.open('t2', { hold: 'response', channels: channels('room') });
+    assert.equal(shard.streams.deliverToChannel('room', channelPart(1), { written: 0 }), 1);
+    assert.equal(await shard.endOf(longPoll.stream), 'closed');
+    await longPoll.http.waitForClose();
+    assert.equal(longPoll.body, '<1>');
+    assert.equal(shard.streams.size, 0);
+  } finally {
+    shard.close();
+  }
+});
+
+test('a client that leaves ends its stream: it leaves its channels, which no longer report an interest', async () => {
+  const shard = await setup();
+  const interest: Array<[string, boolean]> = [];
+  shard.streams.channels.onInterest = (channel, isInterested) => void interest.push([channel, isInterested]);
+  try {
+    const first = await shard.server.open('t1', { channels: channels('room') });
+    const second = await shard.server.open('t2', { channels: channels('room', 'news') });
+    assert.deepEqual(interest, [['room', true], ['news', true]]);
+    second.close();
+    assert.equal(await shard.endOf(second.stream), 'client');
+    assert.deepEqual(interest, [['room', true], ['news', true], ['news', false]]);
+    assert.deepEqual([...shard.streams.channels.streamsOf('room')!].map((stream) => stream.token), ['t1']);
+    first.close();
+    assert.equal(await shard.endOf(first.stream), 'client');
+    assert.deepEqual(interest.at(-1), ['room', false]);
+    assert.equal(shard.streams.channels.subscriptionCount, 0);
+  } finally {
+    shard.close();
+  }
+});
