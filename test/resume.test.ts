@@ -124,3 +124,20 @@ test('the sequencer gone while a stream waits for its replay: the stream is told
     node.close();
   }
 });
+
+test('another shard gone while a stream waits for its replay: the replay still comes', async () => {
+  const node = await TestNode.start(3);
+  try {
+    const [sequencer, reading] = node.shards;
+    sequencer.router.routePart(part('<1>', { channels: ['room'] }), 'push', null);
+    const reader = await reading.server.open(reading.mint(), { channels: [{ name: 'room', since: 0 }] });
+    reading.router.resume(reader.stream);
+    node.kill(2);
+    assert.equal(await reader.waitForBody('<1>'), '<1>');
+    // Live parts are no longer held back.
+    sequencer.router.routePart(part('<2>', { channels: ['room'] }), 'push', null);
+    assert.equal(await reader.waitForBody('<1><2>'), '<1><2>');
+  } finally {
+    node.close();
+  }
+});

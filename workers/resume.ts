@@ -85,10 +85,11 @@ export class Resume {
     this.#catchUp(stream, decodeReplayAnswer(answer));
   }
 
-  /** A shard is gone: if it is the sequencer, no answer comes, and the waiting streams are told they may have missed parts. */
-  peerGone(shard: number): void {
-    if (shard === SEQUENCER) for (const stream of this.#waiting.values()) this.#catchUp(stream, UNKNOWN);
+  /** The sequencer is gone: no answer comes, and the waiting streams are told they may have missed parts. */
+  sequencerGone(): void {
+    const waiting = [...this.#waiting.values()];
     this.#waiting.clear();
+    for (const stream of waiting) this.#catchUp(stream, UNKNOWN);
   }
 
   /** On the sequencer: what a resuming stream missed, from this node's history or, with Redis, the nodes' history. */

@@ -196,7 +196,7 @@ export class Router {
   /** The shard is gone: what was queued for it was not delivered. */
   #peerGone(shard: number): void {
     const lost = this.#peers.disconnect(shard);
-    this.#resume.peerGone(shard);
+    if (shard === SEQUENCER) this.#resume.sequencerGone();
     this.#interest?.forget(shard);
     if (lost.length === 0) return;
     for (const item of lost) {
