@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { DELIVERED, DUPLICATE, NOT_LIVE, type EndReason, type HeldStream } from '../workers/held-streams.ts';
 import { Delivery } from '../workers/delivery.ts';
 import { createShardMetrics } from '../workers/metrics.ts';
-import { StreamServer, channels, heldStreams } from './helpers/shard-parts.ts';
+import { closing, StreamServer, channels, heldStreams } from './helpers/shard-parts.ts';
 
 const channelPart = (id: number, isClose = false) => new Delivery(Buffer.from(`<${id}>`), isClose, Date.now(), id);
 const tokenPart = (body: string, isClose = false) => new Delivery(Buffer.from(body), isClose, Date.now(), 0);
@@ -39,9 +39,8 @@ async function setup() {
   };
 }
 
-test('a part reaching a stream by its token and by a channel is written once; a channel part at or below the last id is not', async () => {
-  const shard = await setup();
-  try {
+test('a part reaching a stream by its token and by a channel is written once; a channel part at or below the last id is not',
+  () => closing(setup(), async (shard) => {
     const client = await shard.server.open('t1', { channels: channels('room', 'news') });
     const both = channelPart(2);
     assert.equal(shard.streams.deliverToToken('t1', both), DELIVERED);
@@ -55,14 +54,10 @@ test('a part reaching a stream by its token and by a channel is written once; a 
     assert.equal(shard.streams.deliverToChannel('room', channelPart(3), tally), 1);
     assert.equal(tally.written, 1);
     assert.equal(await client.waitForBody('<2><plain><3>'), '<2><plain><3>');
-  } finally {
-    shard.close();
-  }
-});
+  }));
 
-test('Multiplex-Close ends a stream after its body, Multiplex-Hold: response after the first part; an ended stream is not reached', async () => {
-  const shard = await setup();
-  try {
+test('Multiplex-Close ends a stream after its body, Multiplex-Hold: response after the first part; an ended stream is not reached',
+  () => closing(setup(), async (shard) => {
     const closed = await shard.server.open('t1', { channels: channels('room') });
     shard.streams.deliverToToken('t1', tokenPart('<last>', true));
     assert.equal(await shard.endOf(closed.stream), 'closed');
@@ -77,16 +72,12 @@ test('Multiplex-Close ends a stream after its body, Multiplex-Hold: response aft
     await longPoll.http.waitForClose();
     assert.equal(longPoll.body, '<1>');
     assert.equal(shard.streams.size, 0);
-  } finally {
-    shard.close();
-  }
-});
+  }));
 
-test('a client that leaves ends its stream: it leaves its channels, which no longer report an interest', async () => {
-  const shard = await setup();
-  const interest: Array<[string, boolean]> = [];
-  shard.streams.channels.onInterest = (channel, isInterested) => void interest.push([channel, isInterested]);
-  try {
+test('a client that leaves ends its stream: it leaves its channels, which no longer report an interest',
+  () => closing(setup(), async (shard) => {
+    const interest: Array<[string, boolean]> = [];
+    shard.streams.channels.onInterest = (channel, isInterested) => void interest.push([channel, isInterested]);
     const first = await shard.server.open('t1', { channels: channels('room') });
     const second = await shard.server.open('t2', { channels: channels('room', 'news') });
     assert.deepEqual(interest, [['room', true], ['news', true]]);
@@ -98,7 +89,4 @@ test('a client that leaves ends its stream: it leaves its channels, which no lon
     assert.equal(await shard.endOf(first.stream), 'client');
     assert.deepEqual(interest.at(-1), ['room', false]);
     assert.equal(shard.streams.channels.subscriptionCount, 0);
-  } finally {
-    shard.close();
-  }
-});
+  }));

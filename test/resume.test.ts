@@ -8,7 +8,7 @@ import { Peers } from '../workers/peers.ts';
 import { Resume } from '../workers/resume.ts';
 import { createShardMetrics } from '../workers/metrics.ts';
 import type { PeerMessage, ReplayRequest } from '../workers/peer-codec.ts';
-import { StreamServer, TestNode, heldStreams, part, silentLog } from './helpers/shard-parts.ts';
+import { closing, StreamServer, TestNode, heldStreams, part, silentLog } from './helpers/shard-parts.ts';
 
 const live = (id: number) => new Delivery(Buffer.from(`<${id}>`), false, Date.now(), id);
 const logged = (id: number) => ({ id, body: Buffer.from(`<${id}>`), isClose: false, at: Date.now() });
@@ -51,9 +51,8 @@ async function resumeOnShard1() {
   };
 }
 
-test('a live channel part that arrives while the replay is on its way is written after it, once, even when nothing was missed', async () => {
-  const shard = await resumeOnShard1();
-  try {
+test('a live channel part that arrives while the replay is on its way is written after it, once, even when nothing was missed',
+  () => closing(resumeOnShard1(), async (shard) => {
     // Nothing missed: only the part held back (the replay was read before it was numbered).
     const alone = await shard.server.open('t1', { channels: [{ name: 'room', since: 10 }] });
     shard.resume.resume(alone.stream);
@@ -74,14 +73,10 @@ test('a live channel part that arrives while the replay is on its way is written
     shard.streams.write(both.stream, live(13));
     shard.streams.write(both.stream, live(14));
     assert.equal(await both.waitForBody('<11><12><13><14>'), '<11><12><13><14>');
-  } finally {
-    shard.close();
-  }
-});
+  }));
 
-test('a stream resuming from beyond the history is told first (an event stream by a muxgate-gap event), then gets what is left', async () => {
-  const shard = await resumeOnShard1();
-  try {
+test('a stream resuming from beyond the history is told first (an event stream by a muxgate-gap event), then gets what is left',
+  () => closing(resumeOnShard1(), async (shard) => {
     const sse = await shard.server.open('t1', { isEventStream: true, channels: [{ name: 'room', since: 3 }, { name: 'news', since: 7 }] });
     shard.resume.resume(sse.stream);
     // The lowest since of the channels: what any of them missed.
@@ -92,14 +87,10 @@ test('a stream resuming from beyond the history is told first (an event stream b
     assert.equal(await sse.waitForBody(expected), expected);
     const replays = (await shard.metrics.registry.getSingleMetric('muxgate_channel_history_replays_total')!.get()).values;
     assert.deepEqual(replays.map((value) => [value.labels.result, value.value]), [['hit', 0], ['miss', 1]]);
-  } finally {
-    shard.close();
-  }
-});
+  }));
 
-test('over two shards: a stream resuming on shard 1 gets what shard 0\'s history holds, then live parts, without gap or duplicate', async () => {
-  const node = await TestNode.start(2);
-  try {
+test('over two shards: a stream resuming on shard 1 gets what shard 0\'s history holds, then live parts, without gap or duplicate',
+  () => closing(TestNode.start(2), async (node) => {
     const [sequencer, other] = node.shards;
     for (let i = 1; i <= 3; i++) sequencer.router.routePart(part(`<${i}>`, { channels: ['room'] }), 'push', null);
     const reader = await other.server.open(other.mint(), { channels: [{ name: 'room', since: 1 }] });
@@ -107,27 +98,19 @@ test('over two shards: a stream resuming on shard 1 gets what shard 0\'s history
     // Published while the request crosses: numbered after the replay was asked for, written once either way.
     other.router.routePart(part('<4>', { channels: ['room'] }), 'push', null);
     assert.equal(await reader.waitForBody('<2><3><4>'), '<2><3><4>');
-  } finally {
-    node.close();
-  }
-});
+  }));
 
-test('the sequencer gone while a stream waits for its replay: the stream is told at once that it may have missed parts', async () => {
-  const node = await TestNode.start(3);
-  try {
+test('the sequencer gone while a stream waits for its replay: the stream is told at once that it may have missed parts',
+  () => closing(TestNode.start(3), async (node) => {
     const reader = await node.shards[1].server.open(node.shards[1].mint(), { isEventStream: true, channels: [{ name: 'room', since: 5 }] });
     node.shards[1].router.resume(reader.stream);
     node.kill(0);
     const gap = 'event: muxgate-gap\ndata: {"since":5}\n\n';
     assert.equal(await reader.waitForBody(gap), gap);
-  } finally {
-    node.close();
-  }
-});
+  }));
 
-test('another shard gone while a stream waits for its replay: the replay still comes', async () => {
-  const node = await TestNode.start(3);
-  try {
+test('another shard gone while a stream waits for its replay: the replay still comes',
+  () => closing(TestNode.start(3), async (node) => {
     const [sequencer, reading] = node.shards;
     sequencer.router.routePart(part('<1>', { channels: ['room'] }), 'push', null);
     const reader = await reading.server.open(reading.mint(), { channels: [{ name: 'room', since: 0 }] });
@@ -137,7 +120,4 @@ test('another shard gone while a stream waits for its replay: the replay still c
     // Live parts are no longer held back.
     sequencer.router.routePart(part('<2>', { channels: ['room'] }), 'push', null);
     assert.equal(await reader.waitForBody('<1><2>'), '<1><2>');
-  } finally {
-    node.close();
-  }
-});
+  }));

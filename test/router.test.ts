@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mintToken } from '../src/protocol/token.ts';
-import { TestNode, channels, part, type ShardMetrics } from './helpers/shard-parts.ts';
+import { closing, TestNode, channels, part, type ShardMetrics } from './helpers/shard-parts.ts';
 
 async function metric(metrics: ShardMetrics, name: string, labels: Record<string, string> = {}): Promise<number> {
   const values = (await metrics.registry.getSingleMetric(name)!.get()).values;
@@ -12,9 +12,8 @@ async function metric(metrics: ShardMetrics, name: string, labels: Record<string
     .reduce((sum, value) => sum + value.value, 0);
 }
 
-test('a push to tokens of this shard, another shard, another node and none: each live stream written once, the receipt exact', async () => {
-  const node = await TestNode.start(2);
-  try {
+test('a push to tokens of this shard, another shard, another node and none: each live stream written once, the receipt exact',
+  () => closing(TestNode.start(2), async (node) => {
     const [here, there] = node.shards;
     const mine = await here.server.open(here.mint());
     const theirs = await there.server.open(there.mint());
@@ -36,14 +35,10 @@ test('a push to tokens of this shard, another shard, another node and none: each
     assert.equal(await metric(there.metrics, 'muxgate_undeliverable_total', { reason: 'gone' }), 1);
     assert.equal(await metric(here.metrics, 'muxgate_parts_total', { route: 'remote' }), 1);
     here.router.releaseReceipt(receipt);
-  } finally {
-    node.close();
-  }
-});
+  }));
 
-test('parts for another shard routed within one turn leave in one batch, and arrive in the order they were sent', async () => {
-  const node = await TestNode.start(2);
-  try {
+test('parts for another shard routed within one turn leave in one batch, and arrive in the order they were sent',
+  () => closing(TestNode.start(2), async (node) => {
     const [here, there] = node.shards;
     const reader = await there.server.open(there.mint());
     const receipt = here.router.createReceipt();
@@ -59,14 +54,10 @@ test('parts for another shard routed within one turn leave in one batch, and arr
     const batches = (await here.metrics.registry.getSingleMetric('muxgate_router_batch_parts')!.get()).values as Sample[];
     assert.equal(batches.find((value) => value.metricName === 'muxgate_router_batch_parts_count')?.value, 1);
     assert.equal(batches.find((value) => value.metricName === 'muxgate_router_batch_parts_sum')?.value, 50);
-  } finally {
-    node.close();
-  }
-});
+  }));
 
-test('a channel part from any shard is numbered by the sequencer, written on every shard with its id, counted per channel', async () => {
-  const node = await TestNode.start(3);
-  try {
+test('a channel part from any shard is numbered by the sequencer, written on every shard with its id, counted per channel',
+  () => closing(TestNode.start(3), async (node) => {
     const readers = [];
     for (const shard of node.shards) readers.push(await shard.server.open(shard.mint(), { isEventStream: true, channels: channels('room') }));
     // A stream reached both through the channel and by its token gets the part once.
@@ -81,14 +72,10 @@ test('a channel part from any shard is numbered by the sequencer, written on eve
     }
     const expected = 'id: 1\n<0>id: 2\n<1>id: 3\n<2>';
     for (const reader of readers) assert.equal(await reader.waitForBody(expected), expected);
-  } finally {
-    node.close();
-  }
-});
+  }));
 
-test('a shard gone with parts queued for it: they are undeliverable, and the receipt does not wait for them', async () => {
-  const node = await TestNode.start(3);
-  try {
+test('a shard gone with parts queued for it: they are undeliverable, and the receipt does not wait for them',
+  () => closing(TestNode.start(3), async (node) => {
     const [sequencer, here, dying] = node.shards;
     const doomed = await dying.server.open(dying.mint());
     const receipt = here.router.createReceipt();
@@ -110,7 +97,4 @@ test('a shard gone with parts queued for it: they are undeliverable, and the rec
     here.router.routePart(part('<late>', { channels: ['room'] }), 'push', late);
     assert.equal(late.pending, 0);
     assert.equal(late.gone.length, 1);
-  } finally {
-    node.close();
-  }
-});
+  }));

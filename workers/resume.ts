@@ -29,42 +29,26 @@ export interface ResumeOptions {
 }
 
 export class Resume {
-  readonly #shard: number;
-  readonly #channelLog: ChannelLog | null;
-  readonly #redis: RedisLink | null;
-  readonly #historyLength: number;
-  readonly #historyAgeMs: number;
-  readonly #streams: HeldStreams;
-  readonly #peers: Peers;
-  readonly #metrics: ShardMetrics;
-  readonly #log: Logger;
+  readonly #ctx: ResumeOptions;
   /** Streams waiting for the sequencer's answer, by request id. */
   readonly #waiting = new Map<number, HeldStream>();
   #nextId = 1;
 
   constructor(options: ResumeOptions) {
-    this.#shard = options.shard;
-    this.#channelLog = options.channelLog;
-    this.#redis = options.redis;
-    this.#historyLength = options.historyLength;
-    this.#historyAgeMs = options.historyAgeMs;
-    this.#streams = options.streams;
-    this.#peers = options.peers;
-    this.#metrics = options.metrics;
-    this.#log = options.log;
+    this.#ctx = options;
   }
 
   /** A held stream just opened: if it resumes, its live channel parts wait for what it missed. */
   resume(stream: HeldStream): void {
     const resumed = stream.options.channels.filter((channel) => channel.since !== null);
-    if (resumed.length === 0 || this.#historyLength === 0) return;
+    if (resumed.length === 0 || this.#ctx.historyLength === 0) return;
     const since = Math.min(...resumed.map((channel) => channel.since!));
     const channels = resumed.map((channel) => channel.name);
     stream.catchUp = [];
     stream.lastChannelId = since;
-    if (this.#channelLog !== null) return this.#read(channels, since, (replay) => this.#catchUp(stream, replay));
+    if (this.#ctx.channelLog !== null) return this.#read(channels, since, (replay) => this.#catchUp(stream, replay));
     const id = this.#nextId++;
-    if (!this.#peers.post(SEQUENCER, { type: 'replay', from: this.#shard, id, channels, since } satisfies ReplayRequest)) {
+    if (!this.#ctx.peers.post(SEQUENCER, { type: 'replay', from: this.#ctx.shard, id, channels, since } satisfies ReplayRequest)) {
       return this.#catchUp(stream, UNKNOWN);
     }
     this.#waiting.set(id, stream);
@@ -74,7 +58,7 @@ export class Resume {
   answer(request: ReplayRequest): void {
     // Whenever it is sent, the stream skips the ids it already has from live parts.
     this.#read(request.channels, request.since, (replay) => {
-      this.#peers.post(request.from, { type: 'replayed', id: request.id, ...replay } satisfies ReplayAnswer);
+      this.#ctx.peers.post(request.from, { type: 'replayed', id: request.id, ...replay } satisfies ReplayAnswer);
     });
   }
 
@@ -94,9 +78,10 @@ export class Resume {
 
   /** On the sequencer: what a resuming stream missed, from this node's history or, with Redis, the nodes' history. */
   #read(channels: string[], since: number, answer: (replay: Replay) => void): void {
-    if (this.#redis === null) return answer(this.#channelLog!.replay(channels, since));
-    this.#redis.replay(channels, since, this.#historyAgeMs).then(answer, (error: Error) => {
-      this.#log.warn({ err: error.message }, 'channel history unavailable from Redis: the resuming stream is told it missed parts');
+    const { channelLog, redis, historyAgeMs, log } = this.#ctx;
+    if (redis === null) return answer(channelLog!.replay(channels, since));
+    redis.replay(channels, since, historyAgeMs).then(answer, (error: Error) => {
+      log.warn({ err: error.message }, 'channel history unavailable from Redis: the resuming stream is told it missed parts');
       answer(UNKNOWN);
     });
   }
@@ -106,22 +91,23 @@ export class Resume {
     const held = stream.catchUp;
     stream.catchUp = null;
     if (stream.hasEnded || held === null) return;
-    this.#metrics.historyReplays.inc({ result: replay.isComplete ? 'hit' : 'miss' });
+    const { streams, metrics, log } = this.#ctx;
+    metrics.historyReplays.inc({ result: replay.isComplete ? 'hit' : 'miss' });
     if (!replay.isComplete) {
-      this.#log.info({ since: stream.lastChannelId }, 'a resuming stream asked for parts the history no longer holds');
+      log.info({ since: stream.lastChannelId }, 'a resuming stream asked for parts the history no longer holds');
       if (stream.options.isEventStream) {
-        this.#streams.notify(stream, Buffer.from(`event: muxgate-gap\ndata: {"since":${stream.lastChannelId}}\n\n`));
+        streams.notify(stream, Buffer.from(`event: muxgate-gap\ndata: {"since":${stream.lastChannelId}}\n\n`));
       }
     }
     for (const part of replay.parts) {
       if (stream.hasEnded) return;
-      this.#streams.write(stream, new Delivery(part.body, part.isClose, part.at, part.id));
+      streams.write(stream, new Delivery(part.body, part.isClose, part.at, part.id));
     }
     // The last part held back is still the stream's last delivery when nothing was missed: it is not written yet.
     stream.lastDelivery = null;
     for (const delivery of held) {
       if (stream.hasEnded) return;
-      this.#streams.write(stream, delivery);
+      streams.write(stream, delivery);
     }
   }
 }

@@ -29,30 +29,12 @@ export interface SequencerOptions {
 }
 
 export class Sequencer {
-  readonly #nodeId: string;
+  readonly #ctx: SequencerOptions;
   readonly #nodePrefix: string;
-  readonly #channelLog: ChannelLog;
-  readonly #redis: RedisLink | null;
-  readonly #historyLength: number;
-  readonly #historyAgeMs: number;
-  readonly #peers: Peers;
-  readonly #inbox: Inbox;
-  readonly #receipts: Receipts;
-  readonly #forward: NodeForward;
-  readonly #metrics: ShardMetrics;
 
   constructor(options: SequencerOptions) {
-    this.#nodeId = options.nodeId;
+    this.#ctx = options;
     this.#nodePrefix = options.nodeId + '.';
-    this.#channelLog = options.channelLog;
-    this.#redis = options.redis;
-    this.#historyLength = options.historyLength;
-    this.#historyAgeMs = options.historyAgeMs;
-    this.#peers = options.peers;
-    this.#inbox = options.inbox;
-    this.#receipts = options.receipts;
-    this.#forward = options.forward;
-    this.#metrics = options.metrics;
   }
 
   /**
@@ -63,21 +45,21 @@ export class Sequencer {
   sequence(item: RoutedItem): void {
     // A channel named twice in a part is one history entry (and one key of the Redis script).
     const channels = item.channels.length > 1 ? [...new Set(item.channels)] : item.channels;
+    const { channelLog, redis, forward, metrics } = this.#ctx;
     const tokensByShard = this.#noTokens();
     const echo: ChannelEcho = { receiptId: item.receiptId, origin: item.origin, tokensByShard, invalid: [], forwarded: 0 };
     for (const token of item.tokens) {
       const shard = localTokenShard(token, this.#nodePrefix);
       if (shard >= 0 && shard < tokensByShard.length) tokensByShard[shard].push(token);
-      else if (this.#forward.send(token, item, null)) echo.forwarded++;
+      else if (forward.send(token, item, null)) echo.forwarded++;
       else echo.invalid.push(token);
     }
     const part: RoutedItem = { ...item, tokens: [], channels, isToSequence: false };
-    if (this.#redis === null) {
-      part.channelId = this.#channelLog.append(channels, item.body, item.isClose);
+    if (redis === null) {
+      part.channelId = channelLog.append(channels, item.body, item.isClose);
       return this.#broadcast(part, echo);
     }
-    const redis = this.#redis;
-    redis.sequence(part, echo, this.#historyLength, this.#historyAgeMs).then(
+    redis.sequence(part, echo, this.#ctx.historyLength, this.#ctx.historyAgeMs).then(
       (channelId) => {
         // Not following these channels: no copy comes back, so deliver it (tokens, acknowledgements) now.
         if (redis.isFollowing(channels)) return;
@@ -85,7 +67,7 @@ export class Sequencer {
         this.#broadcast(part, echo);
       },
       () => {
-        this.#metrics.undeliverable.inc({ reason: 'redis_down' });
+        metrics.undeliverable.inc({ reason: 'redis_down' });
         this.#broadcast(part, echo);
       },
     );
@@ -93,28 +75,29 @@ export class Sequencer {
 
   /** A channel part that came back through Redis: from this node (with its tokens and receipt) or another. */
   receiveFromRedis(part: RoutedItem, node: string, echo: ChannelEcho | null): void {
-    if (node === this.#nodeId && echo !== null) return this.#broadcast(part, echo);
+    if (node === this.#ctx.nodeId && echo !== null) return this.#broadcast(part, echo);
     this.#broadcast(part, { receiptId: 0, origin: SEQUENCER, tokensByShard: this.#noTokens(), invalid: [], forwarded: 0 });
   }
 
   /** An empty token list per shard. */
   #noTokens(): string[][] {
     const lists: string[][] = [];
-    for (let shard = 0; shard < this.#peers.shardCount; shard++) lists.push([]);
+    for (let shard = 0; shard < this.#ctx.peers.shardCount; shard++) lists.push([]);
     return lists;
   }
 
   /** Hands a numbered channel part to every shard of this node, with each shard's own tokens. */
   #broadcast(part: RoutedItem, echo: ChannelEcho): void {
+    const { peers, inbox, receipts, metrics } = this.#ctx;
     const { receiptId, origin, tokensByShard } = echo;
-    for (let shard = 0; shard < this.#peers.shardCount; shard++) {
+    for (let shard = 0; shard < peers.shardCount; shard++) {
       const item: RoutedItem = { ...part, tokens: tokensByShard[shard] ?? [], receiptId, origin };
       if (shard === SEQUENCER) {
-        this.#inbox.deliver(item, echo.invalid, echo.forwarded);
-      } else if (!this.#peers.send(shard, item)) {
+        inbox.deliver(item, echo.invalid, echo.forwarded);
+      } else if (!peers.send(shard, item)) {
         // That shard is down: its tokens were not delivered; say so on its behalf.
-        this.#metrics.undeliverable.inc({ reason: 'shard_down' }, item.tokens.length);
-        if (receiptId !== 0) this.#receipts.acknowledge(origin, { receiptId, deliveries: 0, gone: item.tokens, channels: null, forwarded: 0 });
+        metrics.undeliverable.inc({ reason: 'shard_down' }, item.tokens.length);
+        if (receiptId !== 0) receipts.acknowledge(origin, { receiptId, deliveries: 0, gone: item.tokens, channels: null, forwarded: 0 });
       }
     }
   }

@@ -95,6 +95,16 @@ export class StreamServer {
   }
 }
 
+/** Runs a test's body with what `start` makes, and closes it however the body ends. */
+export async function closing<T extends { close(): void }>(start: Promise<T>, body: (it: T) => Promise<void>): Promise<void> {
+  const it = await start;
+  try {
+    await body(it);
+  } finally {
+    it.close();
+  }
+}
+
 export function heldStreams(metrics: ShardMetrics, onEnded: (stream: HeldStream, reason: EndReason) => void = () => {}): HeldStreams {
   return new HeldStreams(metrics, silentLog, new RepeatedWarnings(silentLog, 10_000), 1 << 20, true, onEnded);
 }
