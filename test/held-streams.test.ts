@@ -1,65 +1,92 @@
-// Held streams without sockets of their own: what a resuming stream writes, in which order, and once.
+// Held streams over real sockets: each part written once per stream, in channel order; hold modes and Multiplex-Close
+// end streams; a stream that ends leaves the token and channel indexes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
-import type { Socket } from 'node:net';
-import { pino } from 'pino';
-import { RepeatedWarnings } from '../src/repeated-warnings.ts';
-import { HeldStream, HeldStreams, type StreamOptions } from '../workers/held-streams.ts';
+import { DELIVERED, DUPLICATE, NOT_LIVE, type EndReason, type HeldStream } from '../workers/held-streams.ts';
 import { Delivery } from '../workers/delivery.ts';
 import { createShardMetrics } from '../workers/metrics.ts';
+import { closing, StreamServer, channels, heldStreams } from './helpers/shard-parts.ts';
 
-/** A stream resuming after id 10 that writes raw (HTTP/1.0) bytes; `written` resolves once `length` bytes are out. */
-function resumingStream(streams: HeldStreams): { stream: HeldStream; written: (length: number) => Promise<string> } {
-  let text = '';
-  let onWrite = () => {};
-  const socket = new Writable({
-    write: (chunk: Buffer, _encoding, done) => {
-      text += chunk.toString();
-      done();
-      onWrite();
-    },
-  }) as unknown as Socket;
-  const options: StreamOptions = {
-    hold: 'stream', isChunked: false, isEventStream: false, keepAliveMs: 0, keepAliveData: null, timeoutMs: 0, channels: [], requestUri: '/',
-  };
-  const stream = new HeldStream('t', socket, null, false, options, Date.now());
-  streams.beginCatchUp(stream, 10);
-  // Writes leave at the next flush of corked sockets: wait for them, not for a turn.
-  const written = (length: number) => new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${length} bytes not written within 2 s: ${JSON.stringify(text)}`)), 2000);
-    onWrite = () => {
-      if (text.length < length) return;
-      clearTimeout(timer);
-      resolve(text);
-    };
-    onWrite();
+const channelPart = (id: number, isClose = false) => new Delivery(Buffer.from(`<${id}>`), isClose, Date.now(), id);
+const tokenPart = (body: string, isClose = false) => new Delivery(Buffer.from(body), isClose, Date.now(), 0);
+
+async function setup() {
+  const metrics = createShardMetrics(0);
+  const ended: Array<[HeldStream, EndReason]> = [];
+  let onEnd = () => {};
+  const streams = heldStreams(metrics, (stream, reason) => {
+    ended.push([stream, reason]);
+    onEnd();
   });
-  return { stream, written };
+  const server = await StreamServer.start(streams);
+  /** Resolves with the reason once the stream has ended. */
+  const endOf = (stream: HeldStream) => new Promise<EndReason>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${stream.token} not ended within 5 s`)), 5000);
+    onEnd = () => {
+      const found = ended.find(([which]) => which === stream);
+      if (found === undefined) return;
+      clearTimeout(timer);
+      resolve(found[1]);
+    };
+    onEnd();
+  });
+  return {
+    metrics, streams, server, endOf,
+    close() {
+      server.close();
+      streams.stop();
+    },
+  };
 }
 
-const part = (id: number) => new Delivery(Buffer.from(`<${id}>`), false, Date.now(), id);
-const logged = (id: number) => ({ id, body: Buffer.from(`<${id}>`), isClose: false, at: Date.now() });
+test('a part reaching a stream by its token and by a channel is written once; a channel part at or below the last id is not',
+  () => closing(setup(), async (shard) => {
+    const client = await shard.server.open('t1', { channels: channels('room', 'news') });
+    const both = channelPart(2);
+    assert.equal(shard.streams.deliverToToken('t1', both), DELIVERED);
+    const tally = { written: 0 };
+    assert.equal(shard.streams.deliverToChannel('room', both, tally), 1);
+    assert.equal(shard.streams.deliverToChannel('news', both, tally), 1);
+    assert.equal(tally.written, 0);
+    // An older id (a replayed part the stream already has) is a duplicate; a token part has no id and is written.
+    assert.equal(shard.streams.write(client.stream, channelPart(1)), DUPLICATE);
+    assert.equal(shard.streams.deliverToToken('t1', tokenPart('<plain>')), DELIVERED);
+    assert.equal(shard.streams.deliverToChannel('room', channelPart(3), tally), 1);
+    assert.equal(tally.written, 1);
+    assert.equal(await client.waitForBody('<2><plain><3>'), '<2><plain><3>');
+  }));
 
-test('a live channel part that arrives while the replay is on its way is written after it, once, even when nothing was missed', async () => {
-  const log = pino({ level: 'silent' });
-  const streams = new HeldStreams(createShardMetrics(0), log, new RepeatedWarnings(log, 10_000), 1 << 20, true, () => {});
-  try {
-    // Nothing missed: only the part held back (the replay was read before it was numbered).
-    const alone = resumingStream(streams);
-    streams.write(alone.stream, part(11));
-    streams.finishCatchUp(alone.stream, [], true);
-    assert.equal(await alone.written('<11>'.length), '<11>');
+test('Multiplex-Close ends a stream after its body, Multiplex-Hold: response after the first part; an ended stream is not reached',
+  () => closing(setup(), async (shard) => {
+    const closed = await shard.server.open('t1', { channels: channels('room') });
+    shard.streams.deliverToToken('t1', tokenPart('<last>', true));
+    assert.equal(await shard.endOf(closed.stream), 'closed');
+    assert.equal(await closed.http.waitForClose(), closed.http.text);
+    assert.equal(closed.body, '<last>');
+    assert.equal(shard.streams.deliverToToken('t1', tokenPart('<after>')), NOT_LIVE);
+    assert.equal(shard.streams.channels.streamsOf('room'), undefined);
 
-    // Missed parts, and live ones held back that the replay has too: each once, in id order, then live ones.
-    const both = resumingStream(streams);
-    streams.write(both.stream, part(12));
-    streams.write(both.stream, part(13));
-    streams.finishCatchUp(both.stream, [logged(11), logged(12)], true);
-    streams.write(both.stream, part(13));
-    streams.write(both.stream, part(14));
-    assert.equal(await both.written('<11><12><13><14>'.length), '<11><12><13><14>');
-  } finally {
-    streams.stop();
-  }
-});
+    const longPoll = await shard.server.open('t2', { hold: 'response', channels: channels('room') });
+    assert.equal(shard.streams.deliverToChannel('room', channelPart(1), { written: 0 }), 1);
+    assert.equal(await shard.endOf(longPoll.stream), 'closed');
+    await longPoll.http.waitForClose();
+    assert.equal(longPoll.body, '<1>');
+    assert.equal(shard.streams.size, 0);
+  }));
+
+test('a client that leaves ends its stream: it leaves its channels, which no longer report an interest',
+  () => closing(setup(), async (shard) => {
+    const interest: Array<[string, boolean]> = [];
+    shard.streams.channels.onInterest = (channel, isInterested) => void interest.push([channel, isInterested]);
+    const first = await shard.server.open('t1', { channels: channels('room') });
+    const second = await shard.server.open('t2', { channels: channels('room', 'news') });
+    assert.deepEqual(interest, [['room', true], ['news', true]]);
+    second.close();
+    assert.equal(await shard.endOf(second.stream), 'client');
+    assert.deepEqual(interest, [['room', true], ['news', true], ['news', false]]);
+    assert.deepEqual([...shard.streams.channels.streamsOf('room')!].map((stream) => stream.token), ['t1']);
+    first.close();
+    assert.equal(await shard.endOf(first.stream), 'client');
+    assert.deepEqual(interest.at(-1), ['room', false]);
+    assert.equal(shard.streams.channels.subscriptionCount, 0);
+  }));

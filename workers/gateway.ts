@@ -175,21 +175,10 @@ export class Gateway {
     const stream = this.#ctx.streams.open(token, req, res, { ...behaviour, requestUri: req.url ?? '/' });
     // A stream whose connection left node:http is over for it: the connection may carry the next request later.
     if (stream.res === null) this.#turns.release(req.socket);
-    this.#resume(stream);
+    this.#ctx.router.resume(stream);
     return stream;
   }
 
-  /** A stream that subscribes with `since` first gets the channel parts it missed, then live ones. */
-  #resume(stream: HeldStream): void {
-    const resumed = stream.options.channels.filter((channel) => channel.since !== null);
-    if (resumed.length === 0 || !this.#ctx.config.channelHistory) return;
-    const since = Math.min(...resumed.map((channel) => channel.since!));
-    const { streams } = this.#ctx;
-    streams.beginCatchUp(stream, since);
-    this.#ctx.router.requestReplay(resumed.map((channel) => channel.name), since, (replay) => {
-      streams.finishCatchUp(stream, replay.parts, replay.isComplete);
-    });
-  }
   #fail(res: ServerResponse, status: number, message: string): void {
     this.#ctx.metrics.requests.inc({ listener: 'public', class: statusClass(status) });
     if (res.headersSent) {

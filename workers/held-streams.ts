@@ -1,4 +1,4 @@
-// token → live multiplexed response: writes, hold modes, channels, resume, heartbeats, timeouts, slow consumers.
+// token → live multiplexed response: writes, hold modes, channels, heartbeats, timeouts, slow consumers.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from '../src/log.ts';
@@ -7,7 +7,6 @@ import type { ChannelSubscription, HoldMode } from '../src/protocol/headers.ts';
 import type { ShardMetrics } from './metrics.ts';
 import { ChannelIndex } from './channel-index.ts';
 import { Delivery, LAST_CHUNK, frameChunk } from './delivery.ts';
-import type { LoggedPart } from './channel-log.ts';
 import { detachFromHttp, returnToHttp } from './http-detach.ts';
 
 export type EndReason = 'client' | 'timeout' | 'closed' | 'shutdown' | 'overflow' | 'finished';
@@ -45,7 +44,7 @@ export class HeldStream {
   lastDelivery: Delivery | null = null;
   /** The highest channel id written: a resumed stream skips what it already got. */
   lastChannelId = 0;
-  /** Live channel parts held back while the history replay is on its way. */
+  /** Live channel parts held back while the history replay is on its way (resume.ts). */
   catchUp: Delivery[] | null = null;
 
   constructor(token: string, socket: Socket, res: ServerResponse | null, canKeepAlive: boolean, options: StreamOptions, now: number) {
@@ -189,34 +188,9 @@ export class HeldStreams {
     return reached;
   }
 
-  /** Holds live channel parts back until the replay of what the stream missed has been written. */
-  beginCatchUp(stream: HeldStream, since: number): void {
-    stream.catchUp = [];
-    stream.lastChannelId = since;
-  }
-
-  finishCatchUp(stream: HeldStream, missed: readonly LoggedPart[], isComplete: boolean): void {
-    const held = stream.catchUp;
-    stream.catchUp = null;
-    if (stream.hasEnded || held === null) return;
-    this.metrics.historyReplays.inc({ result: isComplete ? 'hit' : 'miss' });
-    if (!isComplete) {
-      this.log.info({ since: stream.lastChannelId }, 'a resuming stream asked for parts the history no longer holds');
-      if (stream.options.isEventStream) {
-        const notice = Buffer.from(`event: muxgate-gap\ndata: {"since":${stream.lastChannelId}}\n\n`);
-        this.writeRaw(stream, stream.options.isChunked ? frameChunk(notice) : notice);
-      }
-    }
-    for (const part of missed) {
-      if (stream.hasEnded) return;
-      this.write(stream, new Delivery(part.body, part.isClose, part.at, part.id));
-    }
-    // The last part held back is still the stream's last delivery when nothing was missed: it is not written yet.
-    stream.lastDelivery = null;
-    for (const delivery of held) {
-      if (stream.hasEnded) return;
-      this.write(stream, delivery);
-    }
+  /** Writes what muxgate itself tells a stream (not a part: not counted as a delivery), framed for it. */
+  notify(stream: HeldStream, notice: Buffer): void {
+    this.writeRaw(stream, stream.options.isChunked ? frameChunk(notice) : notice);
   }
 
   /** Writes one part to a stream, once, in channel order. */
@@ -226,7 +200,8 @@ export class HeldStreams {
     const channelId = delivery.channelId;
     if (channelId > 0) {
       if (stream.catchUp !== null) {
-        // The replay comes from another thread of this process: only a stalled sequencer lets this grow.
+        // Resuming (resume.ts): written after the replay, which comes from another thread of this process: only a
+        // stalled sequencer lets this grow.
         if (stream.catchUp.push(delivery) > MAX_HELD_BACK) this.end(stream, 'overflow');
         return DELIVERED;
       }

@@ -10,7 +10,8 @@ import { HttpFront } from './http-front.ts';
 import { createShardMetrics } from './metrics.ts';
 import { PushApi } from './push-api.ts';
 import { partLimits } from './part-limits.ts';
-import { Router, SEQUENCER } from './router.ts';
+import { Router } from './router.ts';
+import { SEQUENCER } from './sequencer.ts';
 import { ChannelLog } from './channel-log.ts';
 import { StreamEvents } from './stream-events.ts';
 import { ResponsePartSink } from './response-part-sink.ts';
@@ -31,14 +32,13 @@ export default async function runShard(init: ShardInit): Promise<string> {
   const streams = new HeldStreams(metrics, log, warnings, config.maxBufferedBytes, config.channelHistory > 0, (stream, reason) => {
     if (events !== null && stream.isHeld) events.close(stream.token, reason, stream.options.requestUri);
   });
-  const router = new Router(index, config.nodeId, config.shards, streams, channelLog, metrics, log);
+  const redis = config.redisUrl === null ? null : new RedisLink(config.redisUrl, config.nodeId, index, metrics, log, warnings);
+  const router = new Router({
+    shard: index, nodeId: config.nodeId, shardCount: config.shards, streams, channelLog, redis,
+    historyLength: config.channelHistory, historyAgeMs: config.channelHistoryMs, metrics, log,
+  });
+  if (redis !== null) streams.channels.onInterest = (channel, isInterested) => router.reportInterest(channel, isInterested);
   const partSink = new ResponsePartSink(router, metrics, warnings);
-  const redis = config.redisUrl === null ? null
-    : new RedisLink(config.redisUrl, config.nodeId, index, metrics, log, warnings, (items, isChannelPart) => router.receiveRemote(items, isChannelPart));
-  if (redis !== null) {
-    router.setRedis(redis, config.channelHistory, config.channelHistoryMs);
-    streams.channels.onInterest = (channel, isInterested) => router.reportInterest(channel, isInterested);
-  }
   const events = config.events ? new StreamEvents(backend, config, metrics, log, warnings, partSink) : null;
   const gateway = new Gateway({ config, shard: index, backend, streams, router, partSink, metrics, log, warnings });
   const pushApi = new PushApi(router, metrics, warnings, { secret: config.pushSecret, limits: partLimits(config), maxBodyBytes: config.maxPushBytes });
