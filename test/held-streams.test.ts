@@ -77,7 +77,7 @@ test('Multiplex-Close ends a stream after its body, Multiplex-Hold: response aft
 test('a client that leaves ends its stream: it leaves its channels, which no longer report an interest',
   () => closing(setup(), async (shard) => {
     const interest: Array<[string, boolean]> = [];
-    shard.streams.channels.onInterest = (channel, isInterested) => void interest.push([channel, isInterested]);
+    shard.streams.channels.watchInterest((channel, isInterested) => void interest.push([channel, isInterested]));
     const first = await shard.server.open('t1', { channels: channels('room') });
     const second = await shard.server.open('t2', { channels: channels('room', 'news') });
     assert.deepEqual(interest, [['room', true], ['news', true]]);

@@ -2,44 +2,49 @@
 import type { HeldStream } from './held-streams.ts';
 
 export class ChannelIndex {
-  private readonly subscribers = new Map<string, Set<HeldStream>>();
-  private count = 0;
+  readonly #subscribers = new Map<string, Set<HeldStream>>();
+  #count = 0;
   /** Told when a channel gets its first subscriber on this shard, or loses its last. */
-  onInterest: ((channel: string, isInterested: boolean) => void) | null = null;
+  #onInterest: ((channel: string, isInterested: boolean) => void) | null = null;
 
   get subscriptionCount(): number {
-    return this.count;
+    return this.#count;
   }
 
   subscribe(stream: HeldStream, channel: string): void {
-    let streams = this.subscribers.get(channel);
+    let streams = this.#subscribers.get(channel);
     if (streams === undefined) {
       streams = new Set();
-      this.subscribers.set(channel, streams);
-      this.onInterest?.(channel, true);
+      this.#subscribers.set(channel, streams);
+      this.#onInterest?.(channel, true);
     }
     if (!streams.has(stream)) {
       streams.add(stream);
-      this.count++;
+      this.#count++;
     }
   }
 
   unsubscribe(stream: HeldStream, channel: string): void {
-    const streams = this.subscribers.get(channel);
+    const streams = this.#subscribers.get(channel);
     if (streams === undefined || !streams.delete(stream)) return;
-    this.count--;
+    this.#count--;
     if (streams.size === 0) {
-      this.subscribers.delete(channel);
-      this.onInterest?.(channel, false);
+      this.#subscribers.delete(channel);
+      this.#onInterest?.(channel, false);
     }
+  }
+
+  /** Subscribes the one listener of interest changes (the router's node interest, with Redis), as it is built. */
+  watchInterest(listener: (channel: string, isInterested: boolean) => void): void {
+    this.#onInterest = listener;
   }
 
   /** The channels with a subscriber on this shard. */
   channels(): IterableIterator<string> {
-    return this.subscribers.keys();
+    return this.#subscribers.keys();
   }
 
   streamsOf(channel: string): ReadonlySet<HeldStream> | undefined {
-    return this.subscribers.get(channel);
+    return this.#subscribers.get(channel);
   }
 }

@@ -9,9 +9,9 @@ export class Delivery {
   readonly parsedAt: number;
   /** The node-wide channel id of a channel part (0: not a channel part). */
   readonly channelId: number;
-  private chunk: Buffer | null = null;
-  private event: Buffer | null = null;
-  private eventChunk: Buffer | null = null;
+  #chunk: Buffer | null = null;
+  #event: Buffer | null = null;
+  #eventChunk: Buffer | null = null;
 
   constructor(body: Buffer, isClose: boolean, parsedAt: number, channelId: number) {
     this.body = body;
@@ -23,11 +23,11 @@ export class Delivery {
   /** The bytes for a stream: chunked or raw, with an SSE `id:` line for event streams that resume. */
   frame(isChunked: boolean, hasEventIds: boolean): Buffer {
     if (hasEventIds && this.channelId > 0) {
-      if (!isChunked) return (this.event ??= Buffer.concat([Buffer.from(`id: ${this.channelId}\n`), this.body]));
-      return (this.eventChunk ??= frameChunk(this.frame(false, true)));
+      if (!isChunked) return (this.#event ??= Buffer.concat([Buffer.from(`id: ${this.channelId}\n`), this.body]));
+      return (this.#eventChunk ??= frameChunk(this.frame(false, true)));
     }
     if (!isChunked) return this.body;
-    return (this.chunk ??= frameChunk(this.body));
+    return (this.#chunk ??= frameChunk(this.body));
   }
 }
 

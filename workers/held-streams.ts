@@ -1,68 +1,28 @@
 // token → live multiplexed response: writes, hold modes, channels, heartbeats, timeouts, slow consumers.
+// (Over 300 lines: the writes, their coalescing and the connections of detached streams share the hot path's state.)
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from '../src/log.ts';
 import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
-import type { ChannelSubscription, HoldMode } from '../src/protocol/headers.ts';
 import type { ShardMetrics } from './metrics.ts';
 import { ChannelIndex } from './channel-index.ts';
-import { Delivery, LAST_CHUNK, frameChunk } from './delivery.ts';
+import { type Delivery, LAST_CHUNK, frameChunk } from './delivery.ts';
+import { HeldStream, type EndReason, type StreamOptions } from './held-stream.ts';
 import { detachFromHttp, returnToHttp } from './http-detach.ts';
 
-export type EndReason = 'client' | 'timeout' | 'closed' | 'shutdown' | 'overflow' | 'finished';
+export { HeldStream, type EndReason, type StreamOptions };
 
-export interface StreamOptions {
-  hold: HoldMode;
-  isChunked: boolean;
-  /** text/event-stream: channel parts carry an `id:` line when history is kept. */
-  isEventStream: boolean;
-  keepAliveMs: number;
-  keepAliveData: Buffer | null;
-  /** Multiplex-Timeout in ms (0: never); -1 when the backend set none. */
-  timeoutMs: number;
-  channels: ChannelSubscription[];
-  /** What a close event sent to the backend names as the stream's request. */
-  requestUri: string;
+export interface HeldStreamsOptions {
+  metrics: ShardMetrics;
+  log: Logger;
+  warnings: RepeatedWarnings;
+  /** MUX_MAX_BUFFERED_BYTES: unsent bytes a client may have before it is dropped as a slow consumer. */
+  maxBufferedBytes: number;
+  /** Channel parts carry an SSE `id:` line in event streams (history is kept, so clients can resume). */
+  hasEventIds: boolean;
 }
 
-export class HeldStream {
-  readonly token: string;
-  readonly socket: Socket;
-  /** Null once the connection has left node:http (see http-detach.ts); else writes go through the response. */
-  readonly res: ServerResponse | null;
-  /** The connection may serve another request once the stream ends. */
-  readonly canKeepAlive: boolean;
-  /** Bytes the client sent behind the stream's request (a pipelined request), kept for node:http. */
-  unread: Buffer | null = null;
-  readonly options: StreamOptions;
-  /** The backend's multiplexed body has ended: the hold mode now decides the stream's life. */
-  isBackendDone = false;
-  hasEnded = false;
-  lastWriteAt: number;
-  deadline = 0;
-  keepAliveFrame: Buffer | null = null;
-  lastDelivery: Delivery | null = null;
-  /** The highest channel id written: a resumed stream skips what it already got. */
-  lastChannelId = 0;
-  /** Live channel parts held back while the history replay is on its way (resume.ts). */
-  catchUp: Delivery[] | null = null;
-
-  constructor(token: string, socket: Socket, res: ServerResponse | null, canKeepAlive: boolean, options: StreamOptions, now: number) {
-    this.token = token;
-    this.socket = socket;
-    this.res = res;
-    this.canKeepAlive = canKeepAlive;
-    this.options = options;
-    this.lastWriteAt = now;
-    if (options.keepAliveData !== null && options.keepAliveData.length > 0) {
-      this.keepAliveFrame = options.isChunked ? frameChunk(options.keepAliveData) : options.keepAliveData;
-    }
-  }
-
-  get isHeld(): boolean {
-    return this.options.hold !== 'none';
-  }
-}
+type EndedListener = (stream: HeldStream, reason: EndReason) => void;
 
 const TICK_MS = 250;
 /** Live channel parts a resuming stream may hold back while its replay is on the way. */
@@ -91,51 +51,50 @@ export const DUPLICATE = 2;
 export type DeliverResult = typeof NOT_LIVE | typeof DELIVERED | typeof DUPLICATE;
 
 export class HeldStreams {
-  private readonly streams = new Map<string, HeldStream>();
+  readonly #streams = new Map<string, HeldStream>();
   /** Streams with a heartbeat or a deadline, visited by the tick. */
-  private readonly timed = new Set<HeldStream>();
+  readonly #timed = new Set<HeldStream>();
   /**
    * Detached streams by connection. Their listeners are shared, called with the socket as `this`: a held stream
    * costs a map entry, not three closures and their context.
    */
-  private readonly detached = new Map<Socket, HeldStream>();
-  private readonly onDetachedClose: (this: Socket) => void;
-  private readonly onDetachedError: (error: Error) => void;
-  private readonly onDetachedData: (this: Socket, chunk: Buffer) => void;
+  readonly #detached = new Map<Socket, HeldStream>();
+  readonly #onDetachedClose: (this: Socket) => void;
+  readonly #onDetachedError: (error: Error) => void;
+  readonly #onDetachedData: (this: Socket, chunk: Buffer) => void;
   /** Sockets corked since the last flush (see cork()). */
-  private corked: Socket[] = [];
+  #corked: Socket[] = [];
   /** performance.now() before which the next flush waits. */
-  private nextFlushAt = 0;
+  #nextFlushAt = 0;
   readonly channels = new ChannelIndex();
-  private readonly metrics: ShardMetrics;
-  private readonly log: Logger;
-  private readonly warnings: RepeatedWarnings;
-  private readonly maxBufferedBytes: number;
-  private readonly hasEventIds: boolean;
-  private readonly onEnded: (stream: HeldStream, reason: EndReason) => void;
-  private readonly ticker: NodeJS.Timeout;
+  readonly #metrics: ShardMetrics;
+  readonly #log: Logger;
+  readonly #warnings: RepeatedWarnings;
+  readonly #maxBufferedBytes: number;
+  readonly #hasEventIds: boolean;
+  /** Told of every stream that ends (stream-events.ts sends close events). */
+  readonly #endedListeners: EndedListener[] = [];
+  readonly #ticker: NodeJS.Timeout;
   /** Shutting down: a stream is no longer held once its backend body ends. */
-  private isClosing = false;
+  #isClosing = false;
 
-  constructor(metrics: ShardMetrics, log: Logger, warnings: RepeatedWarnings, maxBufferedBytes: number, isKeepingHistory: boolean,
-    onEnded: (stream: HeldStream, reason: EndReason) => void) {
-    this.metrics = metrics;
-    this.log = log;
-    this.warnings = warnings;
-    this.maxBufferedBytes = maxBufferedBytes;
-    this.hasEventIds = isKeepingHistory;
-    this.onEnded = onEnded;
-    this.ticker = setInterval(() => this.tick(), TICK_MS).unref();
+  constructor(options: HeldStreamsOptions) {
+    this.#metrics = options.metrics;
+    this.#log = options.log;
+    this.#warnings = options.warnings;
+    this.#maxBufferedBytes = options.maxBufferedBytes;
+    this.#hasEventIds = options.hasEventIds;
+    this.#ticker = setInterval(() => this.#tick(), TICK_MS).unref();
     const held = this;
-    this.onDetachedClose = function (this: Socket) {
-      const stream = held.detached.get(this);
+    this.#onDetachedClose = function (this: Socket) {
+      const stream = held.#detached.get(this);
       if (stream === undefined) return;
-      held.detached.delete(this);
+      held.#detached.delete(this);
       held.end(stream, 'client');
     };
-    this.onDetachedError = (error: Error) => this.log.debug({ err: error.message }, 'held stream connection error');
-    this.onDetachedData = function (this: Socket, chunk: Buffer) {
-      const stream = held.detached.get(this)!;
+    this.#onDetachedError = (error: Error) => this.#log.debug({ err: error.message }, 'held stream connection error');
+    this.#onDetachedData = function (this: Socket, chunk: Buffer) {
+      const stream = held.#detached.get(this)!;
       const unread = stream.unread === null ? chunk : Buffer.concat([stream.unread, chunk]);
       if (unread.length > MAX_UNREAD_BYTES) return void this.destroy();
       stream.unread = unread;
@@ -143,7 +102,7 @@ export class HeldStreams {
   }
 
   get size(): number {
-    return this.streams.size;
+    return this.#streams.size;
   }
 
   /** Registers a stream whose head has been sent; parts for its token and channels are written from now on. */
@@ -153,19 +112,19 @@ export class HeldStreams {
     const stream = socket === null
       ? new HeldStream(token, req.socket, res, canKeepAlive, options, Date.now())
       : new HeldStream(token, socket, null, canKeepAlive, options, Date.now());
-    this.streams.set(token, stream);
-    if (stream.keepAliveFrame !== null) this.timed.add(stream);
+    this.#streams.set(token, stream);
+    if (stream.keepAliveFrame !== null) this.#timed.add(stream);
     for (const channel of options.channels) this.channels.subscribe(stream, channel.name);
-    this.metrics.subscriptions.inc(options.channels.length);
+    this.#metrics.subscriptions.inc(options.channels.length);
     if (socket === null) res.once('close', () => this.end(stream, 'client'));
-    else this.watch(stream, socket);
-    this.metrics.heldStreams.inc();
-    this.log.debug({ token, hold: options.hold, channels: options.channels.length }, 'stream opened');
+    else this.#watch(stream, socket);
+    this.#metrics.heldStreams.inc();
+    this.#log.debug({ token, hold: options.hold, channels: options.channels.length }, 'stream opened');
     return stream;
   }
 
   deliverToToken(token: string, delivery: Delivery): DeliverResult {
-    const stream = this.streams.get(token);
+    const stream = this.#streams.get(token);
     return stream === undefined ? NOT_LIVE : this.write(stream, delivery);
   }
 
@@ -183,14 +142,14 @@ export class HeldStreams {
       if (result === DELIVERED) written++;
       if (result !== NOT_LIVE) reached++;
     }
-    this.metrics.hot.channelDeliveries += written;
+    this.#metrics.hot.channelDeliveries += written;
     tally.written += written;
     return reached;
   }
 
   /** Writes what muxgate itself tells a stream (not a part: not counted as a delivery), framed for it. */
   notify(stream: HeldStream, notice: Buffer): void {
-    this.writeRaw(stream, stream.options.isChunked ? frameChunk(notice) : notice);
+    this.#writeRaw(stream, stream.options.isChunked ? frameChunk(notice) : notice);
   }
 
   /** Writes one part to a stream, once, in channel order. */
@@ -210,11 +169,11 @@ export class HeldStreams {
     }
     const body = delivery.body;
     if (body.length > 0) {
-      const frame = delivery.frame(stream.options.isChunked, this.hasEventIds && stream.options.isEventStream);
-      this.writeRaw(stream, frame);
-      this.metrics.hot.deliveredBytes += body.length;
+      const frame = delivery.frame(stream.options.isChunked, this.#hasEventIds && stream.options.isEventStream);
+      this.#writeRaw(stream, frame);
+      this.#metrics.hot.deliveredBytes += body.length;
     }
-    this.metrics.hot.deliveries++;
+    this.#metrics.hot.deliveries++;
     if (stream.hasEnded) return DELIVERED;
     if (delivery.isClose || stream.options.hold === 'response') this.end(stream, 'closed');
     return DELIVERED;
@@ -224,59 +183,64 @@ export class HeldStreams {
   backendDone(stream: HeldStream, holdTimeoutMs: number): void {
     stream.isBackendDone = true;
     if (stream.hasEnded) return;
-    if (stream.options.hold === 'none' || this.isClosing) {
-      this.end(stream, this.isClosing ? 'shutdown' : 'finished');
+    if (stream.options.hold === 'none' || this.#isClosing) {
+      this.end(stream, this.#isClosing ? 'shutdown' : 'finished');
       return;
     }
     // The backend's Multiplex-Timeout, 0 meaning never, else MUX_HOLD_TIMEOUT.
     const timeoutMs = stream.options.timeoutMs >= 0 ? stream.options.timeoutMs : holdTimeoutMs;
     if (timeoutMs > 0) {
       stream.deadline = Date.now() + timeoutMs;
-      this.timed.add(stream);
+      this.#timed.add(stream);
     }
   }
 
   end(stream: HeldStream, reason: EndReason): void {
     if (stream.hasEnded) return;
     stream.hasEnded = true;
-    this.streams.delete(stream.token);
-    this.timed.delete(stream);
+    this.#streams.delete(stream.token);
+    this.#timed.delete(stream);
     for (const channel of stream.options.channels) this.channels.unsubscribe(stream, channel.name);
-    this.metrics.subscriptions.dec(stream.options.channels.length);
-    this.metrics.heldStreams.dec();
-    this.metrics.streamsEnded.inc({ reason });
-    if (stream.res !== null) this.endResponse(stream.res, stream.options.isChunked, reason);
-    else this.endDetached(stream, reason);
-    this.log.debug({ token: stream.token, reason }, 'stream ended');
-    this.onEnded(stream, reason);
+    this.#metrics.subscriptions.dec(stream.options.channels.length);
+    this.#metrics.heldStreams.dec();
+    this.#metrics.streamsEnded.inc({ reason });
+    if (stream.res !== null) this.#endResponse(stream.res, stream.options.isChunked, reason);
+    else this.#endDetached(stream, reason);
+    this.#log.debug({ token: stream.token, reason }, 'stream ended');
+    for (const listener of this.#endedListeners) listener(stream, reason);
+  }
+
+  /** Subscribes a listener to every stream's end; those that depend on the streams subscribe as they are built. */
+  watchEnded(listener: EndedListener): void {
+    this.#endedListeners.push(listener);
   }
 
   /** Ends every held stream (those still fed by a backend body end when it does). */
   shutdown(): void {
-    this.isClosing = true;
-    for (const stream of this.streams.values()) if (stream.isBackendDone) this.end(stream, 'shutdown');
+    this.#isClosing = true;
+    for (const stream of this.#streams.values()) if (stream.isBackendDone) this.end(stream, 'shutdown');
   }
 
   stop(): void {
-    clearInterval(this.ticker);
+    clearInterval(this.#ticker);
   }
 
   /** A detached connection's events: the client leaving, or sending more (kept for node:http, within a limit). */
-  private watch(stream: HeldStream, socket: Socket): void {
-    this.detached.set(socket, stream);
-    socket.on('close', this.onDetachedClose);
-    socket.on('error', this.onDetachedError);
-    socket.on('data', this.onDetachedData);
+  #watch(stream: HeldStream, socket: Socket): void {
+    this.#detached.set(socket, stream);
+    socket.on('close', this.#onDetachedClose);
+    socket.on('error', this.#onDetachedError);
+    socket.on('data', this.#onDetachedData);
   }
 
-  private unwatch(socket: Socket): void {
-    this.detached.delete(socket);
-    socket.removeListener('close', this.onDetachedClose);
-    socket.removeListener('error', this.onDetachedError);
-    socket.removeListener('data', this.onDetachedData);
+  #unwatch(socket: Socket): void {
+    this.#detached.delete(socket);
+    socket.removeListener('close', this.#onDetachedClose);
+    socket.removeListener('error', this.#onDetachedError);
+    socket.removeListener('data', this.#onDetachedData);
   }
 
-  private endResponse(res: ServerResponse, isChunked: boolean, reason: EndReason): void {
+  #endResponse(res: ServerResponse, isChunked: boolean, reason: EndReason): void {
     if (reason === 'overflow') {
       res.destroy();
     } else if (reason !== 'client') {
@@ -286,23 +250,23 @@ export class HeldStreams {
   }
 
   /** Ends a detached stream: its connection goes back to node:http when it can carry another request. */
-  private endDetached(stream: HeldStream, reason: EndReason): void {
+  #endDetached(stream: HeldStream, reason: EndReason): void {
     const socket = stream.socket;
     if (reason === 'client' || reason === 'overflow') return void socket.destroy();
     if (stream.options.isChunked) socket.write(LAST_CHUNK);
-    if (!stream.canKeepAlive || this.isClosing || !socket.readable) return void socket.end();
-    this.unwatch(socket);
+    if (!stream.canKeepAlive || this.#isClosing || !socket.readable) return void socket.end();
+    this.#unwatch(socket);
     // node:http answers the next request itself: what is corked for this stream leaves now, not at the next flush.
     if (socket.writableCorked) socket.uncork();
     returnToHttp(socket, stream.unread);
   }
 
-  private writeRaw(stream: HeldStream, bytes: Buffer): void {
+  #writeRaw(stream: HeldStream, bytes: Buffer): void {
     const { res, socket } = stream;
     // Straight to the socket when the stream owns it (the head is out, framing is ours); through the
     // response while a pipelined request before it still has the socket.
     if (res === null || (socket as SocketWithMessage)._httpMessage === res) {
-      if (!socket.writableCorked) this.cork(socket);
+      if (!socket.writableCorked) this.#cork(socket);
       socket.write(bytes);
       // Enough for one writev: what is unsent past this point is what the client has not taken.
       if (socket.writableLength >= MAX_CORKED_BYTES) socket.uncork();
@@ -311,9 +275,9 @@ export class HeldStreams {
     }
     stream.lastWriteAt = Date.now();
     const unsent = res === null ? socket.writableLength : res.writableLength;
-    if (unsent > this.maxBufferedBytes) {
-      this.metrics.slowConsumerDrops.inc();
-      this.warnings.warn('slow_consumer', { unsentBytes: unsent, limit: this.maxBufferedBytes }, 'slow consumer dropped');
+    if (unsent > this.#maxBufferedBytes) {
+      this.#metrics.slowConsumerDrops.inc();
+      this.#warnings.warn('slow_consumer', { unsentBytes: unsent, limit: this.#maxBufferedBytes }, 'slow consumer dropped');
       this.end(stream, 'overflow');
     }
   }
@@ -325,30 +289,30 @@ export class HeldStreams {
    * its flushes take microseconds; under heavy fan-out more parts share each write, instead of the shard spending
    * itself on writes of one part each (fan-out with 2 shards: 2.3× the deliveries/s).
    */
-  private cork(socket: Socket): void {
+  #cork(socket: Socket): void {
     socket.cork();
-    if (this.corked.push(socket) !== 1) return;
-    const wait = this.nextFlushAt - performance.now();
-    if (wait <= 0) setImmediate(this.uncorkAll);
-    else setTimeout(this.uncorkAll, wait);
+    if (this.#corked.push(socket) !== 1) return;
+    const wait = this.#nextFlushAt - performance.now();
+    if (wait <= 0) setImmediate(this.#uncorkAll);
+    else setTimeout(this.#uncorkAll, wait);
   }
 
-  private readonly uncorkAll = (): void => {
+  readonly #uncorkAll = (): void => {
     const startedAt = performance.now();
-    const corked = this.corked;
-    this.corked = [];
+    const corked = this.#corked;
+    this.#corked = [];
     for (const socket of corked) socket.uncork();
     const endedAt = performance.now();
-    this.nextFlushAt = endedAt + Math.min(MAX_FLUSH_DELAY_MS, FLUSH_SPACING * (endedAt - startedAt));
+    this.#nextFlushAt = endedAt + Math.min(MAX_FLUSH_DELAY_MS, FLUSH_SPACING * (endedAt - startedAt));
   };
 
-  private tick(): void {
+  #tick(): void {
     const now = Date.now();
-    for (const stream of this.timed) {
+    for (const stream of this.#timed) {
       if (stream.deadline > 0 && now >= stream.deadline) {
         this.end(stream, 'timeout');
       } else if (stream.keepAliveFrame !== null && now - stream.lastWriteAt >= stream.options.keepAliveMs) {
-        this.writeRaw(stream, stream.keepAliveFrame);
+        this.#writeRaw(stream, stream.keepAliveFrame);
       }
     }
   }

@@ -68,6 +68,8 @@ export class Router {
     this.#inbox = new Inbox(streams, this.#receipts, metrics);
     this.#forward = new NodeForward(nodeId, redis, metrics);
     this.#interest = redis === null ? null : new NodeInterest(shard, this.#peers, redis);
+    // The node follows in Redis the channels its streams subscribe to.
+    if (this.#interest !== null) streams.channels.watchInterest((channel, isInterested) => this.#interest!.report(channel, isInterested));
     this.#resume = new Resume({ shard, channelLog, redis, historyLength, historyAgeMs, streams, peers: this.#peers, metrics, log });
     this.#sequencer = channelLog === null ? null : new Sequencer({
       nodeId, channelLog, redis, historyLength, historyAgeMs, peers: this.#peers, inbox: this.#inbox, receipts: this.#receipts,
@@ -89,11 +91,6 @@ export class Router {
   /** A held stream just opened: if it resumes channels, it first gets what it missed. */
   resume(stream: HeldStream): void {
     this.#resume.resume(stream);
-  }
-
-  /** This shard's streams now do (or no longer) subscribe to a channel: the sequencer subscribes the node. */
-  reportInterest(channel: string, isInterested: boolean): void {
-    this.#interest?.report(channel, isInterested);
   }
 
   /** Connects (or, with null, disconnects) the port to another shard. */

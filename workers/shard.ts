@@ -1,4 +1,5 @@
-// The shard task: one per thread, owns its sockets and tokens for life; wires the parts below together.
+// The shard task: one per thread, owns its sockets and tokens for life; builds the parts below in dependency order
+// (each one subscribes to what it depends on as it is built) and serves the main thread's control messages.
 import { threadId } from 'node:worker_threads';
 import type { ControlMessage, ShardInit, ShardReport } from '../src/shard-messages.ts';
 import { createLogger } from '../src/log.ts';
@@ -29,17 +30,14 @@ export default async function runShard(init: ShardInit): Promise<string> {
   const channelLog = index === SEQUENCER
     ? new ChannelLog({ maxParts: config.channelHistory, maxAgeMs: config.channelHistoryMs, maxBytes: config.channelHistoryBytes }, metrics, warnings)
     : null;
-  const streams = new HeldStreams(metrics, log, warnings, config.maxBufferedBytes, config.channelHistory > 0, (stream, reason) => {
-    if (events !== null && stream.isHeld) events.close(stream.token, reason, stream.options.requestUri);
-  });
+  const streams = new HeldStreams({ metrics, log, warnings, maxBufferedBytes: config.maxBufferedBytes, hasEventIds: config.channelHistory > 0 });
   const redis = config.redisUrl === null ? null : new RedisLink(config.redisUrl, config.nodeId, index, metrics, log, warnings);
   const router = new Router({
     shard: index, nodeId: config.nodeId, shardCount: config.shards, streams, channelLog, redis,
     historyLength: config.channelHistory, historyAgeMs: config.channelHistoryMs, metrics, log,
   });
-  if (redis !== null) streams.channels.onInterest = (channel, isInterested) => router.reportInterest(channel, isInterested);
   const partSink = new ResponsePartSink(router, metrics, warnings);
-  const events = config.events ? new StreamEvents(backend, config, metrics, log, warnings, partSink) : null;
+  const events = config.events ? new StreamEvents(streams, backend, config, metrics, log, warnings, partSink) : null;
   const gateway = new Gateway({ config, shard: index, backend, streams, router, partSink, metrics, log, warnings });
   const pushApi = new PushApi(router, metrics, warnings, { secret: config.pushSecret, limits: partLimits(config), maxBodyBytes: config.maxPushBytes });
   const front = new HttpFront(config, index, new Int32Array(init.connectionCounts), metrics, {

@@ -10,6 +10,7 @@ import type { ResponsePartSink } from './response-part-sink.ts';
 import type { Backend, FastcgiRequest } from './backend.ts';
 import { eventParams, type StreamEvent } from './cgi-params.ts';
 import { FastcgiExchange } from './fastcgi-exchange.ts';
+import type { HeldStreams } from './held-streams.ts';
 import type { ShardMetrics } from './metrics.ts';
 
 export class StreamEvents {
@@ -25,7 +26,8 @@ export class StreamEvents {
   readonly #dropFields: { queueLimit: number };
   readonly #idleWaiters: (() => void)[] = [];
 
-  constructor(backend: Backend, config: Readonly<Config>, metrics: ShardMetrics, log: Logger, warnings: RepeatedWarnings, partSink: ResponsePartSink) {
+  constructor(streams: HeldStreams, backend: Backend, config: Readonly<Config>, metrics: ShardMetrics, log: Logger, warnings: RepeatedWarnings,
+    partSink: ResponsePartSink) {
     this.#partSink = partSink;
     this.#backend = backend;
     this.#config = config;
@@ -33,6 +35,9 @@ export class StreamEvents {
     this.#log = log;
     this.#warnings = warnings;
     this.#dropFields = { queueLimit: config.eventsQueue };
+    streams.watchEnded((stream, reason) => {
+      if (stream.isHeld) this.close(stream.token, reason, stream.options.requestUri);
+    });
   }
 
   close(token: string, reason: string, requestUri: string): void {

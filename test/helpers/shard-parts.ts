@@ -106,7 +106,9 @@ export async function closing<T extends { close(): void }>(start: Promise<T>, bo
 }
 
 export function heldStreams(metrics: ShardMetrics, onEnded: (stream: HeldStream, reason: EndReason) => void = () => {}): HeldStreams {
-  return new HeldStreams(metrics, silentLog, new RepeatedWarnings(silentLog, 10_000), 1 << 20, true, onEnded);
+  const streams = new HeldStreams({ metrics, log: silentLog, warnings: new RepeatedWarnings(silentLog, 10_000), maxBufferedBytes: 1 << 20, hasEventIds: true });
+  streams.watchEnded(onEnded);
+  return streams;
 }
 
 export function channels(...names: string[]): ChannelSubscription[] {

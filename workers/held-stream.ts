@@ -1,0 +1,60 @@
+// One held stream: a live multiplexed response, its token, its connection and what it has been written.
+import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { ChannelSubscription, HoldMode } from '../src/protocol/headers.ts';
+import { type Delivery, frameChunk } from './delivery.ts';
+
+export type EndReason = 'client' | 'timeout' | 'closed' | 'shutdown' | 'overflow' | 'finished';
+
+export interface StreamOptions {
+  hold: HoldMode;
+  isChunked: boolean;
+  /** text/event-stream: channel parts carry an `id:` line when history is kept. */
+  isEventStream: boolean;
+  keepAliveMs: number;
+  keepAliveData: Buffer | null;
+  /** Multiplex-Timeout in ms (0: never); -1 when the backend set none. */
+  timeoutMs: number;
+  channels: ChannelSubscription[];
+  /** What a close event sent to the backend names as the stream's request. */
+  requestUri: string;
+}
+
+export class HeldStream {
+  readonly token: string;
+  readonly socket: Socket;
+  /** Null once the connection has left node:http (see http-detach.ts); else writes go through the response. */
+  readonly res: ServerResponse | null;
+  /** The connection may serve another request once the stream ends. */
+  readonly canKeepAlive: boolean;
+  /** Bytes the client sent behind the stream's request (a pipelined request), kept for node:http. */
+  unread: Buffer | null = null;
+  readonly options: StreamOptions;
+  /** The backend's multiplexed body has ended: the hold mode now decides the stream's life. */
+  isBackendDone = false;
+  hasEnded = false;
+  lastWriteAt: number;
+  deadline = 0;
+  keepAliveFrame: Buffer | null = null;
+  lastDelivery: Delivery | null = null;
+  /** The highest channel id written: a resumed stream skips what it already got. */
+  lastChannelId = 0;
+  /** Live channel parts held back while the history replay is on its way (resume.ts). */
+  catchUp: Delivery[] | null = null;
+
+  constructor(token: string, socket: Socket, res: ServerResponse | null, canKeepAlive: boolean, options: StreamOptions, now: number) {
+    this.token = token;
+    this.socket = socket;
+    this.res = res;
+    this.canKeepAlive = canKeepAlive;
+    this.options = options;
+    this.lastWriteAt = now;
+    if (options.keepAliveData !== null && options.keepAliveData.length > 0) {
+      this.keepAliveFrame = options.isChunked ? frameChunk(options.keepAliveData) : options.keepAliveData;
+    }
+  }
+
+  get isHeld(): boolean {
+    return this.options.hold !== 'none';
+  }
+}
