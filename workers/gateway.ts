@@ -111,25 +111,19 @@ export class Gateway {
 
   #respond(req: IncomingMessage, res: ServerResponse, exchange: FastcgiExchange, token: string, requestId: number,
     head: CgiHead, rest: Buffer): void {
-    const { metrics, warnings } = this.#ctx;
+    const { metrics } = this.#ctx;
     let boundary: string | null;
     try {
       boundary = multiplexBoundaryOf(head);
     } catch (error) {
-      metrics.fastcgiErrors.inc({ kind: 'bad_head' });
-      warnings.warn('backend_bad_boundary', { requestId, err: (error as Error).message }, 'backend sent a multiplexed response without a usable boundary');
-      exchange.discardBody();
-      return this.#fail(res, 502, 'Bad Gateway');
+      return this.#refuseHead(res, exchange, requestId, error, 'backend_bad_boundary', 'backend sent a multiplexed response without a usable boundary');
     }
     if (boundary === null) return this.#relay(req, res, exchange, requestId, head, rest);
     let streamHead: StreamHead;
     try {
       streamHead = interpretStreamHead(head, req.httpVersionMajor === 1 && req.httpVersionMinor >= 1);
     } catch (error) {
-      metrics.fastcgiErrors.inc({ kind: 'bad_head' });
-      warnings.warn('backend_bad_multiplex_header', { requestId, err: (error as Error).message }, 'backend sent a bad Multiplex-* header');
-      exchange.discardBody();
-      return this.#fail(res, 502, 'Bad Gateway');
+      return this.#refuseHead(res, exchange, requestId, error, 'backend_bad_multiplex_header', 'backend sent a bad Multiplex-* header');
     }
     metrics.requests.inc({ listener: 'public', class: statusClass(head.status) });
     res.writeHead(head.status, head.statusText, streamHead.headers);
@@ -155,15 +149,20 @@ export class Gateway {
     try {
       relayHead = interpretRelayHead(head);
     } catch (error) {
-      metrics.fastcgiErrors.inc({ kind: 'bad_head' });
-      warnings.warn('backend_bad_content_length', { requestId, err: (error as Error).message }, 'backend sent an invalid or conflicting Content-Length');
-      exchange.discardBody();
-      return this.#fail(res, 502, 'Bad Gateway');
+      return this.#refuseHead(res, exchange, requestId, error, 'backend_bad_content_length', 'backend sent an invalid or conflicting Content-Length');
     }
     metrics.requests.inc({ listener: 'public', class: statusClass(head.status) });
     if (hasNoBody(req.method, head.status)) relayHeadOnly(res, exchange, head, relayHead);
     else if (relayHead.contentLength === null) relayUnframed(res, exchange, head, relayHead, rest);
     else relayFramed(res, exchange, head, relayHead, rest, warnings);
+  }
+
+  /** A head muxgate will not pass on: a 502, counted and logged, the body dropped. */
+  #refuseHead(res: ServerResponse, exchange: FastcgiExchange, requestId: number, error: unknown, kind: string, message: string): void {
+    this.#ctx.metrics.fastcgiErrors.inc({ kind: 'bad_head' });
+    this.#ctx.warnings.warn(kind, { requestId, err: (error as Error).message }, message);
+    exchange.discardBody();
+    this.#fail(res, 502, 'Bad Gateway');
   }
 
   /** Sends the head written so far and registers the held stream. */

@@ -1,21 +1,13 @@
 // One held stream: a live multiplexed response, its token, its connection and what it has been written.
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { ChannelSubscription, HoldMode } from '../src/protocol/headers.ts';
+import type { StreamHead } from '../src/protocol/response-head.ts';
 import { type Delivery, frameChunk } from './delivery.ts';
 
 export type EndReason = 'client' | 'timeout' | 'closed' | 'shutdown' | 'overflow' | 'finished';
 
-export interface StreamOptions {
-  hold: HoldMode;
-  isChunked: boolean;
-  /** text/event-stream: channel parts carry an `id:` line when history is kept. */
-  isEventStream: boolean;
-  keepAliveMs: number;
-  keepAliveData: Buffer | null;
-  /** Multiplex-Timeout in ms (0: never); -1 when the backend set none. */
-  timeoutMs: number;
-  channels: ChannelSubscription[];
+/** How the stream behaves, as its head says (an event stream's channel parts carry an `id:` line when history is kept). */
+export interface StreamOptions extends Omit<StreamHead, 'headers'> {
   /** What a close event sent to the backend names as the stream's request. */
   requestUri: string;
 }
