@@ -1,5 +1,5 @@
-// The node's channel sequencer (on shard 0): one increasing id for every channel part, and the history that lets a
-// stream resume after the last id it saw, bounded per channel (parts), per node (bytes, oldest first) and by age.
+// The node's channel log (the sequencer's, on shard 0): one increasing id for every channel part, and the history
+// that lets a stream resume after the last id it saw, bounded per channel (parts), per node (bytes, oldest first) and by age.
 import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
 import type { ShardMetrics } from './metrics.ts';
 
