@@ -1,4 +1,5 @@
 // The streaming parser of application/x-multiplex bodies: RFC 2046 multipart framing, Multiplex-* part headers, limits.
+// (Over 300 lines: one state machine, whose states share the body's buffered views, the limits and the part being read.)
 
 import { MalformedMultiplexError, PartHeadersTooLargeError, PartTooLargeError } from '../errors.ts';
 import type { MuxError } from '../errors.ts';
