@@ -8,7 +8,7 @@ import { Peers } from '../workers/peers.ts';
 import { Resume } from '../workers/resume.ts';
 import { createShardMetrics } from '../workers/metrics.ts';
 import type { PeerMessage, ReplayRequest } from '../workers/peer-codec.ts';
-import { closing, StreamServer, TestNode, heldStreams, part, silentLog } from './helpers/shard-parts.ts';
+import { closing, StreamServer, TestNode, heldStreams, part, silentLog, silentWarnings } from './helpers/shard-parts.ts';
 
 const live = (id: number) => new Delivery(Buffer.from(`<${id}>`), false, Date.now(), id);
 const logged = (id: number) => ({ id, body: Buffer.from(`<${id}>`), isClose: false, at: Date.now() });
@@ -20,7 +20,7 @@ async function resumeOnShard1() {
   const server = await StreamServer.start(streams);
   const peers = new Peers(2, metrics);
   const resume = new Resume({
-    shard: 1, channelLog: null, redis: null, historyLength: 100, historyAgeMs: 0, streams, peers, metrics, log: silentLog,
+    shard: 1, channelLog: null, redis: null, historyLength: 100, historyAgeMs: 0, streams, peers, metrics, log: silentLog, warnings: silentWarnings,
   });
   const { port1, port2: sequencer } = new MessageChannel();
   peers.connect(0, port1, (message: PeerMessage) => {

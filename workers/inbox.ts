@@ -37,9 +37,13 @@ export class Inbox {
     }
     let channels: Record<string, number> | null = null;
     if (item.channels.length > 0) {
-      channels = {};
+      // Streams reached per channel matter only to a push waiting for its answer.
+      if (hasReceipt) channels = {};
       const tally = { written: 0 };
-      for (const channel of item.channels) channels[channel] = this.#streams.deliverToChannel(channel, delivery, tally);
+      for (const channel of item.channels) {
+        const reached = this.#streams.deliverToChannel(channel, delivery, tally);
+        if (channels !== null) channels[channel] = reached;
+      }
       deliveries += tally.written;
     }
     if (deliveries > 0) this.#metrics.pushToWrite.observe((Date.now() - delivery.parsedAt) / 1000);

@@ -2,7 +2,6 @@
 // per turn, and channel parts for the channels this node's streams subscribe to, numbered and kept by Redis
 // (redis-history.ts). Messages are encoded by node-codec.ts.
 import { Redis } from 'ioredis';
-import type { Logger } from '../src/log.ts';
 import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
 import type { TokenRoute } from '../src/protocol/token.ts';
 import type { ShardMetrics } from './metrics.ts';
@@ -23,8 +22,6 @@ export function channelSubject(channel: string): string {
 }
 
 const CHANNEL_PREFIX = 'muxgate:chan:';
-/** One warning per outage, not one per part. */
-const DOWN_LOG_INTERVAL_MS = 5000;
 /** How long a replay waits for the node to follow the channels before it reads the history anyway. */
 const FOLLOW_WAIT_MS = 2000;
 
@@ -32,7 +29,6 @@ export class RedisLink {
   readonly #nodeId: string;
   readonly #shard: number;
   readonly #metrics: ShardMetrics;
-  readonly #log: Logger;
   readonly #warnings: RepeatedWarnings;
   readonly #publisher: Redis;
   readonly #subscriber: Redis;
@@ -40,17 +36,15 @@ export class RedisLink {
   #pending = new Map<string, RoutedItem[]>();
   #isFlushScheduled = false;
   readonly #flush = (): void => this.#flushAll();
-  #lastDownLogAt = 0;
   /** Channels this node subscribes to, and those whose subscription is in place. */
   readonly #wanted = new Set<string>();
   readonly #following = new Set<string>();
   readonly #followWaiters = new Map<string, Array<() => void>>();
 
-  constructor(url: string, nodeId: string, shard: number, metrics: ShardMetrics, log: Logger, warnings: RepeatedWarnings) {
+  constructor(url: string, nodeId: string, shard: number, metrics: ShardMetrics, warnings: RepeatedWarnings) {
     this.#nodeId = nodeId;
     this.#shard = shard;
     this.#metrics = metrics;
-    this.#log = log;
     this.#warnings = warnings;
     // Parts are not queued while Redis is away: they are counted as undeliverable instead.
     const options = { enableOfflineQueue: false, maxRetriesPerRequest: 0, lazyConnect: false };
@@ -237,9 +231,7 @@ export class RedisLink {
 
   #noteDown(reason: string): void {
     this.#updateState();
-    const now = Date.now();
-    if (now - this.#lastDownLogAt < DOWN_LOG_INTERVAL_MS) return;
-    this.#lastDownLogAt = now;
-    this.#log.warn({ reason }, 'Redis unreachable: parts for other nodes are undeliverable until it is back');
+    // One line per interval for an outage, not one per part.
+    this.#warnings.warn('redis_down', { reason }, 'Redis unreachable: parts for other nodes are undeliverable until it is back');
   }
 }

@@ -2,6 +2,7 @@
 // order. Its live channel parts are held back (HeldStream.catchUp) while the sequencer reads the history (channel-log.ts
 // alone, redis-link.ts with several nodes) and answers, from its own shard or over its port.
 import type { Logger } from '../src/log.ts';
+import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
 import type { ShardMetrics } from './metrics.ts';
 import type { ChannelLog, Replay } from './channel-log.ts';
 import { Delivery } from './delivery.ts';
@@ -26,6 +27,7 @@ export interface ResumeOptions {
   peers: Peers;
   metrics: ShardMetrics;
   log: Logger;
+  warnings: RepeatedWarnings;
 }
 
 export class Resume {
@@ -78,10 +80,10 @@ export class Resume {
 
   /** On the sequencer: what a resuming stream missed, from this node's history or, with Redis, the nodes' history. */
   #read(channels: string[], since: number, answer: (replay: Replay) => void): void {
-    const { channelLog, redis, historyAgeMs, log } = this.#ctx;
+    const { channelLog, redis, historyAgeMs, warnings } = this.#ctx;
     if (redis === null) return answer(channelLog!.replay(channels, since));
     redis.replay(channels, since, historyAgeMs).then(answer, (error: Error) => {
-      log.warn({ err: error.message }, 'channel history unavailable from Redis: the resuming stream is told it missed parts');
+      warnings.warn('history_unavailable', { err: error.message }, 'channel history unavailable from Redis: the resuming stream is told it missed parts');
       answer(UNKNOWN);
     });
   }

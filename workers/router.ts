@@ -5,6 +5,7 @@ import type { MessagePort } from 'node:worker_threads';
 import type { Part } from '../src/protocol/multiplex-parser.ts';
 import { localTokenShard } from '../src/protocol/token.ts';
 import type { Logger } from '../src/log.ts';
+import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
 import type { ShardMetrics } from './metrics.ts';
 import { type HeldStream, type HeldStreams, DELIVERED, NOT_LIVE } from './held-streams.ts';
 import type { ChannelLog } from './channel-log.ts';
@@ -37,6 +38,7 @@ export interface RouterOptions {
   historyAgeMs: number;
   metrics: ShardMetrics;
   log: Logger;
+  warnings: RepeatedWarnings;
 }
 
 export class Router {
@@ -57,7 +59,7 @@ export class Router {
   readonly #outgoing: (RoutedItem | null)[];
 
   constructor(options: RouterOptions) {
-    const { shard, nodeId, shardCount, streams, channelLog, redis, historyLength, historyAgeMs, metrics, log } = options;
+    const { shard, nodeId, shardCount, streams, channelLog, redis, historyLength, historyAgeMs, metrics, log, warnings } = options;
     this.#shard = shard;
     this.#nodePrefix = nodeId + '.';
     this.#streams = streams;
@@ -70,7 +72,7 @@ export class Router {
     this.#interest = redis === null ? null : new NodeInterest(shard, this.#peers, redis);
     // The node follows in Redis the channels its streams subscribe to.
     if (this.#interest !== null) streams.channels.watchInterest((channel, isInterested) => this.#interest!.report(channel, isInterested));
-    this.#resume = new Resume({ shard, channelLog, redis, historyLength, historyAgeMs, streams, peers: this.#peers, metrics, log });
+    this.#resume = new Resume({ shard, channelLog, redis, historyLength, historyAgeMs, streams, peers: this.#peers, metrics, log, warnings });
     this.#sequencer = channelLog === null ? null : new Sequencer({
       nodeId, channelLog, redis, historyLength, historyAgeMs, peers: this.#peers, inbox: this.#inbox, receipts: this.#receipts,
       forward: this.#forward, metrics,

@@ -31,10 +31,10 @@ export default async function runShard(init: ShardInit): Promise<string> {
     ? new ChannelLog({ maxParts: config.channelHistory, maxAgeMs: config.channelHistoryMs, maxBytes: config.channelHistoryBytes }, metrics, warnings)
     : null;
   const streams = new HeldStreams({ metrics, log, warnings, maxBufferedBytes: config.maxBufferedBytes, hasEventIds: config.channelHistory > 0 });
-  const redis = config.redisUrl === null ? null : new RedisLink(config.redisUrl, config.nodeId, index, metrics, log, warnings);
+  const redis = config.redisUrl === null ? null : new RedisLink(config.redisUrl, config.nodeId, index, metrics, warnings);
   const router = new Router({
     shard: index, nodeId: config.nodeId, shardCount: config.shards, streams, channelLog, redis,
-    historyLength: config.channelHistory, historyAgeMs: config.channelHistoryMs, metrics, log,
+    historyLength: config.channelHistory, historyAgeMs: config.channelHistoryMs, metrics, log, warnings,
   });
   const partSink = new ResponsePartSink(router, metrics, warnings);
   const events = config.events ? new StreamEvents(streams, backend, config, metrics, log, warnings, partSink) : null;

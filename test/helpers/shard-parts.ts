@@ -17,6 +17,7 @@ import { RawHttp } from './raw-http.ts';
 export const NODE_ID = 'n1';
 
 export const silentLog = pino({ level: 'silent' });
+export const silentWarnings = new RepeatedWarnings(silentLog, 10_000);
 
 export type ShardMetrics = ReturnType<typeof createShardMetrics>;
 
@@ -106,7 +107,7 @@ export async function closing<T extends { close(): void }>(start: Promise<T>, bo
 }
 
 export function heldStreams(metrics: ShardMetrics, onEnded: (stream: HeldStream, reason: EndReason) => void = () => {}): HeldStreams {
-  const streams = new HeldStreams({ metrics, log: silentLog, warnings: new RepeatedWarnings(silentLog, 10_000), maxBufferedBytes: 1 << 20, hasEventIds: true });
+  const streams = new HeldStreams({ metrics, log: silentLog, warnings: silentWarnings, maxBufferedBytes: 1 << 20, hasEventIds: true });
   streams.watchEnded(onEnded);
   return streams;
 }
@@ -145,11 +146,11 @@ export class TestNode {
       const metrics = createShardMetrics(index);
       const streams = heldStreams(metrics);
       const channelLog = index === 0
-        ? new ChannelLog({ maxParts: historyLength, maxAgeMs: 0, maxBytes: 1 << 30 }, metrics, new RepeatedWarnings(silentLog, 10_000))
+        ? new ChannelLog({ maxParts: historyLength, maxAgeMs: 0, maxBytes: 1 << 30 }, metrics, silentWarnings)
         : null;
       const router = new Router({
         shard: index, nodeId: NODE_ID, shardCount: count, streams, channelLog, redis: null, historyLength, historyAgeMs: 0, metrics,
-        log: silentLog,
+        log: silentLog, warnings: silentWarnings,
       });
       const server = await StreamServer.start(streams);
       shards.push({ index, metrics, streams, server, router, channelLog, mint: () => mintToken(NODE_ID, index) });
