@@ -2,7 +2,8 @@
 // end streams; a stream that ends leaves the token and channel indexes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DELIVERED, DUPLICATE, NOT_LIVE, type EndReason, type HeldStream } from '../workers/held-streams.ts';
+import type { EndReason, HeldStream } from '../workers/held-stream.ts';
+import { DELIVERED, DUPLICATE, NOT_LIVE } from '../workers/held-streams.ts';
 import { Delivery } from '../workers/delivery.ts';
 import { createShardMetrics } from '../workers/metrics.ts';
 import { closing, StreamServer, channels, heldStreams } from './helpers/shard-parts.ts';

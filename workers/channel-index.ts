@@ -1,5 +1,5 @@
 // This shard's channel → subscribed streams; a subscription goes with its stream.
-import type { HeldStream } from './held-streams.ts';
+import type { HeldStream } from './held-stream.ts';
 
 export class ChannelIndex {
   readonly #subscribers = new Map<string, Set<HeldStream>>();

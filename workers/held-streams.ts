@@ -10,8 +10,6 @@ import { type Delivery, LAST_CHUNK, frameChunk } from './delivery.ts';
 import { HeldStream, type EndReason, type StreamOptions } from './held-stream.ts';
 import { detachFromHttp, returnToHttp } from './http-detach.ts';
 
-export { HeldStream, type EndReason, type StreamOptions };
-
 export interface HeldStreamsOptions {
   metrics: ShardMetrics;
   log: Logger;
