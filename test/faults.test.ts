@@ -95,15 +95,17 @@ describe('php-fpm killed in the middle of responses, down, and back on the same 
     if (fpm !== undefined) await fpm.stop();
   });
 
-  // The script below runs 3 s: a connection that outlives the client or the 504 by less would be a leak.
+  // The scripts below run 10 s: a connection that lives on for seconds after the client left or the 504 is a leak.
   test('a client that leaves in the middle of an ordinary response frees its FastCGI connection', async () => {
-    const client = await RawHttp.get(`${mux.url}/slow-body.php?kind=plain&count=30`);
+    // 100 lines, 100 ms apart: the script would hold its connection for 10 s.
+    const client = await RawHttp.get(`${mux.url}/slow-body.php?kind=plain&count=100`);
     try {
       await client.waitFor((t) => decodeChunked(t).body.includes('line 2\n'));
       assert.deepEqual(connections(), ['ESTABLISHED']);
       client.close();
-      // nginx closes the upstream connection when its client leaves (fastcgi_ignore_client_abort off).
-      await untilIdle(1000);
+      // nginx closes the upstream connection when its client leaves (fastcgi_ignore_client_abort off): well before the
+      // script would have ended.
+      await untilIdle(5000);
     } finally {
       client.close();
       await untilIdle(5000).catch(() => {});
@@ -115,10 +117,11 @@ describe('php-fpm killed in the middle of responses, down, and back on the same 
     const sockets = () => backendSockets(impatient.child.pid!, port);
     try {
       const started = Date.now();
-      const response = await fetch(`${impatient.url}/slow-body.php?kind=silent&count=30`);
+      // The script answers after 10 s: the 504 and the close must come well before.
+      const response = await fetch(`${impatient.url}/slow-body.php?kind=silent&count=100`);
       assert.equal(response.status, 504);
-      assert.ok(Date.now() - started < 1500);
-      await waitUntil(() => sockets().length === 0, 1000, () => `the timed-out request's FastCGI connection closed (now: ${sockets()})`);
+      assert.ok(Date.now() - started < 5000, `504 after ${Date.now() - started} ms`);
+      await waitUntil(() => sockets().length === 0, 4000, () => `the timed-out request's FastCGI connection closed (now: ${sockets()})`);
     } finally {
       await waitUntil(() => sockets().length === 0, 5000, 'FastCGI connections closed').catch(() => {});
       await impatient.stop();
@@ -396,7 +399,7 @@ describe('shard threads', () => {
         assert.equal(status, 200);
         assert.deepEqual(answer, { parts: 1, deliveries: others.length, gone: [] });
         assert.ok(ms < 500, `push ${i} answered after ${ms} ms during the stall`);
-        await Promise.all(others.map((o) => o.client.waitFor((t) => decodeChunked(t).body.endsWith(`s${i}\n`), 2000, `s${i}`)));
+        await Promise.all(others.map((o) => o.client.waitFor((t) => decodeChunked(t).body.endsWith(`s${i}\n`), 5000, `s${i}`)));
         latencies.push(Date.now() - sentAt);
         // Pacing, not synchronisation: about ten pushes spread over the stall.
         await new Promise((resolve) => setTimeout(resolve, 100));

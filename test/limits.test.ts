@@ -264,7 +264,7 @@ test('MUX_MAX_CONNECTIONS counts clients only: with the public listener full, th
   const held = await Promise.all(Array.from({ length: CONNECTION_LIMIT }, () => openStream(limited.url, 'hold=stream&silent=1&timeout=60')));
   try {
     await push(limited.pushUrl, [{ tokens: [held[0].token], body: 'pushed' }], { headers: { Connection: 'close' } });
-    await held[0].client.waitFor((t) => decodeChunked(t).body === 'pushed', 2000, 'the pushed part');
+    await held[0].client.waitFor((t) => decodeChunked(t).body === 'pushed', 5000, 'the pushed part');
   } finally {
     for (const stream of held) stream.client.close();
     await waitForMetric(limited.metricsUrl, 'muxgate_open_connections', (v) => v === 0);
@@ -298,7 +298,7 @@ test('Multiplex-Timeout: 0 keeps a held stream open past MUX_HOLD_TIMEOUT (proto
     assert.equal(decodeChunked(never.client.text).isComplete, false);
     const result = await push(limited.pushUrl, [{ tokens: [never.token], body: 'still held' }]);
     assert.deepEqual(result, { parts: 1, deliveries: 1, gone: [] });
-    await never.client.waitFor((t) => decodeChunked(t).body === 'still held', 2000, 'the part after MUX_HOLD_TIMEOUT');
+    await never.client.waitFor((t) => decodeChunked(t).body === 'still held', 5000, 'the part after MUX_HOLD_TIMEOUT');
   } finally {
     never.client.close();
     defaulted.client.close();
@@ -355,7 +355,7 @@ test('MUX_MAX_PUSH_BYTES: every part that ends within the limit is delivered, al
     assert.equal(response.status, 413);
     const result = response.answer;
     assert.deepEqual([result.parts, result.deliveries], [partsWithin, 2]);
-    await client.waitFor((t) => decodeChunked(t).body === 'first|edge|', 2000, 'both parts within the limit');
+    await client.waitFor((t) => decodeChunked(t).body === 'first|edge|', 5000, 'both parts within the limit');
   } finally {
     client.close();
   }
