@@ -14,7 +14,7 @@ import {
 import { partLimits } from './part-limits.ts';
 import type { ResponsePartSink } from './response-part-sink.ts';
 import { ACK_TIMEOUT_MS } from './push-receipt.ts';
-import type { Backend } from './backend.ts';
+import type { Backend, FastcgiRequest } from './backend.ts';
 import { cgiParams } from './cgi-params.ts';
 import { ConnectionTurns } from './connection-turns.ts';
 import { FastcgiExchange, type ExchangeFailure } from './fastcgi-exchange.ts';
@@ -91,7 +91,7 @@ export class Gateway {
       return this.#fail(res, 413, 'Payload Too Large');
     }
     const hasBody = bufferedBody !== null || (contentLength !== null && contentLength > 0);
-    let request;
+    let request: FastcgiRequest;
     try {
       request = await this.#ctx.backend.request(cgiParams(req, token, config, contentLength), hasBody);
     } catch (error) {
