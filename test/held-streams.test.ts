@@ -1,6 +1,7 @@
 // Held streams over real sockets: each part written once per stream, in channel order; hold modes and Multiplex-Close
 // end streams; a stream that ends leaves the token and channel indexes.
 import { test } from 'node:test';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import assert from 'node:assert/strict';
 import type { EndReason, HeldStream } from '../workers/held-stream.ts';
 import { DELIVERED, DUPLICATE, NOT_LIVE } from '../workers/held-streams.ts';
@@ -11,14 +12,14 @@ import { closing, StreamServer, channels, heldStreams } from './helpers/shard-pa
 const channelPart = (id: number, isClose = false) => new Delivery(Buffer.from(`<${id}>`), isClose, Date.now(), id);
 const tokenPart = (body: string, isClose = false) => new Delivery(Buffer.from(body), isClose, Date.now(), 0);
 
-async function setup() {
+async function setup(options: { flushSliceMs?: number } = {}) {
   const metrics = createShardMetrics(0);
   const ended: Array<[HeldStream, EndReason]> = [];
   let onEnd = () => {};
   const streams = heldStreams(metrics, (stream, reason) => {
     ended.push([stream, reason]);
     onEnd();
-  });
+  }, options);
   const server = await StreamServer.start(streams);
   /** Resolves with the reason once the stream has ended. */
   const endOf = (stream: HeldStream) => new Promise<EndReason>((resolve, reject) => {
@@ -90,4 +91,38 @@ test('a client that leaves ends its stream: it leaves its channels, which no lon
     assert.equal(await shard.endOf(first.stream), 'client');
     assert.deepEqual(interest.at(-1), ['room', false]);
     assert.equal(shard.streams.channels.subscriptionCount, 0);
+  }));
+
+/** Opens `count` held streams on one channel. */
+async function openMany(shard: Awaited<ReturnType<typeof setup>>, count: number, channel: string) {
+  const clients = [];
+  for (let i = 0; i < count; i++) clients.push(await shard.server.open(`t${i}`, { channels: channels(channel) }));
+  return clients;
+}
+
+test('a part that comes after a pause is written in the turn that delivers it, however long the last flush took',
+  () => closing(setup({ flushSliceMs: 10_000 }), async (shard) => {
+    // A long flush: to 1,000 sockets.
+    const clients = await openMany(shard, 1000, 'room');
+    shard.streams.deliverToChannel('room', channelPart(1), { written: 0 });
+    const isCorked = (client: (typeof clients)[number]) => client.stream.socket.writableCorked > 0;
+    while (clients.some(isCorked)) await nextTurn();
+    // At least the longest a part waits for company (2 ms), whatever the last flush took.
+    await sleep(5);
+    shard.streams.deliverToChannel('room', channelPart(2), { written: 0 });
+    await nextTurn();
+    assert.equal(clients.filter(isCorked).length, 0);
+    for (const client of clients) assert.equal(await client.waitForBody('<1><2>'), '<1><2>');
+  }));
+
+test('a flush to many sockets gives the event loop back between slices; parts written meanwhile follow in order',
+  () => closing(setup({ flushSliceMs: 0 }), async (shard) => {
+    const clients = await openMany(shard, 200, 'room');
+    shard.streams.deliverToChannel('room', channelPart(1), { written: 0 });
+    // This turn's flush wrote a slice (64 sockets) and left the rest to the next turns.
+    await nextTurn();
+    assert.equal(clients[0].stream.socket.writableCorked, 0);
+    assert.ok(clients[199].stream.socket.writableCorked > 0);
+    shard.streams.deliverToChannel('room', channelPart(2), { written: 0 });
+    for (const client of clients) assert.equal(await client.waitForBody('<1><2>'), '<1><2>');
   }));

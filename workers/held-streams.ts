@@ -18,6 +18,8 @@ export interface HeldStreamsOptions {
   maxBufferedBytes: number;
   /** Channel parts carry an SSE `id:` line in event streams (history is kept, so clients can resume). */
   hasEventIds: boolean;
+  /** How long a flush runs before it gives the event loop back (tests make it 0: 64 sockets per turn). */
+  flushSliceMs?: number;
 }
 
 type EndedListener = (stream: HeldStream, reason: EndReason) => void;
@@ -25,14 +27,14 @@ type EndedListener = (stream: HeldStream, reason: EndReason) => void;
 const TICK_MS = 250;
 /** Live channel parts a resuming stream may hold back while its replay is on the way. */
 const MAX_HELD_BACK = 10_000;
-/** Writes held back for the next flush (see cork()) up to this size; always well below MUX_MAX_BUFFERED_BYTES. */
+/** Writes held back for the next flush (see #cork) up to this size; always well below MUX_MAX_BUFFERED_BYTES. */
 const MAX_CORKED_BYTES = 65_536;
-/**
- * After a flush of corked writes that took t, the next waits until FLUSH_SPACING × t has passed (see cork()), and at
- * most MAX_FLUSH_DELAY_MS.
- */
-const FLUSH_SPACING = 4;
-const MAX_FLUSH_DELAY_MS = 50;
+/** A flush starts at least this long after the previous one started (see #cork): the most a part waits for company. */
+const MIN_FLUSH_INTERVAL_MS = 2;
+/** A flush gives the event loop back after this long and goes on in the next turn (see #uncorkSome). */
+const FLUSH_SLICE_MS = 10;
+/** Sockets flushed between two looks at the clock. */
+const SOCKETS_PER_CLOCK_READ = 64;
 /** What a client may send behind a held stream's request before it is cut off. */
 const MAX_UNREAD_BYTES = 65_536;
 
@@ -60,16 +62,19 @@ export class HeldStreams {
   readonly #onDetachedClose: (this: Socket) => void;
   readonly #onDetachedError: (error: Error) => void;
   readonly #onDetachedData: (this: Socket, chunk: Buffer) => void;
-  /** Sockets corked since the last flush (see cork()). */
+  /** Sockets corked since the last flush (see #cork). */
   #corked: Socket[] = [];
-  /** performance.now() before which the next flush waits. */
-  #nextFlushAt = 0;
+  /** A flush is under way, in slices (see #uncorkSome). */
+  #isFlushing = false;
+  /** performance.now() at the start of the last flush. */
+  #lastFlushAt = -Infinity;
   readonly channels = new ChannelIndex();
   readonly #metrics: ShardMetrics;
   readonly #log: Logger;
   readonly #warnings: RepeatedWarnings;
   readonly #maxBufferedBytes: number;
   readonly #hasEventIds: boolean;
+  readonly #flushSliceMs: number;
   /** Told of every stream that ends (stream-events.ts sends close events). */
   readonly #endedListeners: EndedListener[] = [];
   readonly #ticker: NodeJS.Timeout;
@@ -82,6 +87,7 @@ export class HeldStreams {
     this.#warnings = options.warnings;
     this.#maxBufferedBytes = options.maxBufferedBytes;
     this.#hasEventIds = options.hasEventIds;
+    this.#flushSliceMs = options.flushSliceMs ?? FLUSH_SLICE_MS;
     this.#ticker = setInterval(() => this.#tick(), TICK_MS).unref();
     const held = this;
     this.#onDetachedClose = function (this: Socket) {
@@ -281,27 +287,42 @@ export class HeldStreams {
   }
 
   /**
-   * Holds a socket's writes until the next flush: at the end of this turn of the event loop, or later when the last
-   * flush was long. The parts written meanwhile leave in one writev per socket instead of one write each. Flushing
-   * (system calls, one per socket) then takes at most a fifth of the shard's time: a light load is flushed at once, as
-   * its flushes take microseconds; under heavy fan-out more parts share each write, instead of the shard spending
-   * itself on writes of one part each (fan-out with 2 shards: 2.3× the deliveries/s).
+   * Holds a socket's writes until the next flush, so that the parts written meanwhile leave in one writev per socket
+   * instead of one write each. A flush runs at the end of the turn that wrote, unless the last one started less than
+   * MIN_FLUSH_INTERVAL_MS ago: a part waits at most that long for company. Under load, flushing itself is what
+   * batches: the parts that arrive while a long flush runs share the next one, however many there are. A moderate
+   * rate is written at once (as its parts rarely meet), a busy stream of parts is coalesced in twos and threes, and a
+   * flood in as many as arrived during the last flush.
    */
   #cork(socket: Socket): void {
     socket.cork();
     if (this.#corked.push(socket) !== 1) return;
-    const wait = this.#nextFlushAt - performance.now();
-    if (wait <= 0) setImmediate(this.#uncorkAll);
-    else setTimeout(this.#uncorkAll, wait);
+    const wait = this.#lastFlushAt + MIN_FLUSH_INTERVAL_MS - performance.now();
+    if (wait <= 0) setImmediate(this.#uncorkSome);
+    else setTimeout(this.#uncorkSome, wait);
   }
 
-  readonly #uncorkAll = (): void => {
+  /**
+   * Flushes the corked sockets, for at most FLUSH_SLICE_MS: a flush to tens of thousands of sockets gives the event loop
+   * back between slices (requests, pushes, the other shards' parts), and goes on in the next turn. Parts written to a
+   * socket meanwhile join its queue in order, whether or not it was flushed already.
+   */
+  readonly #uncorkSome = (): void => {
     const startedAt = performance.now();
+    if (!this.#isFlushing) this.#lastFlushAt = startedAt;
     const corked = this.#corked;
+    let i = 0;
+    while (i < corked.length) {
+      corked[i++].uncork();
+      if (i % SOCKETS_PER_CLOCK_READ === 0 && i < corked.length && performance.now() - startedAt >= this.#flushSliceMs) {
+        this.#corked = corked.slice(i);
+        this.#isFlushing = true;
+        setImmediate(this.#uncorkSome);
+        return;
+      }
+    }
     this.#corked = [];
-    for (const socket of corked) socket.uncork();
-    const endedAt = performance.now();
-    this.#nextFlushAt = endedAt + Math.min(MAX_FLUSH_DELAY_MS, FLUSH_SPACING * (endedAt - startedAt));
+    this.#isFlushing = false;
   };
 
   #tick(): void {

@@ -107,8 +107,10 @@ export async function closing<T extends { close(): void }>(start: Promise<T>, bo
   }
 }
 
-export function heldStreams(metrics: ShardMetrics, onEnded: (stream: HeldStream, reason: EndReason) => void = () => {}): HeldStreams {
-  const streams = new HeldStreams({ metrics, log: silentLog, warnings: silentWarnings, maxBufferedBytes: 1 << 20, hasEventIds: true });
+export function heldStreams(
+  metrics: ShardMetrics, onEnded: (stream: HeldStream, reason: EndReason) => void = () => {}, options: { flushSliceMs?: number } = {},
+): HeldStreams {
+  const streams = new HeldStreams({ metrics, log: silentLog, warnings: silentWarnings, maxBufferedBytes: 1 << 20, hasEventIds: true, ...options });
   streams.watchEnded(onEnded);
   return streams;
 }
