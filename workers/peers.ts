@@ -2,6 +2,7 @@
 // each batch encoded once (peer-codec.ts); other messages sent at once.
 import type { MessagePort } from 'node:worker_threads';
 import type { ShardMetrics } from './metrics.ts';
+import { MESSAGES, atTurnEnd } from './turn-end.ts';
 import type { RoutedItem } from './routed-item.ts';
 import {
   encodePartBatch, type Ack, type AckBatch, type InterestMessage, type PeerMessage, type ReplayAnswer, type ReplayRequest,
@@ -75,7 +76,7 @@ export class Peers {
   #scheduleFlush(): void {
     if (this.#isFlushScheduled) return;
     this.#isFlushScheduled = true;
-    setImmediate(this.#flush);
+    atTurnEnd(MESSAGES, this.#flush);
   }
 
   #flushAll(): void {

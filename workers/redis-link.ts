@@ -9,6 +9,7 @@ import type { LoggedPart, Replay } from './channel-log.ts';
 import { tokenItem, type PartBody, type RoutedItem } from './routed-item.ts';
 import { decodeNodeMessage, encodeNodeMessage, type ChannelEcho, type NodeMessage } from './node-codec.ts';
 import { REPLAY_SCRIPT, SEQUENCE_SCRIPT, channelKeys, type HistoryEntry } from './redis-history.ts';
+import { MESSAGES, atTurnEnd } from './turn-end.ts';
 
 /** Gets what comes from other nodes: parts for this shard's tokens, or channel parts (numbered) for the sequencer. */
 export type NodeReceiver = (message: NodeMessage, isChannelPart: boolean) => void;
@@ -91,7 +92,7 @@ export class RedisLink {
     items.push(item);
     if (!this.#isFlushScheduled) {
       this.#isFlushScheduled = true;
-      setImmediate(this.#flush);
+      atTurnEnd(MESSAGES, this.#flush);
     }
     return true;
   }
