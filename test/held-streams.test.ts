@@ -126,3 +126,15 @@ test('a flush to many sockets gives the event loop back between slices; parts wr
     shard.streams.deliverToChannel('room', channelPart(2), { written: 0 });
     for (const client of clients) assert.equal(await client.waitForBody('<1><2>'), '<1><2>');
   }));
+
+test('in a flood (several parts per socket in a flush), the next flush waits for more parts to share its writes',
+  () => closing(setup({ flushSliceMs: 10_000 }), async (shard) => {
+    const clients = await openMany(shard, 1000, 'room');
+    for (let id = 1; id <= 3; id++) shard.streams.deliverToChannel('room', channelPart(id), { written: 0 });
+    const isCorked = (client: (typeof clients)[number]) => client.stream.socket.writableCorked > 0;
+    while (clients.some(isCorked)) await nextTurn();
+    shard.streams.deliverToChannel('room', channelPart(4), { written: 0 });
+    await nextTurn();
+    assert.equal(clients.filter(isCorked).length, 1000);
+    for (const client of clients) assert.equal(await client.waitForBody('<1><2><3><4>'), '<1><2><3><4>');
+  }));

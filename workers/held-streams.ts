@@ -9,6 +9,7 @@ import { ChannelIndex } from './channel-index.ts';
 import { type Delivery, LAST_CHUNK, frameChunk } from './delivery.ts';
 import { HeldStream, type EndReason, type StreamOptions } from './held-stream.ts';
 import { detachFromHttp, returnToHttp } from './http-detach.ts';
+import { SOCKETS, atTurnEnd } from './turn-end.ts';
 
 export interface HeldStreamsOptions {
   metrics: ShardMetrics;
@@ -31,6 +32,13 @@ const MAX_HELD_BACK = 10_000;
 const MAX_CORKED_BYTES = 65_536;
 /** A flush starts at least this long after the previous one started (see #cork): the most a part waits for company. */
 const MIN_FLUSH_INTERVAL_MS = 2;
+/**
+ * A flood: on average, each socket of a flush had this many parts to write. The next flush then waits until FLUSH_SPACING
+ * × the last flush's duration has passed (at most MAX_FLUSH_DELAY_MS), so that more parts share each system call.
+ */
+const FLOOD_PARTS_PER_SOCKET = 3;
+const FLUSH_SPACING = 4;
+const MAX_FLUSH_DELAY_MS = 50;
 /** A flush gives the event loop back after this long and goes on in the next turn (see #uncorkSome). */
 const FLUSH_SLICE_MS = 10;
 /** Sockets flushed between two looks at the clock. */
@@ -66,8 +74,13 @@ export class HeldStreams {
   #corked: Socket[] = [];
   /** A flush is under way, in slices (see #uncorkSome). */
   #isFlushing = false;
-  /** performance.now() at the start of the last flush. */
-  #lastFlushAt = -Infinity;
+  /** The flush under way: when it started, and whether it is a flood's (see #cork). */
+  #flushStartedAt = 0;
+  #isFlood = false;
+  /** Writes to corked sockets since the last flush started. */
+  #corkedWrites = 0;
+  /** performance.now() before which the next flush waits (see #cork). */
+  #nextFlushAt = 0;
   readonly channels = new ChannelIndex();
   readonly #metrics: ShardMetrics;
   readonly #log: Logger;
@@ -272,6 +285,7 @@ export class HeldStreams {
     if (res === null || (socket as SocketWithMessage)._httpMessage === res) {
       if (!socket.writableCorked) this.#cork(socket);
       socket.write(bytes);
+      this.#corkedWrites++;
       // Enough for one writev: what is unsent past this point is what the client has not taken.
       if (socket.writableLength >= MAX_CORKED_BYTES) socket.uncork();
     } else {
@@ -289,16 +303,16 @@ export class HeldStreams {
   /**
    * Holds a socket's writes until the next flush, so that the parts written meanwhile leave in one writev per socket
    * instead of one write each. A flush runs at the end of the turn that wrote, unless the last one started less than
-   * MIN_FLUSH_INTERVAL_MS ago: a part waits at most that long for company. Under load, flushing itself is what
-   * batches: the parts that arrive while a long flush runs share the next one, however many there are. A moderate
-   * rate is written at once (as its parts rarely meet), a busy stream of parts is coalesced in twos and threes, and a
-   * flood in as many as arrived during the last flush.
+   * MIN_FLUSH_INTERVAL_MS ago: a part waits at most that long for company, so a moderate rate is written at once and a
+   * busy one in twos and threes. The parts that arrive while a long flush runs share the next one. In a flood (several
+   * parts per socket in each flush), flushes are spaced: writing then takes at most a fifth of the shard's time, and
+   * as many parts as arrive meanwhile share each system call.
    */
   #cork(socket: Socket): void {
     socket.cork();
     if (this.#corked.push(socket) !== 1) return;
-    const wait = this.#lastFlushAt + MIN_FLUSH_INTERVAL_MS - performance.now();
-    if (wait <= 0) setImmediate(this.#uncorkSome);
+    const wait = this.#nextFlushAt - performance.now();
+    if (wait <= 0) atTurnEnd(SOCKETS, this.#uncorkSome);
     else setTimeout(this.#uncorkSome, wait);
   }
 
@@ -309,7 +323,11 @@ export class HeldStreams {
    */
   readonly #uncorkSome = (): void => {
     const startedAt = performance.now();
-    if (!this.#isFlushing) this.#lastFlushAt = startedAt;
+    if (!this.#isFlushing) {
+      this.#flushStartedAt = startedAt;
+      this.#isFlood = this.#corkedWrites >= FLOOD_PARTS_PER_SOCKET * this.#corked.length;
+      this.#corkedWrites = 0;
+    }
     const corked = this.#corked;
     let i = 0;
     while (i < corked.length) {
@@ -317,12 +335,16 @@ export class HeldStreams {
       if (i % SOCKETS_PER_CLOCK_READ === 0 && i < corked.length && performance.now() - startedAt >= this.#flushSliceMs) {
         this.#corked = corked.slice(i);
         this.#isFlushing = true;
-        setImmediate(this.#uncorkSome);
+        atTurnEnd(SOCKETS, this.#uncorkSome);
         return;
       }
     }
     this.#corked = [];
     this.#isFlushing = false;
+    const endedAt = performance.now();
+    this.#nextFlushAt = this.#isFlood
+      ? endedAt + Math.min(MAX_FLUSH_DELAY_MS, FLUSH_SPACING * (endedAt - this.#flushStartedAt))
+      : this.#flushStartedAt + MIN_FLUSH_INTERVAL_MS;
   };
 
   #tick(): void {
