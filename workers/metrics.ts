@@ -1,5 +1,5 @@
 // This shard's prom-client registry; the main thread aggregates every shard's JSON.
-import { Registry, Counter, Gauge, Histogram } from 'prom-client';
+import { Registry, Counter, Gauge, Histogram } from '../src/prom-client.ts';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { ERR_MALFORMED_MULTIPLEX, ERR_PART_HEADERS_TOO_LARGE, ERR_PART_TOO_LARGE, ERR_PUSH_TOO_LARGE } from '../src/errors.ts';
 
