@@ -1,5 +1,6 @@
 // The shard task: one per thread, owns its sockets and tokens for life; builds the parts below in dependency order
 // (each one subscribes to what it depends on as it is built) and serves the main thread's control messages.
+import module from 'node:module';
 import { threadId } from 'node:worker_threads';
 import type { ControlMessage, ShardInit, ShardReport } from '../src/shard-messages.ts';
 import { createLogger } from '../src/log.ts';
@@ -73,6 +74,9 @@ export default async function runShard(init: ShardInit): Promise<string> {
         break;
     }
   });
+  // This thread's modules, their types stripped, go to the compile cache (if on, src/main.ts) now rather than at exit,
+  // which a shard killed or crashed never reaches: the next shards start without loading the type stripper.
+  module.flushCompileCache();
   control.postMessage({ type: 'ready', shard: index, threadId } satisfies ShardReport);
   log.debug('shard ready');
 
