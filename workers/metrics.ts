@@ -1,6 +1,7 @@
 // This shard's prom-client registry; the main thread aggregates every shard's JSON.
 import { Registry, Counter, Gauge, Histogram } from '../src/prom-client.ts';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import v8 from 'node:v8';
 import { ERR_MALFORMED_MULTIPLEX, ERR_PART_HEADERS_TOO_LARGE, ERR_PART_TOO_LARGE, ERR_PUSH_TOO_LARGE } from '../src/errors.ts';
 
 export type ShardMetrics = ReturnType<typeof createShardMetrics>;
@@ -125,6 +126,35 @@ export function createShardMetrics(shard: number) {
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [registry],
     }),
+    // The shard's own V8 heap, read when scraped: prom-client's nodejs_heap_* are the main thread's only.
+    heapUsed: new Gauge({
+      name: 'muxgate_heap_used_bytes', help: 'V8 heap of the shard thread: bytes in use by objects, live or not yet collected.',
+      labelNames: ['shard'], registers: [registry],
+      collect() {
+        this.set(shardLabel, v8.getHeapStatistics().used_heap_size);
+      },
+    }),
+    heapTotal: new Gauge({
+      name: 'muxgate_heap_total_bytes', help: 'V8 heap of the shard thread: bytes it holds from the system (all spaces).',
+      labelNames: ['shard'], registers: [registry],
+      collect() {
+        this.set(shardLabel, v8.getHeapStatistics().total_heap_size);
+      },
+    }),
+    youngUsed: new Gauge({
+      name: 'muxgate_heap_young_used_bytes', help: 'Young generation (V8 new space) of the shard thread: bytes in use.',
+      labelNames: ['shard'], registers: [registry],
+      collect() {
+        this.set(shardLabel, newSpace().space_used_size);
+      },
+    }),
+    youngTotal: new Gauge({
+      name: 'muxgate_heap_young_total_bytes', help: 'Young generation (V8 new space) of the shard thread: bytes it holds.',
+      labelNames: ['shard'], registers: [registry],
+      collect() {
+        this.set(shardLabel, newSpace().space_size);
+      },
+    }),
     eventLoopDelay: new Gauge({
       name: 'muxgate_event_loop_delay_seconds', help: 'Event-loop delay of the shard thread over the last scrape interval (p99).',
       labelNames: ['shard'], registers: [registry],
@@ -154,6 +184,10 @@ export function createShardMetrics(shard: number) {
   metrics.openConnections.set(0);
   metrics.heldStreams.set(0);
   return metrics;
+}
+
+function newSpace(): v8.HeapSpaceInfo {
+  return v8.getHeapSpaceStatistics().find((space) => space.space_name === 'new_space')!;
 }
 
 export function statusClass(status: number): string {
