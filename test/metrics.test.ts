@@ -138,6 +138,16 @@ test('each shard\'s heap is exported, labelled by shard: used within held, the y
   }
 });
 
+test('an idle shard\'s event-loop delay reads below the 10 ms its sampling timer used to add to it', async () => {
+  // Each scrape reads the p99 since the one before. With the timer's interval counted in, no reading was under 10 ms.
+  let readings: number[] = [];
+  await waitUntil(async () => {
+    const text = await (await fetch(mux.metricsUrl)).text();
+    readings = [...text.matchAll(/^muxgate_event_loop_delay_seconds\{shard="\d+"\} (\S+)$/gm)].map((sample) => Number(sample[1]));
+    return readings.length === 4 && readings.some((seconds) => seconds < 0.005);
+  }, 20_000, () => `a p99 below 5 ms on an idle shard (the last: ${readings.join(', ')} s)`, 250);
+});
+
 test('a real Prometheus gets data for every expression of the Grafana dashboard', async () => {
   const dashboard = JSON.parse(readFileSync(join(ROOT, 'grafana/dashboards/muxgate.json'), 'utf8')) as { panels: Array<{ title: string; targets: Array<{ expr: string }> }> };
   const prometheus = await startPrometheus(new URL(mux.metricsUrl).host);
