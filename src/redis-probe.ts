@@ -1,8 +1,9 @@
 // Is Redis answering? For /readyz of a node that routes through it.
-import { Redis } from 'ioredis';
 
 /** Resolves null when Redis answered PING within timeoutMs, else the reason. */
 export async function probeRedis(url: string, timeoutMs: number): Promise<string | null> {
+  // Loaded on the first probe: a node without Redis never pays for ioredis (a few MiB).
+  const { Redis } = await import('ioredis');
   const client = new Redis(url, {
     lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: timeoutMs,
   });

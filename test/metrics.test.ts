@@ -96,7 +96,9 @@ test('every documented metric is exported and moves when what it counts happens'
   // Restarts are proven in shards.test.ts, refusals in limits.test.ts, Redis in redis.test.ts, FastCGI retries in
   // fastcgi-keepalive.test.ts; the rest must all have moved.
   const provenElsewhere = ['muxgate_shard_restarts_total', 'muxgate_refused_connections_total', 'muxgate_shard_up', 'muxgate_event_loop_delay_seconds',
-    'muxgate_redis_up', 'muxgate_redis_parts_total', 'muxgate_redis_latency_seconds', 'muxgate_fastcgi_retries_total'];
+    'muxgate_redis_up', 'muxgate_redis_parts_total', 'muxgate_redis_latency_seconds', 'muxgate_fastcgi_retries_total',
+    // A heap shrinks as well as grows: the heap test below checks their values.
+    'muxgate_heap_used_bytes', 'muxgate_heap_total_bytes', 'muxgate_heap_young_used_bytes', 'muxgate_heap_young_total_bytes'];
   const unmovedIn = (values: Map<string, number>) => documented.filter((name) => !provenElsewhere.includes(name) && !(values.get(name)! > before.get(name)!));
   // Some move once the traffic's answers are in (a close event reaches the backend after its stream has ended).
   let after = new Map<string, number>();
@@ -115,6 +117,35 @@ test('promtool accepts the exposition', async () => {
   const openMetrics = await fetch(mux.metricsUrl, { headers: { Accept: 'application/openmetrics-text; version=1.0.0' } });
   assert.match(openMetrics.headers.get('content-type') ?? '', /application\/openmetrics-text/);
   assert.match(await openMetrics.text(), /# EOF\n$/);
+});
+
+test('each shard\'s heap is exported, labelled by shard: used within held, the young generation within the heap', async () => {
+  const text = await (await fetch(mux.metricsUrl)).text();
+  const bytes = (name: string, shard: number): number => {
+    const sample = new RegExp(`^${name}\\{shard="${shard}"\\} (\\d+)$`, 'm').exec(text);
+    assert.ok(sample !== null, `${name} of shard ${shard}`);
+    return Number(sample[1]);
+  };
+  for (const name of ['muxgate_heap_used_bytes', 'muxgate_heap_total_bytes', 'muxgate_heap_young_used_bytes', 'muxgate_heap_young_total_bytes']) {
+    assert.equal(text.match(new RegExp(`^${name}\\{`, 'gm'))?.length, 4, `one ${name} per shard`);
+  }
+  for (let shard = 0; shard < 4; shard++) {
+    const [used, total] = [bytes('muxgate_heap_used_bytes', shard), bytes('muxgate_heap_total_bytes', shard)];
+    const [youngUsed, youngTotal] = [bytes('muxgate_heap_young_used_bytes', shard), bytes('muxgate_heap_young_total_bytes', shard)];
+    // A shard's code and registry alone take megabytes; the heap of the whole process would be another figure.
+    assert.ok(used > 1024 * 1024 && used <= total, `shard ${shard}: ${used} used of ${total}`);
+    assert.ok(youngTotal > 0 && youngUsed <= youngTotal && youngTotal < total, `shard ${shard}: young ${youngUsed} of ${youngTotal}, heap ${total}`);
+  }
+});
+
+test('an idle shard\'s event-loop delay reads below the 10 ms its sampling timer used to add to it', async () => {
+  // Each scrape reads the p99 since the one before. With the timer's interval counted in, no reading was under 10 ms.
+  let readings: number[] = [];
+  await waitUntil(async () => {
+    const text = await (await fetch(mux.metricsUrl)).text();
+    readings = [...text.matchAll(/^muxgate_event_loop_delay_seconds\{shard="\d+"\} (\S+)$/gm)].map((sample) => Number(sample[1]));
+    return readings.length === 4 && readings.some((seconds) => seconds < 0.005);
+  }, 20_000, () => `a p99 below 5 ms on an idle shard (the last: ${readings.join(', ')} s)`, 250);
 });
 
 test('a real Prometheus gets data for every expression of the Grafana dashboard', async () => {

@@ -1,5 +1,6 @@
 // The shard task: one per thread, owns its sockets and tokens for life; builds the parts below in dependency order
 // (each one subscribes to what it depends on as it is built) and serves the main thread's control messages.
+import module from 'node:module';
 import { threadId } from 'node:worker_threads';
 import type { ControlMessage, ShardInit, ShardReport } from '../src/shard-messages.ts';
 import { createLogger } from '../src/log.ts';
@@ -8,7 +9,7 @@ import { Backend } from './backend.ts';
 import { Gateway } from './gateway.ts';
 import { HeldStreams } from './held-streams.ts';
 import { HttpFront } from './http-front.ts';
-import { createShardMetrics } from './metrics.ts';
+import { createShardMetrics, type ShardMetrics } from './metrics.ts';
 import { PushApi } from './push-api.ts';
 import { partLimits } from './part-limits.ts';
 import { Router } from './router.ts';
@@ -16,10 +17,16 @@ import { SEQUENCER } from './sequencer.ts';
 import { ChannelLog } from './channel-log.ts';
 import { StreamEvents } from './stream-events.ts';
 import { ResponsePartSink } from './response-part-sink.ts';
-import { RedisLink } from './redis-link.ts';
+import type { RedisLink } from './redis-link.ts';
 
 /** Warnings outside input can repeat are logged at most once per kind per interval, with a count (repeated-warnings.ts). */
 const WARNING_INTERVAL_MS = 10_000;
+
+/** ioredis and its dependencies take about 7 MiB of each thread's memory: a single node, without Redis, never loads them. */
+async function openRedisLink(url: string, nodeId: string, shard: number, metrics: ShardMetrics, warnings: RepeatedWarnings): Promise<RedisLink> {
+  const { RedisLink } = await import('./redis-link.ts');
+  return new RedisLink(url, nodeId, shard, metrics, warnings);
+}
 
 export default async function runShard(init: ShardInit): Promise<string> {
   const { index, config, control } = init;
@@ -31,7 +38,7 @@ export default async function runShard(init: ShardInit): Promise<string> {
     ? new ChannelLog({ maxParts: config.channelHistory, maxAgeMs: config.channelHistoryMs, maxBytes: config.channelHistoryBytes }, metrics, warnings)
     : null;
   const streams = new HeldStreams({ metrics, log, warnings, maxBufferedBytes: config.maxBufferedBytes, hasEventIds: config.channelHistory > 0 });
-  const redis = config.redisUrl === null ? null : new RedisLink(config.redisUrl, config.nodeId, index, metrics, warnings);
+  const redis = config.redisUrl === null ? null : await openRedisLink(config.redisUrl, config.nodeId, index, metrics, warnings);
   const router = new Router({
     shard: index, nodeId: config.nodeId, shardCount: config.shards, streams, channelLog, redis,
     historyLength: config.channelHistory, historyAgeMs: config.channelHistoryMs, metrics, log, warnings,
@@ -67,6 +74,9 @@ export default async function runShard(init: ShardInit): Promise<string> {
         break;
     }
   });
+  // This thread's modules, their types stripped, go to the compile cache (if on, src/main.ts) now rather than at exit,
+  // which a shard killed or crashed never reaches: the next shards start without loading the type stripper.
+  module.flushCompileCache();
   control.postMessage({ type: 'ready', shard: index, threadId } satisfies ShardReport);
   log.debug('shard ready');
 

@@ -36,8 +36,11 @@ export async function start(shards: number, env: Record<string, string> = {}): P
   });
   // As many connections as the descriptors allow, as Nchan's worker_connections above the fd limit: the idle scenario
   // holds 18,000 streams under a limit of 20,000, where the default keeps a quarter for FastCGI requests (src/config.ts).
+  // Started as `npm start` starts it: with Node's compile cache from the first line, so that no thread loads Node's type
+  // stripper once the cache is warm, and the main thread's young generation kept small (docs/memory.md).
   const mux = await startMuxgate({
-    MUX_SHARDS: String(shards), MUX_FASTCGI: `unix:${socketPath}`, MUX_LOG_LEVEL: 'info', MUX_MAX_CONNECTIONS: '0', ...env,
+    MUX_SHARDS: String(shards), MUX_FASTCGI: `unix:${socketPath}`, MUX_LOG_LEVEL: 'info', MUX_MAX_CONNECTIONS: '0',
+    NODE_COMPILE_CACHE: join(tmpdir(), 'node-compile-cache'), NODE_OPTIONS: '--max-semi-space-size=1', ...env,
   });
   track(mux.child);
   const port = Number(new URL(mux.url).port);

@@ -16,6 +16,8 @@ export interface Muxgate {
   waitForLog(predicate: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
   /** Sends the signal and resolves with the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
+  /** What the process wrote to stderr so far. */
+  stderr(): string;
 }
 
 export interface MuxgateOptions {
@@ -98,6 +100,7 @@ export async function startMuxgate(env: Record<string, string>, options: Muxgate
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
       return exited;
     },
+    stderr: () => stderr,
   };
 }
 
