@@ -1,8 +1,7 @@
 // Entry: read the config, start the server, stop it on SIGINT/SIGTERM.
 import module from 'node:module';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describeConnectionLimit, loadConfig, type Config } from './config.ts';
 import { ConfigError } from './errors.ts';
 import { createLogger } from './log.ts';
@@ -25,8 +24,8 @@ function readConfig(): Readonly<Config> {
  * files; nor does this thread when NODE_COMPILE_CACHE was set before it started. Returns why it is off, or null.
  */
 function enableCompileCache(): string | null {
-  // Node's own default directory, named so that the shards share it (a cache already running reports its subdirectory).
-  process.env.NODE_COMPILE_CACHE ||= join(tmpdir(), 'node-compile-cache');
+  // Named so that the shards share it; in the installation, not the shared temp directory (SECURITY.md).
+  process.env.NODE_COMPILE_CACHE ||= fileURLToPath(new URL('../node_modules/.cache/node-compile-cache', import.meta.url));
   const { directory, message } = module.enableCompileCache(process.env.NODE_COMPILE_CACHE);
   return directory === undefined ? message ?? 'NODE_DISABLE_COMPILE_CACHE is set' : null;
 }

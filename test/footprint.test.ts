@@ -1,5 +1,6 @@
 // The idle footprint (docs/memory.md): what each thread loads, since every module is paid for once per thread.
 import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -36,9 +37,8 @@ test('prom-client\'s classes loaded from their files are the ones its index expo
 });
 
 test('a restarted muxgate\'s shards take their TypeScript, types stripped, from Node\'s compile cache', async () => {
-  // A temp dir of its own: the default cache directory is under it.
-  const tmp = mkdtempSync(join(tmpdir(), 'muxgate-compile-cache-'));
-  const env = { TMPDIR: tmp, MUX_SHARDS: '1', MUX_FASTCGI: '127.0.0.1:9', MUX_LOG_LEVEL: 'info' };
+  const cache = mkdtempSync(join(tmpdir(), 'muxgate-compile-cache-'));
+  const env = { NODE_COMPILE_CACHE: cache, MUX_SHARDS: '1', MUX_FASTCGI: '127.0.0.1:9', MUX_LOG_LEVEL: 'info' };
   try {
     const first = await startMuxgate(env);
     assert.equal(await first.stop(), 0);
@@ -47,6 +47,16 @@ test('a restarted muxgate\'s shards take their TypeScript, types stripped, from 
     assert.equal(await second.stop(), 0);
     assert.match(second.stderr(), /transpile cache for StrippedTypeScript \S*\/workers\/shard\.ts\.\.\.success/);
   } finally {
-    rmSync(tmp, { recursive: true, force: true });
+    rmSync(cache, { recursive: true, force: true });
+  }
+});
+
+test('without NODE_COMPILE_CACHE, the cache is in the installation, not the shared temp directory', async () => {
+  const mux = await startMuxgate({ MUX_SHARDS: '1', MUX_FASTCGI: '127.0.0.1:9', MUX_LOG_LEVEL: 'info' });
+  try {
+    const starting = await mux.waitForLog((line) => line.msg === 'starting muxgate');
+    assert.equal(starting.compileCache, fileURLToPath(new URL('../node_modules/.cache/node-compile-cache', import.meta.url)));
+  } finally {
+    await mux.stop();
   }
 });

@@ -40,7 +40,7 @@ export async function start(shards: number, env: Record<string, string> = {}): P
   // stripper once the cache is warm, and the main thread's young generation kept small (docs/memory.md).
   const mux = await startMuxgate({
     MUX_SHARDS: String(shards), MUX_FASTCGI: `unix:${socketPath}`, MUX_LOG_LEVEL: 'info', MUX_MAX_CONNECTIONS: '0',
-    NODE_COMPILE_CACHE: join(tmpdir(), 'node-compile-cache'), NODE_OPTIONS: '--max-semi-space-size=1', ...env,
+    NODE_COMPILE_CACHE: fileURLToPath(new URL('../../node_modules/.cache/node-compile-cache', import.meta.url)), NODE_OPTIONS: '--max-semi-space-size=1', ...env,
   });
   track(mux.child);
   const port = Number(new URL(mux.url).port);
