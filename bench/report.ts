@@ -116,12 +116,12 @@ function stormTable(rows: IdleResult[], streams: number): string[] {
   const atCount = rows.filter((row) => row.median.streams === streams);
   const nchanSeconds = (workers: number) => atCount.find((row) => row.label === `Nchan, ${workers} worker${workers > 1 ? 's' : ''}`)?.median.connectSeconds;
   return [
-    '| system | connect all s | vs Nchan, as many workers as shards | streams/s | CPU % while connecting: server / subscribers / machine |',
+    '| system | connect all s | vs Nchan, as many workers as shards | streams/s | CPU % while connecting: server / backend / subscribers / machine |',
     '| --- | ---: | ---: | ---: | ---: |',
     ...atCount.map(({ label, median: m }) => {
       const workers = Number(/(\d+) (shard|worker)/.exec(label)?.[1] ?? 1);
       return `| ${label} | ${fixed(m.connectSeconds, 2)} | ${label.startsWith('Nchan') ? '' : times(m.connectSeconds, nchanSeconds(workers))} | ${fixed(m.streams / m.connectSeconds)} | ` +
-        `${fixed(m.serverCpu)} / ${fixed(m.subscriberCpu)} / ${fixed(m.machineCpu)} |`;
+        `${fixed(m.serverCpu)} / ${fixed(m.backendCpu)} / ${fixed(m.subscriberCpu)} / ${fixed(m.machineCpu)} |`;
     }),
   ];
 }
@@ -162,7 +162,7 @@ export function renderReport(r: BenchResults): string {
     '## How this was measured',
     '',
     `- command: \`npm run bench\` (\`node bench/run.ts\`${r.runs !== 3 ? `, \`BENCH_RUNS=${r.runs}\`` : ''}${r.isQuick ? ', `BENCH_QUICK=1`' : ''}); ` +
-      `${r.runs} run${r.runs > 1 ? 's' : ''} per row (scenario 3, the 18,000-stream rows and the 10 msg/s rows: ${r.sizes.latency.runs}), the median of each column reported`,
+      `${r.runs} run${r.runs > 1 ? 's' : ''} per row (scenario 3, Pushpin's and the 18,000-stream idle rows, the curve's 10 msg/s and million deliveries/s rows: ${r.sizes.latency.runs}), the median of each column reported`,
     `- date: ${r.startedAt.toISOString()} to ${r.finishedAt?.toISOString() ?? '?'}`,
     `- machine: ${execFileSync('nproc', { encoding: 'utf8' }).trim()} CPUs, ${cpuModel}, ${fixed(Number(memTotal) / 1048576, 1)} GiB; ` +
       `load average at start \`${r.loadAtStart}\`, at end \`${r.loadAtEnd ?? '?'}\` (other engineers' tests share the machine)`,
@@ -229,7 +229,7 @@ export function renderReport(r: BenchResults): string {
     lines.push(`## Scenario 2b, the rate curve: ${s.curveSubscribers.map((n) => fixed(n)).join(' and ')} subscribers on one channel, at ` +
       `${s.curveRates.map(({ rate, seconds }) => `${fixed(rate)} msg/s for ${seconds} s`).join(', ')}`, '',
       'One server start and one set of subscribers per system and subscriber count, the rates in turn; a million deliveries/s ' +
-      '(1,000 subscribers at 1,000 msg/s) is published for 1 s, in 1 run, as the peers\' backlog then takes 10–30 s a run. Pushpin is left out ' +
+      '(1,000 subscribers at 1,000 msg/s) is measured in 1 run, as the peers\' backlog then takes 10–30 s a run. Pushpin is left out ' +
       '(overloaded from 100 msg/s at 1,000 subscribers in issue 17\'s measurements) to keep the bench within 20 minutes. ' +
       'Server CPU comes from /proc in 10 ms ticks: at 10 msg/s to 100 subscribers (a few hundredths of a CPU second) the ' +
       'CPU figure is coarse, and it includes what the server spends idle (timers, heartbeats) over the window.', '',
@@ -248,7 +248,8 @@ export function renderReport(r: BenchResults): string {
       '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
       ...r.idle.map(({ label, processes, median: m }) => `| ${label} | ${fixed(m.streams)} | ${processes} | ${fixed(m.connectSeconds, 2)} | ${fixed(m.streams / m.connectSeconds)} | ` +
         `${fixed(m.beforeKiB / 1024, 1)} | ${fixed(m.afterKiB / 1024, 1)} | ${fixed(m.kiBPerStream, 2)} | ${fixed(m.serverCpu)} / ${fixed(m.subscriberCpu)} / ${fixed(m.machineCpu)} |`),
-      '', 'RSS is the sum over the server\'s processes (shared pages of nginx\'s workers count in each); per stream = (after − before) / streams.', '');
+      '', 'RSS is the sum over the server\'s processes (shared pages of nginx\'s workers count in each); per stream = (after − before) / streams. ' +
+        'Pushpin is measured at the first count only, in 1 run: its connect time is mostly its proxy\'s 502s and the subscribers\' back-off.', '');
   }
   if (r.requestPath.length > 0) {
     lines.push(`## Scenario 5, request path: GET of \`bench/peers/hello.php\` through the server to one php-fpm (${s.requestPath.phpChildren} static children)`, '',

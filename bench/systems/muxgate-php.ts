@@ -3,6 +3,7 @@
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startPhpFpm } from '../../test/helpers/php-fpm.ts';
+import { processTree } from '../proc-stats.ts';
 import { start as startMuxgate } from './muxgate.ts';
 import type { RunningSystem } from './system.ts';
 
@@ -15,6 +16,7 @@ export async function start(shards: number, phpChildren: number): Promise<Runnin
     return {
       ...mux,
       label: `${mux.label}, php-fpm (${phpChildren} children)`,
+      backendPids: () => processTree(fpm.pid),
       async stop() {
         await mux.stop();
         await fpm.stop();
