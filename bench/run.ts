@@ -107,7 +107,8 @@ async function deliveryRows(name: string, specs: SystemSpec[], scenario: Deliver
   return rows;
 }
 
-const fanOut: DeliveryScenario = { subscribers: isQuick ? 200 : 1000, subscriberProcesses: 2, isAddressEach: false, messages: isQuick ? 200 : 2000, rate: 0, concurrency: 16, runs };
+// 1,000 messages: 1 million deliveries, which the Nchan rows take 15-40 s a run to deliver on a busy machine.
+const fanOut: DeliveryScenario = { subscribers: isQuick ? 200 : 1000, subscriberProcesses: 2, isAddressEach: false, messages: isQuick ? 200 : 1000, rate: 0, concurrency: 16, runs };
 // The rate curve: each rate publishes for a few seconds (10 s at 10 msg/s: 100 messages, enough for a p99; 2 s at
 // 100 msg/s: 200,000 deliveries to 1,000 subscribers); where the deliveries/s reach a million (1,000 subscribers at
 // 1,000 msg/s), beyond what the peers keep up with on this machine, 1 run, as their backlog alone takes 10-30 s a run.
