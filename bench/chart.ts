@@ -1,5 +1,6 @@
-// Renders bench/results.svg: grouped bars of fan-out deliveries/s and p99 latency per system, from the results.
-import type { BenchResults } from './report.ts';
+// Renders bench/results.svg: grouped bars of fan-out deliveries/s and p99 latency per system (and p99 at the moderate
+// rate of issue 17), from the results.
+import { MODERATE, type BenchResults } from './report.ts';
 
 const WIDTH = 760;
 const PANEL_HEIGHT = 230;
@@ -34,7 +35,7 @@ function panel(title: string, unit: string, groups: Array<{ name: string; bars: 
 }
 
 export function renderChart(r: BenchResults): string {
-  const labels = [...new Set([...r.fanOut, ...r.latency, ...r.many].map((row) => row.label))];
+  const labels = [...new Set([...r.fanOut, ...r.rates, ...r.latency, ...r.many].map((row) => row.label))];
   const legend = labels.map((label, i) => `<rect x="${LEFT + i * 140}" y="8" width="12" height="12" fill="${BAR_COLORS[i % BAR_COLORS.length]}"/>` +
     `<text x="${LEFT + i * 140 + 16}" y="18" font-size="12">${escape(label)}</text>`);
   const bars = (rows: BenchResults['fanOut'], pick: (row: BenchResults['fanOut'][number]) => number) =>
@@ -44,13 +45,17 @@ export function renderChart(r: BenchResults): string {
     { name: `many streams (${r.sizes.many.subscribers.toLocaleString('en')}, one each)`, rows: r.many },
     { name: `latency (${r.sizes.latency.subscribers.toLocaleString('en')} subscribers, ${r.sizes.latency.rate}/s)`, rows: r.latency },
   ].filter((group) => group.rows.length > 0);
-  const height = 30 + 2 * PANEL_HEIGHT;
+  // Its own panel: tens of ms, where scenario 3's p99s are seconds.
+  const moderate = r.rates.filter((row) => row.scenario.subscribers === MODERATE.subscribers && row.scenario.rate === MODERATE.rate);
+  const moderateGroups = moderate.length > 0 ? [{ name: `${MODERATE.subscribers.toLocaleString('en')} subscribers, ${MODERATE.rate} msg/s`, rows: moderate }] : [];
+  const height = 30 + 3 * PANEL_HEIGHT;
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${WIDTH}" height="${height}" viewBox="0 0 ${WIDTH} ${height}" font-family="sans-serif">`,
     `<rect width="100%" height="100%" fill="#fff"/>`,
     ...legend,
     ...panel('deliveries/s (higher is better)', 'deliveries/s', groups.map((group) => ({ name: group.name, bars: bars(group.rows, (row) => row.median.rate) })), 30),
     ...panel('p99 push-to-receive latency (lower is better)', 'ms', groups.map((group) => ({ name: group.name, bars: bars(group.rows, (row) => row.median.p99) })), 30 + PANEL_HEIGHT),
+    ...panel('p99 latency at a moderate rate (lower is better)', 'ms', moderateGroups.map((group) => ({ name: group.name, bars: bars(group.rows, (row) => row.median.p99) })), 30 + 2 * PANEL_HEIGHT),
     '</svg>',
     '',
   ].join('\n');

@@ -49,6 +49,8 @@ export interface CpuUse {
   processes: number[];
   /** The whole machine, percent of all its CPUs: near 100 means the box itself is the limit. */
   machine: number;
+  /** The window's length: percent × seconds / 100 is CPU seconds. */
+  seconds: number;
 }
 
 /** CPU use of a set of processes, and of the machine, over a window. */
@@ -70,6 +72,7 @@ export class CpuMeter {
     return {
       processes: this.groups.map((group, i) => (100 * (groupCpuSeconds(group) - this.startCpu[i])) / seconds),
       machine: (100 * (machine.busy - this.startMachine.busy)) / (machine.total - this.startMachine.total),
+      seconds,
     };
   }
 }

@@ -3,7 +3,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import type { DeliveryResult, DeliveryScenario } from './scenarios/delivery-scenario.ts';
 import type { IdleResult } from './scenarios/idle.ts';
-import { NODE_FLOOR_LABEL, type RequestPathOptions, type RequestPathResult } from './scenarios/request-path.ts';
+import { NODE_FLOOR_LABEL, PUSHPIN_LABEL, type RequestPathOptions, type RequestPathResult } from './scenarios/request-path.ts';
+import type { ScalingRow } from './scenarios/scaling.ts';
 
 export interface BenchResults {
   startedAt: Date;
@@ -12,14 +13,39 @@ export interface BenchResults {
   loadAtEnd?: string;
   runs: number;
   isQuick: boolean;
-  sizes: { fanOut: DeliveryScenario; idleStreams: number[]; latency: DeliveryScenario; many: DeliveryScenario; requestPath: RequestPathOptions };
+  sizes: {
+    fanOut: DeliveryScenario;
+    curveSubscribers: number[];
+    curveRates: Array<{ rate: number; seconds: number; runs: number }>;
+    idleStreams: number[];
+    latency: DeliveryScenario;
+    many: DeliveryScenario;
+    requestPath: RequestPathOptions;
+    scalingShards: number[];
+    stormPhpChildren: number;
+  };
   fanOut: DeliveryResult[];
+  /** The rate curve: one row per system, subscriber count and rate. */
+  rates: DeliveryResult[];
+  /** Scenario 1 and the storm rows. */
   idle: IdleResult[];
   requestPath: RequestPathResult[];
   latency: DeliveryResult[];
   many: DeliveryResult[];
+  scaling: ScalingRow[];
   /** Rows that could not be measured, with why. */
   failures: string[];
+  /** Wall time of the setup and of each scenario that ran, in seconds. */
+  durations: Array<[name: string, seconds: number]>;
+}
+
+/** The moderate rate and the busy room of issue 17's targets. */
+export const MODERATE = { subscribers: 1000, rate: 100 };
+export const BUSY_ROOM = { subscribers: 100, rate: 1000 };
+
+/** The curve's row of a system at a subscriber count and rate. */
+function curveRow(rows: DeliveryResult[], label: string, at: { subscribers: number; rate: number }): DeliveryResult | undefined {
+  return rows.find((row) => row.label === label && row.scenario.subscribers === at.subscribers && row.scenario.rate === at.rate);
 }
 
 function fixed(n: number | undefined, digits = 0): string {
@@ -44,6 +70,12 @@ function ratio(a: number | undefined, b: number | undefined, target: number, isA
   return `${text} (target ${isAtMost ? '≤' : '≥'} ${target}: ${isMet ? 'met' : '**not met**'})`;
 }
 
+/** "62.1 MiB (target ≤ 80: met)" */
+function atMost(value: number | undefined, limit: number, unit: string, digits: number): string {
+  if (value === undefined || !Number.isFinite(value)) return '–';
+  return `${fixed(value, digits)} ${unit} (target ≤ ${limit}: ${value <= limit ? 'met' : '**not met**'})`;
+}
+
 /** "1.23×", for a ratio without a target */
 function times(a: number | undefined, b: number | undefined): string {
   if (a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0) return '–';
@@ -51,20 +83,57 @@ function times(a: number | undefined, b: number | undefined): string {
 }
 
 /** What most likely bounds a row, from the CPU figures: the machine when its cores are busy, else the busiest process. */
-function limitOf(m: DeliveryResult['median']): string {
+function limitOf(m: DeliveryResult['median'], rate: number): string {
   const users: Array<[string, number]> = [['server', m.serverCpu], ['subscribers', m.subscriberCpu], ['publisher', m.publisherCpu]];
   const [busiest, cpu] = users.sort((a, b) => b[1] - a[1])[0];
   if (m.machineCpu >= 90) return `machine (${fixed(m.machineCpu)} % busy; most: ${busiest})`;
   if (cpu >= 90) return `${busiest} (${fixed(cpu)} % of a core)`;
-  return 'neither CPU: latency/round trips';
+  return rate > 0 ? 'the publish rate (no CPU saturated)' : 'neither CPU: latency/round trips';
+}
+
+const DELIVERY_COLUMNS = '**server CPU s per million deliveries** | deliveries | missing | deliveries/s | p50 ms | p99 ms | max ms | server CPU % | subscribers CPU % | publisher CPU % | machine busy % | likely limit |';
+const DELIVERY_ALIGN = '---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |';
+
+/** The columns of a delivery row, CPU per delivery first: it holds on a shared machine, where throughput does not. */
+function deliveryCells({ median: m, scenario }: DeliveryResult): string {
+  return `**${fixed(m.serverCpuPerMillion, 2)}** | ${fixed(m.received)} | ${fixed(m.expected - m.received)} | ${fixed(m.rate)} | ` +
+    `${fixed(m.p50, 1)} | ${fixed(m.p99, 1)} | ${fixed(m.max, 1)} | ${fixed(m.serverCpu)} | ${fixed(m.subscriberCpu)} | ${fixed(m.publisherCpu)} | ${fixed(m.machineCpu)} | ${limitOf(m, scenario.rate)} |`;
 }
 
 function deliveryTable(rows: DeliveryResult[]): string[] {
+  return [`| system | ${DELIVERY_COLUMNS}`, `| --- | ${DELIVERY_ALIGN}`, ...rows.map((row) => `| ${row.label} | ${deliveryCells(row)}`)];
+}
+
+/** The rate curve, by subscribers, then rate, then system. */
+function curveTable(rows: DeliveryResult[]): string[] {
+  const sorted = [...rows].sort((a, b) => a.scenario.subscribers - b.scenario.subscribers || a.scenario.rate - b.scenario.rate);
+  return [`| subscribers | msg/s | system | runs | ${DELIVERY_COLUMNS}`, `| ---: | ---: | --- | ---: | ${DELIVERY_ALIGN}`,
+    ...sorted.map((row) => `| ${fixed(row.scenario.subscribers)} | ${fixed(row.scenario.rate)} | ${row.label} | ${row.scenario.runs} | ${deliveryCells(row)}`)];
+}
+
+/** Connect-all time of the storm rows (one count of streams), each against Nchan with as many workers as it has shards. */
+function stormTable(rows: IdleResult[], streams: number): string[] {
+  const atCount = rows.filter((row) => row.median.streams === streams);
+  const nchanSeconds = (workers: number) => atCount.find((row) => row.label === `Nchan, ${workers} worker${workers > 1 ? 's' : ''}`)?.median.connectSeconds;
   return [
-    '| system | deliveries | missing | deliveries/s | p50 ms | p99 ms | max ms | server CPU % | subscribers CPU % | publisher CPU % | machine busy % | likely limit |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
-    ...rows.map(({ label, median: m }) => `| ${label} | ${fixed(m.received)} | ${fixed(m.expected - m.received)} | ${fixed(m.rate)} | ` +
-      `${fixed(m.p50, 1)} | ${fixed(m.p99, 1)} | ${fixed(m.max, 1)} | ${fixed(m.serverCpu)} | ${fixed(m.subscriberCpu)} | ${fixed(m.publisherCpu)} | ${fixed(m.machineCpu)} | ${limitOf(m)} |`),
+    '| system | connect all s | vs Nchan, as many workers as shards | streams/s | CPU % while connecting: server / backend / subscribers / machine |',
+    '| --- | ---: | ---: | ---: | ---: |',
+    ...atCount.map(({ label, median: m }) => {
+      const workers = Number(/(\d+) (shard|worker)/.exec(label)?.[1] ?? 1);
+      return `| ${label} | ${fixed(m.connectSeconds, 2)} | ${label.startsWith('Nchan') ? '' : times(m.connectSeconds, nchanSeconds(workers))} | ${fixed(m.streams / m.connectSeconds)} | ` +
+        `${fixed(m.serverCpu)} / ${fixed(m.backendCpu)} / ${fixed(m.subscriberCpu)} / ${fixed(m.machineCpu)} |`;
+    }),
+  ];
+}
+
+function scalingTable(rows: ScalingRow[]): string[] {
+  const cores = (pinning: ScalingRow['fanOutPinning']) => (pinning === undefined ? 'not pinned: too few cores' : `server ${pinning.server}, clients ${pinning.clients}`);
+  return [
+    '| shards | fan-out: cores | **server CPU s per million deliveries** | deliveries/s | p99 ms | machine busy % | request path: cores | req/s | **server CPU µs per request** | p99 ms | php-fpm CPU % | machine busy % |',
+    '| ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |',
+    ...rows.map(({ shards, fanOutPinning, fanOut: { median: f }, requestPinning, requestPath: q }) => `| ${shards} | ${cores(fanOutPinning)} | **${fixed(f.serverCpuPerMillion, 2)}** | ` +
+      `${fixed(f.rate)} | ${fixed(f.p99, 1)} | ${fixed(f.machineCpu)} | ${cores(requestPinning)} | ${fixed(q.requestsPerSecond)} | **${fixed(q.serverCpuPerRequest)}** | ${fixed(q.p99, 2)} | ` +
+      `${fixed(q.phpCpu)} | ${fixed(q.machineCpu)} |`),
   ];
 }
 
@@ -75,11 +144,15 @@ function notesOf(rows: Array<{ label: string; notes: string[] }>): string[] {
 export function renderReport(r: BenchResults): string {
   const cpuModel = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'latin1'))?.[1] ?? 'unknown';
   const memTotal = /^MemTotal:\s+(\d+)/m.exec(readFileSync('/proc/meminfo', 'latin1'))?.[1];
+  const pairs = [['muxgate, 1 shard', 'Nchan, 1 worker'], ['muxgate, 2 shards', 'Nchan, 2 workers']];
   const fanOutRate = (label: string) => (find(r.fanOut, label) as DeliveryResult | undefined)?.median.rate;
-  const fanOutP99 = (label: string) => (find(r.fanOut, label) as DeliveryResult | undefined)?.median.p99;
+  const curve = (label: string, at: { subscribers: number; rate: number }) => curveRow(r.rates, label, at)?.median;
   const latencyP99 = (label: string) => (find(r.latency, label) as DeliveryResult | undefined)?.median.p99;
-  const idleMux = r.idle.find((row) => row.label === 'muxgate, 2 shards' && row.median.streams === r.sizes.idleStreams[0]);
+  const stormStreams = r.sizes.idleStreams[0];
+  const connect = (label: string) => r.idle.find((row) => (row.label === label || row.label.startsWith(`${label} (`)) && row.median.streams === stormStreams)?.median.connectSeconds;
+  const idleMux = r.idle.find((row) => row.label === 'muxgate, 2 shards' && row.median.streams === stormStreams);
   const rp = (label: string) => (find(r.requestPath, label) as RequestPathResult | undefined)?.median.requestsPerSecond;
+  const rpCpu = (label: string) => (find(r.requestPath, label) as RequestPathResult | undefined)?.median.serverCpuPerRequest;
   const s = r.sizes;
   const lines = [
     '# muxgate side by side with Nchan and Pushpin',
@@ -89,7 +162,7 @@ export function renderReport(r: BenchResults): string {
     '## How this was measured',
     '',
     `- command: \`npm run bench\` (\`node bench/run.ts\`${r.runs !== 3 ? `, \`BENCH_RUNS=${r.runs}\`` : ''}${r.isQuick ? ', `BENCH_QUICK=1`' : ''}); ` +
-      `${r.runs} run${r.runs > 1 ? 's' : ''} per row (scenario 3: ${r.sizes.latency.runs}), the median of each column reported`,
+      `${r.runs} run${r.runs > 1 ? 's' : ''} per row (scenario 3, Pushpin's and the 18,000-stream idle rows, the curve's 10 msg/s and million deliveries/s rows: ${r.sizes.latency.runs}), the median of each column reported`,
     `- date: ${r.startedAt.toISOString()} to ${r.finishedAt?.toISOString() ?? '?'}`,
     `- machine: ${execFileSync('nproc', { encoding: 'utf8' }).trim()} CPUs, ${cpuModel}, ${fixed(Number(memTotal) / 1048576, 1)} GiB; ` +
       `load average at start \`${r.loadAtStart}\`, at end \`${r.loadAtEnd ?? '?'}\` (other engineers' tests share the machine)`,
@@ -108,34 +181,66 @@ export function renderReport(r: BenchResults): string {
     '- Pushpin\'s `message_rate` throttle (package default 2,500 messages/s) is raised out of the way and its log level is 1; ' +
       'Nchan has `nchan_message_buffer_length 10`',
     '',
-    '## Targets (issue 8)',
+    '## Targets (issue 17)',
+    '',
+    'Equal shards and workers; ratios of this run\'s medians. CPU per delivery: server CPU seconds per million deliveries.',
     '',
     '| target | measured |',
     '| --- | --- |',
-    `| fan-out: muxgate ≥ 1.0× Nchan, 1 shard vs 1 worker | ${ratio(fanOutRate('muxgate, 1 shard'), fanOutRate('Nchan, 1 worker'), 1.0)} |`,
-    `| fan-out: muxgate ≥ 1.0× Nchan, 2 shards vs 2 workers | ${ratio(fanOutRate('muxgate, 2 shards'), fanOutRate('Nchan, 2 workers'), 1.0)} |`,
-    `| fan-out: muxgate (2 shards) ≥ 1.5× Pushpin | ${ratio(fanOutRate('muxgate, 2 shards'), fanOutRate('Pushpin'), 1.5)} |`,
-    `| fan-out: 2 shards ≥ 1.6× 1 shard | ${ratio(fanOutRate('muxgate, 2 shards'), fanOutRate('muxgate, 1 shard'), 1.6)} |`,
-    `| fan-out across 2 nodes (1 shard each, Redis) vs 1 node with 1 shard (for reference, issue 9) | ${ratio(fanOutRate('muxgate, 2 nodes × 1 shard (Redis)'), fanOutRate('muxgate, 1 shard'), 1.0)} |`,
+    ...pairs.flatMap(([shards, workers]) => [
+      `| ${fixed(MODERATE.subscribers)} subscribers at ${MODERATE.rate} msg/s: p99 ≤ 1.0× Nchan, ${shards} vs ${workers} | ${ratio(curve(shards, MODERATE)?.p99, curve(workers, MODERATE)?.p99, 1.0, true)} |`,
+      `| same: CPU per delivery ≤ 1.0× Nchan, ${shards} vs ${workers} | ${ratio(curve(shards, MODERATE)?.serverCpuPerMillion, curve(workers, MODERATE)?.serverCpuPerMillion, 1.0, true)} |`,
+      `| busy room, ${fixed(BUSY_ROOM.subscribers)} subscribers at ${fixed(BUSY_ROOM.rate)} msg/s: p99 ≤ 1.0× Nchan, ${shards} vs ${workers} | ${ratio(curve(shards, BUSY_ROOM)?.p99, curve(workers, BUSY_ROOM)?.p99, 1.0, true)} |`,
+      `| same: CPU per delivery ≤ 0.5× Nchan, ${shards} vs ${workers} | ${ratio(curve(shards, BUSY_ROOM)?.serverCpuPerMillion, curve(workers, BUSY_ROOM)?.serverCpuPerMillion, 0.5, true)} |`,
+      `| fan-out flat out, ${fixed(s.fanOut.subscribers)} subscribers: deliveries/s ≥ 5× Nchan, ${shards} vs ${workers} | ${ratio(fanOutRate(shards), fanOutRate(workers), 5)} |`,
+    ]),
+    ...[MODERATE, BUSY_ROOM].map((at) => `| shard overhead at ${fixed(at.subscribers)} subscribers, ${fixed(at.rate)} msg/s: CPU per delivery, 2 shards ≤ 1.2× 1 shard | ` +
+      `${ratio(curve('muxgate, 2 shards', at)?.serverCpuPerMillion, curve('muxgate, 1 shard', at)?.serverCpuPerMillion, 1.2, true)} |`),
+    ...pairs.flatMap(([shards, workers]) => ['', ', php-fpm'].map((backend) => `| connection storm, ${fixed(stormStreams)} subscribes at once${backend === '' ? ' (bench backend)' : ' to php-fpm'}: ` +
+      `connect all ≤ 2× Nchan's time, ${shards} vs ${workers} | ${ratio(connect(`${shards}${backend}`), connect(workers), 2, true)} |`)),
+    `| idle footprint: RSS before any connection, muxgate 2 shards ≤ 80 MiB | ${atMost(idleMux === undefined ? undefined : idleMux.median.beforeKiB / 1024, 80, 'MiB', 1)} |`,
+    `| RSS per held stream (${fixed(stormStreams)} held, 2 shards) ≤ 6.5 KiB | ${atMost(idleMux?.median.kiBPerStream, 6.5, 'KiB', 2)} |`,
+    `| request path ≥ 0.9× the Node floor row (\`bench/peers/node-fastcgi-relay.ts\`), muxgate 1 shard | ${ratio(rp('muxgate, 1 shard'), rp(NODE_FLOOR_LABEL), 0.9)} |`,
+    `| request path: keep the lead over Pushpin → nginx → php-fpm, muxgate 1 shard: req/s, server CPU per request (for reference) | ` +
+      `${times(rp('muxgate, 1 shard'), rp(PUSHPIN_LABEL))}, ${times(rpCpu('muxgate, 1 shard'), rpCpu(PUSHPIN_LABEL))} |`,
+    '',
+    'For reference, issue 8\'s targets:',
+    '',
+    '| target | measured |',
+    '| --- | --- |',
+    `| fan-out across 2 nodes (1 shard each, Redis) vs 1 node with 1 shard (issue 9) | ${ratio(fanOutRate('muxgate, 2 nodes × 1 shard (Redis)'), fanOutRate('muxgate, 1 shard'), 1.0)} |`,
     `| p99 latency at ${fixed(s.latency.subscribers)} subscribers ≤ 1.5× Nchan (2 shards vs 1 worker) | ${ratio(latencyP99('muxgate, 2 shards'), latencyP99('Nchan, 1 worker'), 1.5, true)} |`,
-    `| fan-out p99 at ${fixed(s.fanOut.subscribers)} subscribers, 2 shards vs Nchan 2 workers (for reference) | ${ratio(fanOutP99('muxgate, 2 shards'), fanOutP99('Nchan, 2 workers'), 1.5, true)} |`,
-    `| RSS per held stream ≤ 8 KiB | ${idleMux === undefined ? '–' : `${fixed(idleMux.median.kiBPerStream, 2)} KiB (${idleMux.median.kiBPerStream <= 8 ? 'met' : '**not met**'})`} |`,
     `| request path ≥ 0.9× nginx fastcgi_pass, 1 shard vs 1 worker | ${ratio(rp('muxgate, 1 shard'), rp('nginx fastcgi_pass, 1 worker'), 0.9)} |`,
     `| request path ≥ 0.9× nginx fastcgi_pass, 2 shards vs 2 workers | ${ratio(rp('muxgate, 2 shards'), rp('nginx fastcgi_pass, 2 workers'), 0.9)} |`,
     ...[1, 2].map((workers) => {
       const kept = Math.floor(s.requestPath.keptConnections / workers);
       const [shards, nginxWorkers] = workers > 1 ? [`${workers} shards`, `${workers} workers`] : ['1 shard', '1 worker'];
-      return `| request path, FastCGI connections kept (${kept} per shard or worker), ${shards} vs ${nginxWorkers} (for reference) | ` +
+      return `| request path, FastCGI connections kept (${kept} per shard or worker), ${shards} vs ${nginxWorkers} | ` +
         `${times(rp(`muxgate, ${shards}, MUX_FASTCGI_KEEPALIVE=${kept}`), rp(`nginx fastcgi_pass, ${nginxWorkers}, keepalive ${kept}`))} |`;
     }),
-    `| request path, the Node floor (\`bench/peers/node-fastcgi-relay.ts\`: node:http and a FastCGI exchange, nothing else) vs nginx, 1 worker (for reference) | ` +
+    `| request path, the Node floor (\`bench/peers/node-fastcgi-relay.ts\`: node:http and a FastCGI exchange, nothing else) vs nginx, 1 worker | ` +
       `${times(rp(NODE_FLOOR_LABEL), rp('nginx fastcgi_pass, 1 worker'))} |`,
-    `| request path, muxgate keeping ${s.requestPath.keptConnections} FastCGI connections vs nginx with a connection per request, 1 shard vs 1 worker (for reference) | ` +
-      `${times(rp(`muxgate, 1 shard, MUX_FASTCGI_KEEPALIVE=${s.requestPath.keptConnections}`), rp('nginx fastcgi_pass, 1 worker'))} |`,
     '',
   ];
   if (r.fanOut.length > 0) {
     lines.push(`## Scenario 2, fan-out: ${fixed(s.fanOut.subscribers)} subscribers on one channel, ${fixed(s.fanOut.messages)} messages flat out`, '', ...deliveryTable(r.fanOut), '');
+  }
+  if (r.rates.length > 0) {
+    lines.push(`## Scenario 2b, the rate curve: ${s.curveSubscribers.map((n) => fixed(n)).join(' and ')} subscribers on one channel, at ` +
+      `${s.curveRates.map(({ rate, seconds }) => `${fixed(rate)} msg/s for ${seconds} s`).join(', ')}`, '',
+      'One server start and one set of subscribers per system and subscriber count, the rates in turn; a million deliveries/s ' +
+      '(1,000 subscribers at 1,000 msg/s) is measured in 1 run, as the peers\' backlog then takes 10–30 s a run. Pushpin is left out ' +
+      '(overloaded from 100 msg/s at 1,000 subscribers in issue 17\'s measurements) to keep the bench within 20 minutes. ' +
+      'Server CPU comes from /proc in 10 ms ticks: at 10 msg/s to 100 subscribers (a few hundredths of a CPU second) the ' +
+      'CPU figure is coarse, and it includes what the server spends idle (timers, heartbeats) over the window.', '',
+      ...curveTable(r.rates), '');
+  }
+  if (r.idle.some((row) => row.label.includes('php-fpm'))) {
+    lines.push(`## Connection storm: ${fixed(s.idleStreams[0])} subscribers connecting at once`, '',
+      `Scenario 1's connect-all time: each subscribe is a FastCGI request, to the bench's backend (\`bench/backend.ts\`, ` +
+      `Node, a Unix socket) or to php-fpm (\`bench/peers/subscribe.php\`, ${s.stormPhpChildren} static children, TCP on loopback); ` +
+      'Nchan subscribes without a backend. 2 subscriber processes open the streams as fast as the server accepts them.', '',
+      ...stormTable(r.idle, s.idleStreams[0]), '');
   }
   if (r.idle.length > 0) {
     lines.push(`## Scenario 1, idle capacity: ${s.idleStreams.map((n) => fixed(n)).join(', then ')} held streams`, '',
@@ -143,17 +248,20 @@ export function renderReport(r: BenchResults): string {
       '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
       ...r.idle.map(({ label, processes, median: m }) => `| ${label} | ${fixed(m.streams)} | ${processes} | ${fixed(m.connectSeconds, 2)} | ${fixed(m.streams / m.connectSeconds)} | ` +
         `${fixed(m.beforeKiB / 1024, 1)} | ${fixed(m.afterKiB / 1024, 1)} | ${fixed(m.kiBPerStream, 2)} | ${fixed(m.serverCpu)} / ${fixed(m.subscriberCpu)} / ${fixed(m.machineCpu)} |`),
-      '', 'RSS is the sum over the server\'s processes (shared pages of nginx\'s workers count in each); per stream = (after − before) / streams.', '');
+      '', 'RSS is the sum over the server\'s processes (shared pages of nginx\'s workers count in each); per stream = (after − before) / streams. ' +
+        'Pushpin is measured at the first count only, in 1 run: its connect time is mostly its proxy\'s 502s and the subscribers\' back-off.', '');
   }
   if (r.requestPath.length > 0) {
     lines.push(`## Scenario 5, request path: GET of \`bench/peers/hello.php\` through the server to one php-fpm (${s.requestPath.phpChildren} static children)`, '',
       `wrk -t1 -c${s.requestPath.connections} -d${s.requestPath.seconds}s --latency.`, '',
-      '| system | req/s | ratio to nginx | p50 ms | p99 ms | errors | server CPU % | php-fpm CPU % | wrk CPU % | machine busy % |',
-      '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+      'Pushpin\'s row: Pushpin routes every request to nginx (1 worker), which passes it to the same php-fpm, as a PHP site ' +
+      'deploys it; its server CPU is Pushpin\'s processes and nginx\'s.', '',
+      '| system | req/s | ratio to the Node floor | ratio to nginx | **server CPU µs per request** | p50 ms | p99 ms | errors | server CPU % | php-fpm CPU % | wrk CPU % | machine busy % |',
+      '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
       ...r.requestPath.map(({ label, workers, keepalive, median: m }) => {
-        const nginx = r.requestPath.find((row) => row.workers === workers && row.keepalive === keepalive && row.label.startsWith('nginx'))!;
-        return `| ${label} | ${fixed(m.requestsPerSecond)} | ${(m.requestsPerSecond / nginx.median.requestsPerSecond).toFixed(2)} | ${fixed(m.p50, 2)} | ${fixed(m.p99, 2)} | ${fixed(m.errors)} | ` +
-          `${fixed(m.serverCpu)} | ${fixed(m.phpCpu)} | ${fixed(m.clientCpu)} | ${fixed(m.machineCpu)} |`;
+        const nginx = r.requestPath.find((row) => row.workers === workers && row.keepalive === keepalive && row.label.startsWith('nginx'));
+        return `| ${label} | ${fixed(m.requestsPerSecond)} | ${times(m.requestsPerSecond, rp(NODE_FLOOR_LABEL))} | ${times(m.requestsPerSecond, nginx?.median.requestsPerSecond)} | ` +
+          `**${fixed(m.serverCpuPerRequest)}** | ${fixed(m.p50, 2)} | ${fixed(m.p99, 2)} | ${fixed(m.errors)} | ${fixed(m.serverCpu)} | ${fixed(m.phpCpu)} | ${fixed(m.clientCpu)} | ${fixed(m.machineCpu)} |`;
       }), '');
   }
   if (r.latency.length > 0) {
@@ -164,7 +272,23 @@ export function renderReport(r: BenchResults): string {
     lines.push(`## Scenario 4, many streams: ${fixed(s.many.subscribers)} subscribers, one message to each (muxgate by token, the peers a channel each)`, '',
       ...deliveryTable(r.many), '');
   }
-  const notes = [...r.failures.map((failure) => `- **failed**: ${failure}`), ...notesOf(r.fanOut), ...notesOf(r.idle), ...notesOf(r.latency), ...notesOf(r.many)];
+  if (r.scaling.length > 0) {
+    lines.push('## Scaling with shards (`npm run bench -- --scaling`)', '',
+      `muxgate alone: scenario 2's fan-out (${fixed(s.fanOut.subscribers)} subscribers, ${fixed(s.fanOut.messages)} messages flat out) and scenario 5's ` +
+      `request path (a FastCGI connection per request, ${s.requestPath.phpChildren} php-fpm children) at ${s.scalingShards.join(', ')} shard(s), ` +
+      'the shard counts up to the host\'s cores. Where the host has enough cores, `taskset` pins the clients (fan-out: the 2 ' +
+      'subscriber processes and the publisher on 3 cores; request path: wrk with 2 threads and php-fpm on 4) and the server to ' +
+      'the other cores; where it has not, everything shares them and the rows show what a second shard costs, not what it buys.', '',
+      ...scalingTable(r.scaling), '');
+  }
+  const notes = [...r.failures.map((failure) => `- **failed**: ${failure}`), ...notesOf(r.fanOut), ...notesOf(r.rates), ...notesOf(r.idle), ...notesOf(r.latency), ...notesOf(r.many),
+    ...r.scaling.flatMap((row) => row.fanOut.notes.map((note) => `- scaling, ${row.shards} shard(s): ${note}`))];
+  const total = r.durations.reduce((sum, [, seconds]) => sum + seconds, 0);
+  lines.push('## What each scenario cost', '',
+    'Wall time of this run, on this machine; the default run must fit in 20 minutes, setup included.', '',
+    '| scenario | minutes |', '| --- | ---: |',
+    ...r.durations.map(([name, seconds]) => `| ${name} | ${fixed(seconds / 60, 1)} |`),
+    `| total | ${fixed(total / 60, 1)} |`, '');
   lines.push('## What each optimisation bought', '',
     'Measured A/B on this machine while they were made (same minute, alternating old and new; development numbers, not this run\'s):', '',
     '| change | before → after |',

@@ -20,6 +20,8 @@ export interface DeliveryRun {
   p99: number;
   max: number;
   serverCpu: number;
+  /** Server CPU seconds per million deliveries received: the figure that holds on a shared machine. */
+  serverCpuPerMillion: number;
   subscriberCpu: number;
   publisherCpu: number;
   machineCpu: number;
@@ -70,12 +72,12 @@ export async function measureDeliveries(system: RunningSystem, pool: SubscriberP
   const cpu = new CpuMeter([system.serverPids(), publisher.pid, pool.pids]);
   const report = await publisher.publish({ kind: system.kind, url: system.publishUrl, addresses: plan.addresses, count: plan.count, concurrency: plan.concurrency, rate: plan.rate });
   await untilDelivered(pool, plan.expected);
-  const { processes: [serverCpu, publisherCpu, subscriberCpu], machine: machineCpu } = cpu.read();
+  const { processes: [serverCpu, publisherCpu, subscriberCpu], machine: machineCpu, seconds: cpuSeconds } = cpu.read();
   const stats = await pool.stats(true);
   const seconds = (stats.lastAt - report.firstSentAt) / 1000;
   return {
     expected: plan.expected, received: stats.deliveries, rate: stats.deliveries / seconds, seconds,
     p50: stats.histogram.quantileMs(0.5), p99: stats.histogram.quantileMs(0.99), max: stats.histogram.quantileMs(1),
-    serverCpu, subscriberCpu, publisherCpu, machineCpu, failures: report.failures, closed: stats.closed,
+    serverCpu, serverCpuPerMillion: (serverCpu * cpuSeconds * 10_000) / stats.deliveries, subscriberCpu, publisherCpu, machineCpu, failures: report.failures, closed: stats.closed,
   };
 }

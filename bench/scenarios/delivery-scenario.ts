@@ -1,10 +1,11 @@
-// Scenarios 2-4: subscribers on one channel or one address each, messages published flat out or at a rate; runs
-// on one server start and one set of subscribers, each run measured afresh.
+// Scenarios 2-4 and the rate curve: subscribers on one channel or one address each, messages published flat out or
+// at a rate; the runs of one or several phases (rates) on one server start and one set of subscribers, each measured afresh.
 import { PublisherProcess } from '../publisher-process.ts';
 import { SubscriberPool } from '../subscriber-pool.ts';
 import type { Address, RunningSystem } from '../systems/system.ts';
 import { measureDeliveries, warmUp, type DeliveryRun, type PublishPlan } from './delivery-run.ts';
 import { medianOf } from '../stats.ts';
+import { pin, type Pinning } from '../pinning.ts';
 
 export interface SystemSpec {
   label: string;
@@ -22,10 +23,13 @@ export interface DeliveryScenario {
   rate: number;
   concurrency: number;
   runs: number;
+  /** Cores for the server and for the subscribers and the publisher (`taskset` lists), when the host has enough. */
+  pinning?: Pinning;
 }
 
 export interface DeliveryResult {
   label: string;
+  scenario: DeliveryScenario;
   median: DeliveryRun;
   runs: DeliveryRun[];
   notes: string[];
@@ -34,11 +38,24 @@ export interface DeliveryResult {
 const CHANNEL = 'bench';
 
 export async function runDeliveryScenario(spec: SystemSpec, scenario: DeliveryScenario): Promise<DeliveryResult> {
+  return (await runDeliveryPhases(spec, [scenario]))[0];
+}
+
+/**
+ * The phases share the first one's subscribers (count, processes, addressing) and pinning; each phase is its own
+ * rate, messages and runs, and gives its own result.
+ */
+export async function runDeliveryPhases(spec: SystemSpec, phases: DeliveryScenario[]): Promise<DeliveryResult[]> {
+  const [scenario] = phases;
   const system = await spec.start();
   const pool = new SubscriberPool(scenario.subscriberProcesses);
   const publisher = new PublisherProcess();
   const notes: string[] = [];
   try {
+    if (scenario.pinning !== undefined) {
+      pin(system.serverPids(), scenario.pinning.server);
+      pin([...pool.pids, publisher.pid], scenario.pinning.clients);
+    }
     const byToken = scenario.isAddressEach && system.tokenStreamRequest !== undefined;
     const tokens: string[] = [];
     const failedOpens = new Map<string, number>();
@@ -56,24 +73,29 @@ export async function runDeliveryScenario(spec: SystemSpec, scenario: DeliverySc
     const addresses: Address[] = !scenario.isAddressEach ? [{ channel: CHANNEL }]
       : byToken ? tokens.map((token) => ({ token }))
       : tokens.map((_, i) => ({ channel: `${CHANNEL}-${i}` }));
-    const count = scenario.isAddressEach ? scenario.subscribers : scenario.messages;
-    const plan: PublishPlan = {
-      addresses, count, concurrency: scenario.concurrency, rate: scenario.rate,
-      expected: scenario.isAddressEach ? count : count * scenario.subscribers,
+    const planOf = (phase: DeliveryScenario): PublishPlan => {
+      const count = phase.isAddressEach ? phase.subscribers : phase.messages;
+      return { addresses, count, concurrency: phase.concurrency, rate: phase.rate, expected: phase.isAddressEach ? count : count * phase.subscribers };
     };
-    const warmedUp = await warmUp(system, pool, publisher, plan);
+    const warmedUp = await warmUp(system, pool, publisher, planOf(scenario));
     if (warmedUp < scenario.subscribers) notes.push(`warm-up: ${warmedUp} of ${scenario.subscribers} subscribers got the first message within 10 s`);
-    const runs: DeliveryRun[] = [];
+    const results: DeliveryResult[] = [];
     // The subscribers count closed streams since they opened: a run's own are the increase.
     let closedBefore = 0;
-    for (let i = 0; i < scenario.runs; i++) {
-      const run = await measureDeliveries(system, pool, publisher, plan);
-      for (const [what, n] of run.failures) notes.push(`run ${i + 1}: ${n} publish(es) failed: ${what}`);
-      if (run.closed > closedBefore) notes.push(`run ${i + 1}: ${run.closed - closedBefore} streams closed by the server (their later messages count as missing)`);
-      closedBefore = run.closed;
-      runs.push(run);
+    for (const phase of phases) {
+      const runs: DeliveryRun[] = [];
+      const where = phases.length > 1 ? `${phase.subscribers} subscribers at ${phase.rate} msg/s, ` : '';
+      for (let i = 0; i < phase.runs; i++) {
+        const run = await measureDeliveries(system, pool, publisher, planOf(phase));
+        for (const [what, n] of run.failures) notes.push(`${where}run ${i + 1}: ${n} publish(es) failed: ${what}`);
+        if (run.closed > closedBefore) notes.push(`${where}run ${i + 1}: ${run.closed - closedBefore} streams closed by the server (their later messages count as missing)`);
+        closedBefore = run.closed;
+        runs.push(run);
+      }
+      // The phases share one server and one set of subscribers: their notes go with the first.
+      results.push({ label: system.label, scenario: phase, median: medianOf(runs), runs, notes: results.length === 0 ? notes : [] });
     }
-    return { label: system.label, median: medianOf(runs), runs, notes };
+    return results;
   } finally {
     await pool.close();
     await publisher.close();

@@ -15,6 +15,8 @@ export interface IdleRun {
   kiBPerStream: number;
   /** CPU % while connecting. */
   serverCpu: number;
+  /** NaN: the system has no backend. */
+  backendCpu: number;
   subscriberCpu: number;
   machineCpu: number;
 }
@@ -45,15 +47,16 @@ export async function runIdle(spec: SystemSpec, streams: number, subscriberProce
       const pids = system.serverPids();
       processes = pids.length;
       const beforeKiB = serverRssKiB(pids);
-      const cpu = new CpuMeter([pids, pool.pids]);
+      const backendPids = system.backendPids?.();
+      const cpu = new CpuMeter([pids, pool.pids, backendPids ?? []]);
       const startedAt = performance.now();
       const { failedOpens } = await pool.open(system.port, streams, { request: system.subscribeRequest, channel: 'idle', isChannelEach: true });
       const connectSeconds = (performance.now() - startedAt) / 1000;
-      const { processes: [serverCpu, subscriberCpu], machine: machineCpu } = cpu.read();
+      const { processes: [serverCpu, subscriberCpu, backendCpu], machine: machineCpu } = cpu.read();
       for (const [status, times] of failedOpens) notes.push(`run ${i + 1}: ${times}× "${status}" while connecting, retried`);
       await sleep(SETTLE_MS);
       const afterKiB = serverRssKiB(system.serverPids());
-      results.push({ streams, connectSeconds, beforeKiB, afterKiB, kiBPerStream: (afterKiB - beforeKiB) / streams, serverCpu, subscriberCpu, machineCpu });
+      results.push({ streams, connectSeconds, beforeKiB, afterKiB, kiBPerStream: (afterKiB - beforeKiB) / streams, serverCpu, backendCpu: backendPids === undefined ? NaN : backendCpu, subscriberCpu, machineCpu });
     } finally {
       await pool.close();
       await system.stop();

@@ -1,6 +1,7 @@
 // Scenario 5, request path: plain GETs of a small PHP script, through muxgate and through nginx `fastcgi_pass`, to
 // the same php-fpm, driven by wrk over keep-alive connections; each with a FastCGI connection per request and with
-// kept FastCGI connections (MUX_FASTCGI_KEEPALIVE, nginx `keepalive` + `fastcgi_keep_conn`).
+// kept FastCGI connections (MUX_FASTCGI_KEEPALIVE, nginx `keepalive` + `fastcgi_keep_conn`); and Pushpin in front of
+// nginx, as a PHP site deploys it.
 import { execFile, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname } from 'node:path';
@@ -9,12 +10,14 @@ import { CpuMeter, processTree } from '../proc-stats.ts';
 import { terminate, track } from '../child-processes.ts';
 import * as muxgate from '../systems/muxgate.ts';
 import * as nginxFastcgi from '../systems/nginx-fastcgi.ts';
+import * as pushpin from '../systems/pushpin.ts';
 import { medianOf } from '../stats.ts';
 
 const SCRIPT = fileURLToPath(new URL('../peers/hello.php', import.meta.url));
 const RELAY = fileURLToPath(new URL('../peers/node-fastcgi-relay.ts', import.meta.url));
 /** The floor row: the least a Node server does per request (bench/peers/node-fastcgi-relay.ts). */
 export const NODE_FLOOR_LABEL = 'Node floor: node:http → FastCGI relay, 1 thread';
+export const PUSHPIN_LABEL = 'Pushpin → nginx fastcgi_pass, 1 worker';
 
 export interface RequestPathOptions {
   workers: number[];
@@ -32,6 +35,8 @@ export interface WrkRun {
   p99: number;
   errors: number;
   serverCpu: number;
+  /** Server CPU µs per request. */
+  serverCpuPerRequest: number;
   phpCpu: number;
   clientCpu: number;
   machineCpu: number;
@@ -53,12 +58,14 @@ function ms(text: string): number {
   return Number(match[1]) * (match[2] === 'us' ? 0.001 : match[2] === 's' ? 1000 : 1);
 }
 
-async function wrk(url: string, options: RequestPathOptions, serverPids: number[], phpPids: number[]): Promise<WrkRun> {
+/** `cores`: a `taskset -c` list for wrk and its `threads` (the scaling runs). */
+export async function wrk(url: string, options: { connections: number; seconds: number }, serverPids: number[], phpPids: number[], cores?: string, threads = 1): Promise<WrkRun> {
   const cpu = new CpuMeter([serverPids, phpPids]);
   const startedAt = performance.now();
+  const command = cores === undefined ? 'wrk "$@" && times' : `taskset -c ${cores} wrk "$@" && times`;
   // wrk's own CPU is gone with it: the shell's `times` prints its children's user and system time.
   const output = await new Promise<string>((resolve, reject) => {
-    track(execFile('sh', ['-c', 'wrk "$@" && times', 'wrk', '-t1', `-c${options.connections}`, `-d${options.seconds}s`, '--latency', url], (error, stdout) => {
+    track(execFile('sh', ['-c', command, 'wrk', `-t${threads}`, `-c${options.connections}`, `-d${options.seconds}s`, '--latency', url], (error, stdout) => {
       if (error) reject(error);
       else resolve(stdout);
     }));
@@ -68,12 +75,13 @@ async function wrk(url: string, options: RequestPathOptions, serverPids: number[
   const clientCpu = (100 * childTimes) / ((performance.now() - startedAt) / 1000);
   const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(output)?.[1] ?? 0);
   const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(output);
+  const requestsPerSecond = Number(/Requests\/sec:\s+([\d.]+)/.exec(output)?.[1] ?? NaN);
   return {
-    requestsPerSecond: Number(/Requests\/sec:\s+([\d.]+)/.exec(output)?.[1] ?? NaN),
+    requestsPerSecond,
     p50: ms(/^\s+50%\s+(\S+)$/m.exec(output)?.[1] ?? ''),
     p99: ms(/^\s+99%\s+(\S+)$/m.exec(output)?.[1] ?? ''),
     errors: non2xx + (socketErrors === null ? 0 : socketErrors.slice(1).reduce((sum, n) => sum + Number(n), 0)),
-    serverCpu, phpCpu, clientCpu, machineCpu,
+    serverCpu, serverCpuPerRequest: (serverCpu * 10_000) / requestsPerSecond, phpCpu, clientCpu, machineCpu,
   };
 }
 
@@ -117,6 +125,17 @@ export async function runRequestPath(options: RequestPathOptions): Promise<Reque
           await nginx.stop();
         }
       }
+    }
+    const nginx = await nginxFastcgi.start(1, fpm.port, SCRIPT);
+    try {
+      const front = await pushpin.start(nginx.port);
+      try {
+        await measure(PUSHPIN_LABEL, 1, 0, `http://127.0.0.1:${front.port}/hello.php`, () => [...front.serverPids(), ...nginx.pids()]);
+      } finally {
+        await front.stop();
+      }
+    } finally {
+      await nginx.stop();
     }
   } finally {
     await fpm.stop();

@@ -53,6 +53,7 @@ export async function start(shards: number, env: Record<string, string> = {}): P
     tokenStreamRequest: 'GET /s HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n',
     publishUrl: new URL(mux.pushUrl).origin,
     serverPids: () => [mux.child.pid!],
+    backendPids: () => [backend.pid!],
     warnings() {
       const counts = new Map<string, number>();
       for (const line of mux.logs) {

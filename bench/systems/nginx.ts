@@ -38,7 +38,8 @@ export async function startNginx(template: string, values: Record<string, string
     warnings: () => warnings,
     async stop() {
       await terminate(child);
-      if (existsSync(log)) warnings = readFileSync(log, 'utf8').split('\n').filter((line) => / \[(warn|error|crit|alert|emerg)\] /.test(line));
+      // Nchan writes some channel ids with a NUL in them: keep the report plain text.
+      if (existsSync(log)) warnings = readFileSync(log, 'utf8').replaceAll('\0', '').split('\n').filter((line) => / \[(warn|error|crit|alert|emerg)\] /.test(line));
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -22,12 +22,13 @@ export function publishFormat(address: Address, marker: string): PublishRequest 
   return { path: '/publish/', headers: { 'Content-Type': 'application/json' }, body };
 }
 
-export async function start(): Promise<RunningSystem> {
+/** `originPort`: where Pushpin routes every request (the request path: nginx); by default its GRIP origin, started here. */
+export async function start(originPort?: number): Promise<RunningSystem> {
   const dir = mkdtempSync(join(tmpdir(), 'muxgate-bench-pushpin-'));
   mkdirSync(join(dir, 'run'));
   mkdirSync(join(dir, 'log'));
-  const origin = track(fork(ORIGIN, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
-  const originPort = await new Promise<number>((resolve) => origin.once('message', (message: { port: number }) => resolve(message.port)));
+  const origin = originPort === undefined ? track(fork(ORIGIN, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })) : undefined;
+  originPort ??= await new Promise<number>((resolve) => origin!.once('message', (message: { port: number }) => resolve(message.port)));
   const [port, publishPort] = [await freePort(), await freePort()];
   writeFileSync(join(dir, 'routes'), `* 127.0.0.1:${originPort}\n`);
   const conf = join(dir, 'pushpin.conf');
@@ -49,7 +50,7 @@ export async function start(): Promise<RunningSystem> {
     warnings: () => warnings,
     async stop() {
       await terminate(runner);
-      await terminate(origin);
+      if (origin !== undefined) await terminate(origin);
       if (existsSync(logFile)) warnings = readFileSync(logFile, 'utf8').split('\n').filter((line) => /^\[(WARN|ERR)/.test(line) && !line.includes('while needing to exit'));
       rmSync(dir, { recursive: true, force: true });
     },

@@ -30,6 +30,8 @@ export interface RunningSystem {
   publishUrl: string;
   /** Every process of the server (for CPU and RSS), not its application backend. */
   serverPids(): number[];
+  /** muxgate: the processes of its FastCGI backend (for CPU while connecting). */
+  backendPids?(): number[];
   /** Warnings the server logged, for the notes. */
   warnings(): string[];
   stop(): Promise<void>;
