@@ -148,6 +148,7 @@ export function renderReport(r: BenchResults): string {
   const fanOutRate = (label: string) => (find(r.fanOut, label) as DeliveryResult | undefined)?.median.rate;
   const curve = (label: string, at: { subscribers: number; rate: number }) => curveRow(r.rates, label, at)?.median;
   const latencyP99 = (label: string) => (find(r.latency, label) as DeliveryResult | undefined)?.median.p99;
+  const loopDelay = (label: string) => (find(r.latency, label) as DeliveryResult | undefined)?.median.loopDelayP99;
   const stormStreams = r.sizes.idleStreams[0];
   const connect = (label: string) => r.idle.find((row) => (row.label === label || row.label.startsWith(`${label} (`)) && row.median.streams === stormStreams)?.median.connectSeconds;
   const idleMux = r.idle.find((row) => row.label === 'muxgate, 2 shards' && row.median.streams === stormStreams);
@@ -198,6 +199,8 @@ export function renderReport(r: BenchResults): string {
       `${ratio(curve('muxgate, 2 shards', at)?.serverCpuPerMillion, curve('muxgate, 1 shard', at)?.serverCpuPerMillion, 1.2, true)} |`),
     ...pairs.flatMap(([shards, workers]) => ['', ', php-fpm'].map((backend) => `| connection storm, ${fixed(stormStreams)} subscribes at once${backend === '' ? ' (bench backend)' : ' to php-fpm'}: ` +
       `connect all ≤ 2× Nchan's time, ${shards} vs ${workers} | ${ratio(connect(`${shards}${backend}`), connect(workers), 2, true)} |`)),
+    ...['muxgate, 1 shard', 'muxgate, 2 shards'].map((label) => `| event-loop delay p99 of every shard at ${fixed(s.latency.subscribers)} subscribers, ` +
+      `${s.latency.rate} msg/s (\`muxgate_event_loop_delay_seconds\` over the run), ${label.slice(9)} | ${atMost(loopDelay(label), 50, 'ms', 1)} |`),
     `| idle footprint: RSS before any connection, muxgate 2 shards ≤ 80 MiB | ${atMost(idleMux === undefined ? undefined : idleMux.median.beforeKiB / 1024, 80, 'MiB', 1)} |`,
     `| RSS per held stream (${fixed(stormStreams)} held, 2 shards) ≤ 6.5 KiB | ${atMost(idleMux?.median.kiBPerStream, 6.5, 'KiB', 2)} |`,
     `| request path ≥ 0.9× the Node floor row (\`bench/peers/node-fastcgi-relay.ts\`), muxgate 1 shard | ${ratio(rp('muxgate, 1 shard'), rp(NODE_FLOOR_LABEL), 0.9)} |`,
@@ -266,7 +269,9 @@ export function renderReport(r: BenchResults): string {
   }
   if (r.latency.length > 0) {
     lines.push(`## Scenario 3, latency under load: ${fixed(s.latency.subscribers)} subscribers on one channel, ${s.latency.rate} messages/s for ${s.latency.messages / s.latency.rate} s`, '',
-      ...deliveryTable(r.latency), '');
+      ...deliveryTable(r.latency), '',
+      'Event-loop delay, the highest p99 of any shard over the run (`muxgate_event_loop_delay_seconds`, read before and after): ' +
+        r.latency.filter((row) => Number.isFinite(row.median.loopDelayP99)).map((row) => `${row.label} ${fixed(row.median.loopDelayP99, 1)} ms`).join(', ') + '.', '');
   }
   if (r.many.length > 0) {
     lines.push(`## Scenario 4, many streams: ${fixed(s.many.subscribers)} subscribers, one message to each (muxgate by token, the peers a channel each)`, '',

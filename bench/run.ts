@@ -177,7 +177,7 @@ await runIfSelected('request-path', async () => {
   results.requestPath = rows;
 });
 await runIfSelected('latency', async () => {
-  results.latency = await deliveryRows('latency', [muxgate2, nchan1, nchan2, pushpinSpec], latency);
+  results.latency = await deliveryRows('latency', [muxgate1, muxgate2, nchan1, nchan2, pushpinSpec], latency);
 });
 await runIfSelected('many', async () => {
   results.many = await deliveryRows('many', [muxgate2, nchan1, nchan2, pushpinSpec], many);

@@ -27,6 +27,8 @@ export interface DeliveryRun {
   machineCpu: number;
   failures: Array<[string, number]>;
   closed: number;
+  /** muxgate: the highest of its shards' event-loop delay p99 over the run, ms (NaN for the others). */
+  loopDelayP99: number;
 }
 
 export interface PublishPlan {
@@ -69,15 +71,18 @@ export async function warmUp(system: RunningSystem, pool: SubscriberPool, publis
 
 export async function measureDeliveries(system: RunningSystem, pool: SubscriberPool, publisher: PublisherProcess, plan: PublishPlan): Promise<DeliveryRun> {
   await pool.stats(true);
+  await system.loopDelaysMs?.();
   const cpu = new CpuMeter([system.serverPids(), publisher.pid, pool.pids]);
   const report = await publisher.publish({ kind: system.kind, url: system.publishUrl, addresses: plan.addresses, count: plan.count, concurrency: plan.concurrency, rate: plan.rate });
   await untilDelivered(pool, plan.expected);
   const { processes: [serverCpu, publisherCpu, subscriberCpu], machine: machineCpu, seconds: cpuSeconds } = cpu.read();
+  const loopDelays = await system.loopDelaysMs?.();
   const stats = await pool.stats(true);
   const seconds = (stats.lastAt - report.firstSentAt) / 1000;
   return {
     expected: plan.expected, received: stats.deliveries, rate: stats.deliveries / seconds, seconds,
     p50: stats.histogram.quantileMs(0.5), p99: stats.histogram.quantileMs(0.99), max: stats.histogram.quantileMs(1),
     serverCpu, serverCpuPerMillion: (serverCpu * cpuSeconds * 10_000) / stats.deliveries, subscriberCpu, publisherCpu, machineCpu, failures: report.failures, closed: stats.closed,
+    loopDelayP99: loopDelays === undefined ? NaN : Math.max(...loopDelays),
   };
 }

@@ -54,6 +54,10 @@ export async function start(shards: number, env: Record<string, string> = {}): P
     publishUrl: new URL(mux.pushUrl).origin,
     serverPids: () => [mux.child.pid!],
     backendPids: () => [backend.pid!],
+    async loopDelaysMs() {
+      const text = await (await fetch(mux.metricsUrl)).text();
+      return [...text.matchAll(/^muxgate_event_loop_delay_seconds\{shard="\d+"\} (\S+)$/gm)].map((match) => Number(match[1]) * 1000);
+    },
     warnings() {
       const counts = new Map<string, number>();
       for (const line of mux.logs) {

@@ -32,6 +32,8 @@ export interface RunningSystem {
   serverPids(): number[];
   /** muxgate: the processes of its FastCGI backend (for CPU while connecting). */
   backendPids?(): number[];
+  /** muxgate only: each shard's event-loop delay p99 in ms since the last call (reading it starts a new interval). */
+  loopDelaysMs?(): Promise<number[]>;
   /** Warnings the server logged, for the notes. */
   warnings(): string[];
   stop(): Promise<void>;
