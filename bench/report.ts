@@ -152,6 +152,11 @@ export function renderReport(r: BenchResults): string {
   const stormStreams = r.sizes.idleStreams[0];
   const connect = (label: string) => r.idle.find((row) => (row.label === label || row.label.startsWith(`${label} (`)) && row.median.streams === stormStreams)?.median.connectSeconds;
   const idleMux = r.idle.find((row) => row.label === 'muxgate, 2 shards' && row.median.streams === stormStreams);
+  /** KiB each stream beyond the first count adds: what a stream costs, without the one-time cost of the first connections. */
+  const marginalKiB = (label: string) => {
+    const [first, last] = [s.idleStreams[0], s.idleStreams.at(-1)!].map((streams) => r.idle.find((row) => row.label === label && row.median.streams === streams)?.median);
+    return first === undefined || last === undefined || last === first ? undefined : (last.afterKiB - first.afterKiB) / (last.streams - first.streams);
+  };
   const rp = (label: string) => (find(r.requestPath, label) as RequestPathResult | undefined)?.median.requestsPerSecond;
   const rpCpu = (label: string) => (find(r.requestPath, label) as RequestPathResult | undefined)?.median.serverCpuPerRequest;
   const s = r.sizes;
@@ -203,6 +208,8 @@ export function renderReport(r: BenchResults): string {
       `${s.latency.rate} msg/s (\`muxgate_event_loop_delay_seconds\` over the run), ${label.slice(9)} | ${atMost(loopDelay(label), 50, 'ms', 1)} |`),
     `| idle footprint: RSS before any connection, muxgate 2 shards ≤ 80 MiB | ${atMost(idleMux === undefined ? undefined : idleMux.median.beforeKiB / 1024, 80, 'MiB', 1)} |`,
     `| RSS per held stream (${fixed(stormStreams)} held, 2 shards) ≤ 6.5 KiB | ${atMost(idleMux?.median.kiBPerStream, 6.5, 'KiB', 2)} |`,
+    `| (reference) RSS each held stream adds from ${fixed(stormStreams)} to ${fixed(s.idleStreams.at(-1))}, 2 shards; Nchan 1 worker | ` +
+      `${fixed(marginalKiB('muxgate, 2 shards'), 2)} KiB; ${fixed(marginalKiB('Nchan, 1 worker'), 2)} KiB |`,
     `| request path ≥ 0.9× the Node floor row (\`bench/peers/node-fastcgi-relay.ts\`), muxgate 1 shard | ${ratio(rp('muxgate, 1 shard'), rp(NODE_FLOOR_LABEL), 0.9)} |`,
     `| request path: keep the lead over Pushpin → nginx → php-fpm, muxgate 1 shard: req/s, server CPU per request (for reference) | ` +
       `${times(rp('muxgate, 1 shard'), rp(PUSHPIN_LABEL))}, ${times(rpCpu('muxgate, 1 shard'), rpCpu(PUSHPIN_LABEL))} |`,
@@ -251,7 +258,9 @@ export function renderReport(r: BenchResults): string {
       '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
       ...r.idle.map(({ label, processes, median: m }) => `| ${label} | ${fixed(m.streams)} | ${processes} | ${fixed(m.connectSeconds, 2)} | ${fixed(m.streams / m.connectSeconds)} | ` +
         `${fixed(m.beforeKiB / 1024, 1)} | ${fixed(m.afterKiB / 1024, 1)} | ${fixed(m.kiBPerStream, 2)} | ${fixed(m.serverCpu)} / ${fixed(m.subscriberCpu)} / ${fixed(m.machineCpu)} |`),
-      '', 'RSS is the sum over the server\'s processes (shared pages of nginx\'s workers count in each); per stream = (after − before) / streams. ' +
+      '', 'RSS is the sum over the server\'s processes (shared pages of nginx\'s workers count in each); per stream = (after − before) / streams, which also counts the ' +
+        'one-time cost of the first connections (muxgate: the shards\' young generations filling up, code compiled); the targets table adds what each ' +
+        'stream beyond the first count costs. ' +
         'Pushpin is measured at the first count only, in 1 run: its connect time is mostly its proxy\'s 502s and the subscribers\' back-off.', '');
   }
   if (r.requestPath.length > 0) {
