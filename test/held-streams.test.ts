@@ -138,3 +138,25 @@ test('in a flood (several parts per socket in a flush), the next flush waits for
     assert.equal(clients.filter(isCorked).length, 1000);
     for (const client of clients) assert.equal(await client.waitForBody('<1><2><3><4>'), '<1><2><3><4>');
   }));
+
+test('a flood that ends is noticed at the next flush: the parts that piled up while a flush was held back do not keep it one',
+  () => closing(setup({ flushSliceMs: 10_000 }), async (shard) => {
+    const clients = await openMany(shard, 1000, 'room');
+    const isCorked = (client: (typeof clients)[number]) => client.stream.socket.writableCorked > 0;
+    const untilFlushed = async () => {
+      while (clients.some(isCorked)) await nextTurn();
+    };
+    const deliver = (...ids: number[]) => {
+      for (const id of ids) shard.streams.deliverToChannel('room', channelPart(id), { written: 0 });
+    };
+    deliver(1, 2, 3);
+    await untilFlushed();
+    // Held back by the flood: three more parts per socket pile up meanwhile.
+    deliver(4, 5, 6);
+    await untilFlushed();
+    await sleep(5);
+    deliver(7);
+    await nextTurn();
+    assert.equal(clients.filter(isCorked).length, 0);
+    for (const client of clients) assert.equal(await client.waitForBody('<1><2><3><4><5><6><7>'), '<1><2><3><4><5><6><7>');
+  }));

@@ -325,7 +325,9 @@ export class HeldStreams {
     const startedAt = performance.now();
     if (!this.#isFlushing) {
       this.#flushStartedAt = startedAt;
-      this.#isFlood = this.#corkedWrites >= FLOOD_PARTS_PER_SOCKET * this.#corked.length;
+      // After a flood's flush comes a spaced one, whose parts piled up because of the spacing: only a flush that was not
+      // held back tells whether parts arrive faster than flushes write them. So a flood that ends is noticed at once.
+      this.#isFlood = !this.#isFlood && this.#corkedWrites >= FLOOD_PARTS_PER_SOCKET * this.#corked.length;
       this.#corkedWrites = 0;
     }
     const corked = this.#corked;
