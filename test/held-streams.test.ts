@@ -7,7 +7,7 @@ import type { EndReason, HeldStream } from '../workers/held-stream.ts';
 import { DELIVERED, DUPLICATE, NOT_LIVE } from '../workers/held-streams.ts';
 import { Delivery } from '../workers/delivery.ts';
 import { createShardMetrics } from '../workers/metrics.ts';
-import { closing, StreamServer, channels, heldStreams } from './helpers/shard-parts.ts';
+import { closing, StreamServer, channels, heldStreams, type StreamClient } from './helpers/shard-parts.ts';
 
 const channelPart = (id: number, isClose = false) => new Delivery(Buffer.from(`<${id}>`), isClose, Date.now(), id);
 const tokenPart = (body: string, isClose = false) => new Delivery(Buffer.from(body), isClose, Date.now(), 0);
@@ -93,31 +93,42 @@ test('a client that leaves ends its stream: it leaves its channels, which no lon
     assert.equal(shard.streams.channels.subscriptionCount, 0);
   }));
 
-/** Opens `count` held streams on one channel. */
-async function openMany(shard: Awaited<ReturnType<typeof setup>>, count: number, channel: string) {
-  const clients = [];
-  for (let i = 0; i < count; i++) clients.push(await shard.server.open(`t${i}`, { channels: channels(channel) }));
-  return clients;
+/** 1,000 held streams on one channel: a flush to them takes milliseconds; slices of 10 s, so one flush is one slice. */
+async function roomOfThousand(shard: Awaited<ReturnType<typeof setup>>) {
+  const clients: StreamClient[] = [];
+  for (let i = 0; i < 1000; i++) clients.push(await shard.server.open(`t${i}`, { channels: channels('room') }));
+  return {
+    clients,
+    deliver(...ids: number[]) {
+      for (const id of ids) shard.streams.deliverToChannel('room', channelPart(id), { written: 0 });
+    },
+    corkedCount: () => clients.filter((client) => client.stream.socket.writableCorked > 0).length,
+    async untilFlushed() {
+      while (this.corkedCount() > 0) await nextTurn();
+    },
+    async bodiesAre(expected: string) {
+      for (const client of clients) assert.equal(await client.waitForBody(expected), expected);
+    },
+  };
 }
 
 test('a part that comes after a pause is written in the turn that delivers it, however long the last flush took',
   () => closing(setup({ flushSliceMs: 10_000 }), async (shard) => {
-    // A long flush: to 1,000 sockets.
-    const clients = await openMany(shard, 1000, 'room');
-    shard.streams.deliverToChannel('room', channelPart(1), { written: 0 });
-    const isCorked = (client: (typeof clients)[number]) => client.stream.socket.writableCorked > 0;
-    while (clients.some(isCorked)) await nextTurn();
+    const room = await roomOfThousand(shard);
+    room.deliver(1);
+    await room.untilFlushed();
     // At least the longest a part waits for company (2 ms), whatever the last flush took.
     await sleep(5);
-    shard.streams.deliverToChannel('room', channelPart(2), { written: 0 });
+    room.deliver(2);
     await nextTurn();
-    assert.equal(clients.filter(isCorked).length, 0);
-    for (const client of clients) assert.equal(await client.waitForBody('<1><2>'), '<1><2>');
+    assert.equal(room.corkedCount(), 0);
+    await room.bodiesAre('<1><2>');
   }));
 
 test('a flush to many sockets gives the event loop back between slices; parts written meanwhile follow in order',
   () => closing(setup({ flushSliceMs: 0 }), async (shard) => {
-    const clients = await openMany(shard, 200, 'room');
+    const clients: StreamClient[] = [];
+    for (let i = 0; i < 200; i++) clients.push(await shard.server.open(`t${i}`, { channels: channels('room') }));
     shard.streams.deliverToChannel('room', channelPart(1), { written: 0 });
     // This turn's flush wrote a slice (64 sockets) and left the rest to the next turns.
     await nextTurn();
@@ -129,34 +140,26 @@ test('a flush to many sockets gives the event loop back between slices; parts wr
 
 test('in a flood (several parts per socket in a flush), the next flush waits for more parts to share its writes',
   () => closing(setup({ flushSliceMs: 10_000 }), async (shard) => {
-    const clients = await openMany(shard, 1000, 'room');
-    for (let id = 1; id <= 3; id++) shard.streams.deliverToChannel('room', channelPart(id), { written: 0 });
-    const isCorked = (client: (typeof clients)[number]) => client.stream.socket.writableCorked > 0;
-    while (clients.some(isCorked)) await nextTurn();
-    shard.streams.deliverToChannel('room', channelPart(4), { written: 0 });
+    const room = await roomOfThousand(shard);
+    room.deliver(1, 2, 3);
+    await room.untilFlushed();
+    room.deliver(4);
     await nextTurn();
-    assert.equal(clients.filter(isCorked).length, 1000);
-    for (const client of clients) assert.equal(await client.waitForBody('<1><2><3><4>'), '<1><2><3><4>');
+    assert.equal(room.corkedCount(), 1000);
+    await room.bodiesAre('<1><2><3><4>');
   }));
 
 test('a flood that ends is noticed at the next flush: the parts that piled up while a flush was held back do not keep it one',
   () => closing(setup({ flushSliceMs: 10_000 }), async (shard) => {
-    const clients = await openMany(shard, 1000, 'room');
-    const isCorked = (client: (typeof clients)[number]) => client.stream.socket.writableCorked > 0;
-    const untilFlushed = async () => {
-      while (clients.some(isCorked)) await nextTurn();
-    };
-    const deliver = (...ids: number[]) => {
-      for (const id of ids) shard.streams.deliverToChannel('room', channelPart(id), { written: 0 });
-    };
-    deliver(1, 2, 3);
-    await untilFlushed();
+    const room = await roomOfThousand(shard);
+    room.deliver(1, 2, 3);
+    await room.untilFlushed();
     // Held back by the flood: three more parts per socket pile up meanwhile.
-    deliver(4, 5, 6);
-    await untilFlushed();
+    room.deliver(4, 5, 6);
+    await room.untilFlushed();
     await sleep(5);
-    deliver(7);
+    room.deliver(7);
     await nextTurn();
-    assert.equal(clients.filter(isCorked).length, 0);
-    for (const client of clients) assert.equal(await client.waitForBody('<1><2><3><4><5><6><7>'), '<1><2><3><4><5><6><7>');
+    assert.equal(room.corkedCount(), 0);
+    await room.bodiesAre('<1><2><3><4><5><6><7>');
   }));
