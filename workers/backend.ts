@@ -40,6 +40,7 @@ const createClient = createRequire(import.meta.url)('fastcgi-client') as (option
 export class Backend {
   readonly #client: FastcgiClient;
   readonly #ready: Promise<void>;
+  #isReady = false;
 
   /**
    * keepConnections: connections kept open for requests without a body (MUX_FASTCGI_KEEPALIVE). onRetry: a request is
@@ -52,7 +53,10 @@ export class Backend {
       maxConns: 65535,
       keepConns: keepConnections,
     });
-    this.#ready = new Promise((resolve) => this.#client.once('ready', resolve));
+    this.#ready = new Promise((resolve) => this.#client.once('ready', () => {
+      this.#isReady = true;
+      resolve();
+    }));
     this.#client.on('retry', onRetry);
   }
 
@@ -61,8 +65,9 @@ export class Backend {
    * Without a body, the client ends stdin in the same write as the params: a backend that answers before reading stdin
    * and closes would otherwise reset the connection under its own answer.
    */
-  async request(params: Record<string, string>, hasBody: boolean): Promise<FastcgiRequest> {
-    await this.#ready;
+  request(params: Record<string, string>, hasBody: boolean): Promise<FastcgiRequest> {
+    // once ready (the client is, a tick after it is made), no await in between
+    if (!this.#isReady) return this.#ready.then(() => this.request(params, hasBody));
     return new Promise((resolve, reject) => {
       this.#client.request(params, (error, request) => {
         if (error) return reject(new BackendUnavailableError(error.message));
