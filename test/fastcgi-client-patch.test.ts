@@ -1,7 +1,8 @@
 // patches/fastcgi-client+0.2.0.patch, which `npm install` applies with patch-package: fastcgi-client reads and writes
 // its records with src/protocol/fastcgi-records.ts; requests end at their end-request record; connections are kept
 // (keepConns) and reused, replaced and retried; abort() closes the connection; a body is dropped once the connection
-// is closing; and a request's records leave in one write. Each test talks to a scripted peer over loopback.
+// is closing; a request's records leave in one write; and a paused stdout pauses its connection. Each test talks to a
+// scripted peer over loopback.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
@@ -279,5 +280,73 @@ test('a body written once the server has answered and closed is dropped, each wr
     assert.deepEqual(errors, []);
   } finally {
     await fake.close();
+  }
+});
+
+/** `size` bytes of a pattern whose every byte says where it stands: byte i is i % 251. */
+function pattern(size: number): Buffer {
+  const bytes = Buffer.allocUnsafe(size);
+  for (let i = 0; i < size; i++) bytes[i] = i % 251;
+  return bytes;
+}
+
+/**
+ * Reads a request's stdout, checking the pattern after the head; `firstData` resolves at its first chunk, after which
+ * stdout is paused when `isPausedAtFirst`.
+ */
+function readPattern(client: Client, script: string, isPausedAtFirst: boolean): Promise<{ request: Request; firstData: Promise<void>; ended: Promise<number> }> {
+  return new Promise((resolve, reject) => {
+    client.request({ REQUEST_METHOD: 'GET', SCRIPT_FILENAME: script }, (error, request) => {
+      if (error) return reject(error);
+      const firstData = Promise.withResolvers<void>();
+      let at = 0;
+      let misplaced = -1;
+      request.stdout.on('data', (chunk: Buffer) => {
+        if (at === 0 && isPausedAtFirst) request.stdout.pause();
+        firstData.resolve();
+        for (let i = 0; i < chunk.length; i++, at++) {
+          if (at >= HEAD.length && misplaced < 0 && chunk[i] !== (at - HEAD.length) % 251) misplaced = at;
+        }
+      });
+      const ended = once(request.stdout, 'end').then(() => {
+        assert.equal(misplaced, -1, `${script}: byte ${misplaced} out of place`);
+        return at - HEAD.length;
+      });
+      resolve({ request, firstData: firstData.promise, ended });
+    }, true);
+  });
+}
+
+// A connection carries one request: pausing its stdout pauses the connection, so the backend waits in TCP instead of
+// its output piling up in the client (8 MiB here, more than a socket's buffers hold for a reader that does not read).
+test('a paused stdout stops reading its connection; resumed, the rest arrives whole and in order', { timeout: 30_000 }, async () => {
+  const sizes: Record<string, number> = { '/paused.php': 8 << 20, '/flowing.php': 32 << 20 };
+  const written = new Map<string, boolean>();
+  const sockets = new Set<Socket>();
+  const server = createServer((socket: Socket) => {
+    sockets.add(socket);
+    socket.on('error', () => {});
+    socket.once('data', (chunk: Buffer) => {
+      const script = chunk.includes('/paused.php') ? '/paused.php' : '/flowing.php';
+      written.set(script, false);
+      const answer = Buffer.concat([encodeRecords(FCGI_STDOUT, 1, Buffer.from(HEAD)), encodeRecords(FCGI_STDOUT, 1, pattern(sizes[script]!)), emptyOutput, endRequest]);
+      socket.write(answer, () => written.set(script, true));
+    });
+  });
+  try {
+    const client = await connect(await listen(server));
+    const paused = await readPattern(client, '/paused.php', true);
+    await paused.firstData;
+    // A second request, four times as big, read whole meanwhile: had the first connection been read on, its 8 MiB
+    // would have been read too.
+    const flowing = await readPattern(client, '/flowing.php', false);
+    assert.equal(await flowing.ended, sizes['/flowing.php']);
+    assert.equal(written.get('/paused.php'), false, 'the paused request\'s connection was read to its end');
+    paused.request.stdout.resume();
+    assert.equal(await paused.ended, sizes['/paused.php']);
+    assert.equal(paused.request.getExitStatus(), 0);
+  } finally {
+    for (const socket of sockets) socket.destroy();
+    server.close();
   }
 });

@@ -1,13 +1,24 @@
 // FastCGI requests to the backend through fastcgi-client.
 import { createRequire } from 'node:module';
-import type { Readable, Writable } from 'node:stream';
+import type { EventEmitter } from 'node:events';
+import type { Writable } from 'node:stream';
 import type { BackendAddress } from '../src/config.ts';
 import { BackendUnavailableError } from '../src/errors.ts';
 
+/**
+ * stdout or stderr: 'data' and 'end' events, as a Readable's. Paused, the request's connection (its own) stops being
+ * read, so the backend waits in TCP.
+ */
+export interface FastcgiOutput extends EventEmitter {
+  pause(): this;
+  resume(): this;
+}
+
 export interface FastcgiRequest {
+  /** Made when first asked for; a request without a body has its stdin ended already. */
   stdin: Writable;
-  stdout: Readable;
-  stderr: Readable;
+  stdout: FastcgiOutput;
+  stderr: FastcgiOutput;
   abort(): void;
   getExitStatus(): Error | number | null;
 }
@@ -15,8 +26,8 @@ export interface FastcgiRequest {
 interface FastcgiClient {
   /**
    * params: name-value pairs, which the patched client encodes with src/protocol/fastcgi-records.ts. bodyless: stdin is
-   * ended at once; such a request may use a kept connection, and is sent again on a new one if that turns out closed
-   * unanswered.
+   * ended with the params; such a request may use a kept connection, and is sent again on a new one if that turns out
+   * closed unanswered.
    */
   request(params: Record<string, string>, callback: (error: Error | null, request: FastcgiRequest) => void, bodyless: boolean): void;
   once(event: 'ready', listener: () => void): void;
@@ -29,6 +40,7 @@ const createClient = createRequire(import.meta.url)('fastcgi-client') as (option
 export class Backend {
   readonly #client: FastcgiClient;
   readonly #ready: Promise<void>;
+  #isReady = false;
 
   /**
    * keepConnections: connections kept open for requests without a body (MUX_FASTCGI_KEEPALIVE). onRetry: a request is
@@ -41,22 +53,25 @@ export class Backend {
       maxConns: 65535,
       keepConns: keepConnections,
     });
-    this.#ready = new Promise((resolve) => this.#client.once('ready', resolve));
+    this.#ready = new Promise((resolve) => this.#client.once('ready', () => {
+      this.#isReady = true;
+      resolve();
+    }));
     this.#client.on('retry', onRetry);
   }
 
   /**
    * Opens a RESPONDER request; rejects with BackendUnavailableError when no connection could be made.
-   * Without a body, stdin is ended at once, in the same write burst as the params: a backend that answers
-   * before reading stdin and closes would otherwise reset the connection under its own answer.
+   * Without a body, the client ends stdin in the same write as the params: a backend that answers before reading stdin
+   * and closes would otherwise reset the connection under its own answer.
    */
-  async request(params: Record<string, string>, hasBody: boolean): Promise<FastcgiRequest> {
-    await this.#ready;
+  request(params: Record<string, string>, hasBody: boolean): Promise<FastcgiRequest> {
+    // once ready (the client is, a tick after it is made), no await in between
+    if (!this.#isReady) return this.#ready.then(() => this.request(params, hasBody));
     return new Promise((resolve, reject) => {
       this.#client.request(params, (error, request) => {
         if (error) return reject(new BackendUnavailableError(error.message));
-        request.stdin.on('error', ignoreWriteError);
-        if (!hasBody) request.stdin.end();
+        if (hasBody) request.stdin.on('error', ignoreWriteError);
         resolve(request);
       }, !hasBody);
     });

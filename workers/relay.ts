@@ -23,7 +23,6 @@ export function relayHeadOnly(res: ServerResponse, exchange: FastcgiExchange, he
 export function relayFramed(res: ServerResponse, exchange: FastcgiExchange, head: CgiHead, relayHead: RelayHead, rest: Buffer,
   warnings: RepeatedWarnings): void {
   const contentLength = relayHead.contentLength!;
-  const stdout = exchange.request.stdout;
   const tooLong = () => warnings.warn('backend_body_too_long', { contentLength }, 'backend body longer than its Content-Length: the excess is dropped');
   res.writeHead(head.status, head.statusText, relayHead.headers);
   let remaining = contentLength;
@@ -31,10 +30,7 @@ export function relayFramed(res: ServerResponse, exchange: FastcgiExchange, head
     if (remaining === 0) return;
     const fits = chunk.length <= remaining ? chunk : chunk.subarray(0, remaining);
     remaining -= fits.length;
-    if (!res.write(fits)) {
-      stdout.pause();
-      res.once('drain', () => stdout.resume());
-    }
+    writeWithBackpressure(res, exchange, fits);
     if (remaining === 0) res.end();
     if (fits !== chunk) tooLong();
   };
@@ -71,7 +67,7 @@ export function relayUnframed(res: ServerResponse, exchange: FastcgiExchange, he
     stdout.removeListener('data', hold);
     res.writeHead(head.status, head.statusText, headers);
     for (const chunk of held) res.write(chunk);
-    stdout.pipe(res, { end: false });
+    stdout.on('data', (chunk: Buffer) => writeWithBackpressure(res, exchange, chunk));
   };
   const hold = (chunk: Buffer) => {
     held.push(chunk);
@@ -95,4 +91,12 @@ export function relayUnframed(res: ServerResponse, exchange: FastcgiExchange, he
     res.writeHead(head.status, head.statusText, headers);
     res.end(held.length === 1 ? held[0] : Buffer.concat(held, heldBytes));
   });
+}
+
+/** The backend is read again once the client has taken what could not be written at once. */
+function writeWithBackpressure(res: ServerResponse, exchange: FastcgiExchange, chunk: Buffer): void {
+  if (res.write(chunk)) return;
+  const stdout = exchange.request.stdout;
+  stdout.pause();
+  res.once('drain', () => stdout.resume());
 }
