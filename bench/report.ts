@@ -320,12 +320,29 @@ export function renderReport(r: BenchResults): string {
     '| FastCGI connections kept open on request (`MUX_FASTCGI_KEEPALIVE`, `FCGI_KEEP_CONN`; requests without a body reuse them) | request path, 1 shard, php-fpm with buffered output: shard CPU per request ≈400 → ≈200–300 µs; this run\'s rows: see scenario 5 |',
     '| each transferred connection\'s handle wrapped in a socket made by the shard (a socket transferred from the main thread arrives with its properties in V8 dictionary mode) | 2 shards, 10,000 held streams: 7.7 → 6.0 KiB per stream; request path, 1 shard: +8 to +21 % req/s, 6–17 % less CPU per request; fan-out: +4 to +25 % in 5 of 6 paired runs |',
     '| corked writes flushed at most a fifth of the time: after a flush that took t, the next waits 4t (≤ 50 ms); a light load still flushes at the end of the turn | fan-out, 2 shards: 260–296k → 600–680k deliveries/s, 1 shard: 410–474k → 540–656k; write and writev calls for 2M deliveries, 2 shards: 370k → 52k |',
+    '| (issue 17) a flush at the end of the turn unless the last started under 2 ms ago, instead of after 4× the last flush; spaced only in a flood (3+ parts per socket in a flush not held back) | 1,000 subscribers at 100 msg/s, 1 shard: p50 19–47 → 6–11 ms; CPU per delivery 3.3–3.7 → 8.6–8.9 s per million (one write per part, as Nchan) |',
+    '| (issue 17) what other shards wait for (parts, acknowledgements) sent before a shard flushes its sockets (`workers/turn-end.ts`) | 2 shards flat out: 2.2–2.4 → 1.7–1.8 s per million deliveries (with the flood spacing: 0.94–1.3) |',
+    '| (issue 17) a flush gives the event loop back every 10 ms | each shard\'s event-loop delay p99 at 10,000 subscribers, 20 msg/s: 130 ms (issue) → 19–23 ms |',
+    '| (issue 17) ioredis only with Redis; shards load 4 prom-client classes, not its index; TypeScript from Node\'s compile cache instead of the type stripper in every thread; main thread\'s semi-space 1 MB | RSS before any connection, 2 shards: 184 → 111 MiB (−21.5, −4.5, −47, −5) |',
+    '| (issue 17) `fastcgi-client` patch: one request object with light stdout/stderr (pausing one pauses the connection), no stdin stream without a body, the request head in one write, no keep-alive socket option on a connection closed after its request | heap allocated per request 19–22 → 12.5–14 KB; request path vs the bare Node relay 0.64–0.72× → 0.81–0.95× (this run: 1.03×) |',
     '',
     'Tried and not kept: a major GC once a burst of connections is over (no RSS drop measured: V8 keeps the freed pages); ' +
       '`TCP_QUICKACK` and read pacing in the subscriber (no measurable gain); a FastCGI client of our own (one stream per ' +
       'request instead of three) in place of `fastcgi-client` (user CPU per request 220–280 µs against 235–255: no gain); a ' +
       '32 MB young generation for the request path (CPU per request unchanged within the noise).',
     '');
+  lines.push(
+    "## What the profiles showed (issue 17)",
+    "",
+    "`--cpu-prof` of every thread (`NODE_OPTIONS` reaches the shards) during each scenario, on this machine:",
+    "",
+    "- **Fan-out at a moderate rate** (2 shards, 1,000 subscribers, 100 msg/s): each shard spends 35–40 % of its busy time in `writev`/`writeBuffer` (the write system calls; about 8 µs per socket write here, most of it the kernel's loopback TCP), then GC (3–4 %), `postMessage` (3 %) and the answers to the publisher; nothing else above 2 %. The old flush spacing was the only source of the latency: the flush itself is the write.",
+    "- **Busy room** (2 shards, 100 subscribers, 1,000 msg/s): each shard is idle half the time; writes take 13–15 % of its time, `postMessage` 3 % (about 40 µs per message per shard with the wake-up it causes), the push's HTTP answer 3 %: with 100 subscribers per message, the per-message thread hops are what a second shard adds.",
+    "- **Connection storm** (10,000 subscribes, 2 shards, bench backend): of about 11 CPU seconds, the backend takes 3.3, the shards 4.2 (GC 0.8, writing each stream's head 0.75, reading the answer and opening the stream 0.7, the FastCGI connect 0.35, its reads 0.33), V8's GC helper threads 2.05, the main thread's accept and transfer 0.8 (`postMessage` 31 %, the transfer 17 %).",
+    "- **Request path** (1 shard under wrk): the system calls are the bare relay's but one; the gap was user space, twice the relay's allocation per request, mostly `fastcgi-client`'s three streams per request; after the patch, GC fell from 16 % to 8 % of the shard (the relay's: 7 %).",
+    "- **Idle memory**: Node's type stripper (about 13 MiB per thread, WebAssembly) and ioredis (7 MiB per thread) were the largest items; see `docs/memory.md`.",
+    "",
+  );
   lines.push('## What limits the rows', '',
     '- **The machine.** 2 cores carry the server, 2 subscriber processes, the publisher and other engineers\' tests (see the load ' +
       'average). Fan-out rows run near 100 % machine busy: the numbers compare systems on the same starved box, they are not ' +
