@@ -134,35 +134,6 @@ export function createShardMetrics(shard: number) {
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [registry],
     }),
-    // The shard's own V8 heap, read when scraped: prom-client's nodejs_heap_* are the main thread's only.
-    heapUsed: new Gauge({
-      name: 'muxgate_heap_used_bytes', help: 'V8 heap of the shard thread: bytes in use by objects, live or not yet collected.',
-      labelNames: ['shard'], registers: [registry],
-      collect() {
-        this.set(shardLabel, v8.getHeapStatistics().used_heap_size);
-      },
-    }),
-    heapTotal: new Gauge({
-      name: 'muxgate_heap_total_bytes', help: 'V8 heap of the shard thread: bytes it holds from the system (all spaces).',
-      labelNames: ['shard'], registers: [registry],
-      collect() {
-        this.set(shardLabel, v8.getHeapStatistics().total_heap_size);
-      },
-    }),
-    youngUsed: new Gauge({
-      name: 'muxgate_heap_young_used_bytes', help: 'Young generation (V8 new space) of the shard thread: bytes in use.',
-      labelNames: ['shard'], registers: [registry],
-      collect() {
-        this.set(shardLabel, newSpace().space_used_size);
-      },
-    }),
-    youngTotal: new Gauge({
-      name: 'muxgate_heap_young_total_bytes', help: 'Young generation (V8 new space) of the shard thread: bytes it holds.',
-      labelNames: ['shard'], registers: [registry],
-      collect() {
-        this.set(shardLabel, newSpace().space_size);
-      },
-    }),
     eventLoopDelay: new Gauge({
       name: 'muxgate_event_loop_delay_seconds', help: 'How late the shard thread ran a timer due every 10 ms, p99 since the last scrape: 0 when idle.',
       labelNames: ['shard'], registers: [registry],
@@ -174,6 +145,19 @@ export function createShardMetrics(shard: number) {
       },
     }),
   };
+  // The shard's own V8 heap, read when scraped: prom-client's nodejs_heap_* are the main thread's only.
+  const heapGauge = (name: string, help: string, read: () => number) => new Gauge({
+    name, help, labelNames: ['shard'], registers: [registry],
+    collect() {
+      this.set(shardLabel, read());
+    },
+  });
+  heapGauge('muxgate_heap_used_bytes', 'V8 heap of the shard thread: bytes in use by objects, live or not yet collected.',
+    () => v8.getHeapStatistics().used_heap_size);
+  heapGauge('muxgate_heap_total_bytes', 'V8 heap of the shard thread: bytes it holds from the system (all spaces).',
+    () => v8.getHeapStatistics().total_heap_size);
+  heapGauge('muxgate_heap_young_used_bytes', 'Young generation (V8 new space) of the shard thread: bytes in use.', () => newSpace().space_used_size);
+  heapGauge('muxgate_heap_young_total_bytes', 'Young generation (V8 new space) of the shard thread: bytes it holds.', () => newSpace().space_size);
   // Known label values start at 0, so that rates and dashboards have data before the first event.
   for (const listener of ['public', 'push']) for (const cls of ['2xx', '4xx', '5xx']) metrics.requests.inc({ listener, class: cls }, 0);
   for (const kind of ['connect', 'timeout', 'bad_head', 'no_head']) metrics.fastcgiErrors.inc({ kind }, 0);
