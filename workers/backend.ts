@@ -66,7 +66,7 @@ export class Backend {
    * and closes would otherwise reset the connection under its own answer.
    */
   request(params: Record<string, string>, hasBody: boolean): Promise<FastcgiRequest> {
-    // once ready (the client is, a tick after it is made), no await in between
+    // The client is ready a tick after it is made; from then on a request waits for no promise.
     if (!this.#isReady) return this.#ready.then(() => this.request(params, hasBody));
     return new Promise((resolve, reject) => {
       this.#client.request(params, (error, request) => {
