@@ -372,13 +372,13 @@ export function renderReport(r: BenchResults): string {
       'machine (84–99 % busy): req/s follows the CPU each process spends per request. Measured from `/proc/<pid>/stat` over ' +
       '5 s wrk runs, with a FastCGI connection per request: nginx ≈115–145 µs per request, of which ≈20–25 µs in user ' +
       'space; the Node floor (`bench/peers/node-fastcgi-relay.ts`, a `node:http` server that relays to php-fpm and does ' +
-      'nothing else) ≈260 µs, ≈130 µs in user space; muxgate ≈350–450 µs, ≈220–280 µs in user space (before its sockets ' +
-      'kept fast properties, which took 6–17 % off). The kernel\'s part (loopback TCP connect, writes, close: ≈100–170 µs) ' +
+      'nothing else) ≈260 µs, ≈130 µs in user space; muxgate then ≈350–450 µs, ≈220–280 µs in user space; since issue ' +
+      '17\'s `fastcgi-client` patch (one request object, no streams per request) muxgate\'s server CPU per request is the ' +
+      'Node floor\'s (this run\'s table). The kernel\'s part (loopback TCP connect, writes, close: ≈100–170 µs) ' +
       'is about the same for all three; what separates them is user space, where `node:http`, `net.Socket` and Buffers ' +
       'alone cost 6× nginx. That is why the Node floor row reaches 0.5–0.65× of nginx from run to run and 0.9× is out of ' +
-      'reach of a Node gateway on this machine. The rest of muxgate\'s CPU is spread thin over the gateway (tokens, CGI ' +
-      'parameters, the CGI head, metrics), `fastcgi-client`\'s streams and V8\'s GC (≈7 % of a CPU profile), no other item ' +
-      'above ~5 %. Kept FastCGI connections take connect and close off both sides, for nginx as for muxgate; each holds a ' +
+      'reach of a Node gateway on this machine. What is left of muxgate\'s own CPU is spread thin over the gateway ' +
+      '(tokens, CGI parameters, the CGI head, metrics) and V8\'s GC, no item above ~2 % of a CPU profile. Kept FastCGI connections take connect and close off both sides, for nginx as for muxgate; each holds a ' +
       'php-fpm child, so the bench keeps 6 per server against 8 children. With `implicit_flush` (every echo flushed) ' +
       'php-fpm writes its output and its end-request record apart, and on a kept TCP connection Nagle holds the second ' +
       'until the delayed ACK: 180 req/s for nginx and muxgate alike; the bench\'s php-fpm therefore keeps php.ini\'s output ' +
