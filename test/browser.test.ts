@@ -50,7 +50,7 @@ async function chatScenario(url: string, name: string): Promise<void> {
   const ada = await joinRoom(url, 'ada', 'lab');
   const bob = await joinRoom(url, 'bob', 'lab');
   const eve = await joinRoom(url, 'eve', 'elsewhere');
-  await ada.waitForSelector('li[data-event="join"] >> text=bob joined', { timeout: 2000 });
+  await ada.waitForSelector('li[data-event="join"] >> text=bob joined', { timeout: 5000 });
 
   await say(ada, 'hello bob');
   // The bound is room for a busy machine (two Chromium pages, php-fpm, other tests), not a latency figure: under load the
