@@ -398,7 +398,8 @@ describe('shard threads', () => {
         const { status, answer, ms } = await sendPush(pushUrl, [{ tokens: otherTokens, body: `s${i}\n` }], { agent: pushAgent });
         assert.equal(status, 200);
         assert.deepEqual(answer, { parts: 1, deliveries: others.length, gone: [] });
-        assert.ok(ms < 500, `push ${i} answered after ${ms} ms during the stall`);
+        // Well under the 2 s stall a push would wait if it waited for the stalled shard (room for a busy machine).
+        assert.ok(ms < 1000, `push ${i} answered after ${ms} ms during the stall`);
         await Promise.all(others.map((o) => o.client.waitFor((t) => decodeChunked(t).body.endsWith(`s${i}\n`), 5000, `s${i}`)));
         latencies.push(Date.now() - sentAt);
         // Pacing, not synchronisation: about ten pushes spread over the stall.
@@ -408,13 +409,14 @@ describe('shard threads', () => {
       assert.ok(lateMs >= STALL_MS - 300, `the stalled shard wrote after ${lateMs} ms: it was not stalled`);
       assert.ok(lateMs < STALL_MS + 2000, `the stalled shard wrote after ${lateMs} ms`);
       assert.equal((await late).status, 200);
-      assert.ok(latencies.length >= 8, `${latencies.length} pushes during the stall`);
-      assert.ok(Math.max(...latencies) < 500, `delivery latencies during the stall: ${latencies.join(', ')} ms`);
+      // About ten fit in the stall when none waits for the stalled shard; one or two if they did.
+      assert.ok(latencies.length >= 5, `${latencies.length} pushes during the stall`);
+      assert.ok(Math.max(...latencies) < 1000, `delivery latencies during the stall: ${latencies.join(', ')} ms`);
 
       // After the stall every stream is reached again, promptly.
       const { answer, ms } = await sendPush(pushUrl, [{ tokens: streams.map((s) => s.token), body: 'after\n' }], { agent: pushAgent });
       assert.deepEqual(answer, { parts: 1, deliveries: streams.length, gone: [] });
-      assert.ok(ms < 500, `answered after ${ms} ms`);
+      assert.ok(ms < 1000, `answered after ${ms} ms`);
       for (const s of streams) await s.client.waitFor((t) => decodeChunked(t).body.endsWith('after\n'));
       assert.equal(await metricValue(metricsUrl, 'muxgate_shard_restarts_total'), 0);
     } finally {
