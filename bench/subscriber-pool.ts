@@ -11,6 +11,14 @@ import { track } from './child-processes.ts';
 const SOURCE = fileURLToPath(new URL('./subscriber.c', import.meta.url));
 const BUILD_DIR = fileURLToPath(new URL('./.build/', import.meta.url));
 const BINARY = `${BUILD_DIR}subscriber`;
+/** RFC 6455's example key: subscriber.c checks the answer's Sec-WebSocket-Accept against the RFC's value for it. */
+const WEBSOCKET_KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
+
+/** The raw RFC 6455 opening of a WebSocket on `path` (`{channel}` in it is filled in per subscriber). */
+export function webSocketOpening(path: string): string {
+  return `GET ${path} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+    `Sec-WebSocket-Key: ${WEBSOCKET_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n`;
+}
 
 export interface PoolStats {
   deliveries: number;
@@ -105,9 +113,16 @@ class Subscriber {
     });
   }
 
-  async open(port: number, count: number, firstSource: number, firstIndex: number, request: string, channel: string, isChannelEach: boolean): Promise<Opened> {
-    const line = ['open', port, count, firstSource, firstIndex, isChannelEach ? 1 : 0, encodeURIComponent(channel), encodeURIComponent(request)].join(' ');
+  async open(port: number, count: number, firstSource: number, firstIndex: number, request: string, channel: string, isChannelEach: boolean,
+    isWebSocket: boolean): Promise<Opened> {
+    const line = ['open', port, count, firstSource, firstIndex, isChannelEach ? 1 : 0, encodeURIComponent(channel), encodeURIComponent(request),
+      isWebSocket ? 1 : 0].join(' ');
     return parseOpened(await this.ask(line, 'opened'));
+  }
+
+  /** Resolves with the WebSockets that started sending. */
+  async send(isOn: boolean): Promise<number> {
+    return Number((await this.ask(`send ${isOn ? 1 : 0}`, 'sending'))[2]);
   }
 
   async stats(final: boolean): Promise<Stats> {
@@ -138,19 +153,27 @@ export class SubscriberPool {
   /**
    * Opens `total` streams spread over the processes, each sending `request` (default: muxgate's bench backend, a
    * token stream) with `{channel}` filled in; resolves with their tokens ('' where the server names none), in
-   * subscriber order, and the opens that had to be retried.
+   * subscriber order, and the opens that had to be retried. `isWebSocket`: the request is a `webSocketOpening`.
    */
-  async open(port: number, total: number, options: { request?: string; channel?: string; isChannelEach?: boolean } = {}):
+  async open(port: number, total: number, options: { request?: string; channel?: string; isChannelEach?: boolean; isWebSocket?: boolean } = {}):
     Promise<{ tokens: string[]; failedOpens: Map<string, number> }> {
     const n = this.subscribers.length;
     const counts = this.subscribers.map((_, i) => Math.floor(total / n) + (i < total % n ? 1 : 0));
     const replies = await Promise.all(this.subscribers.map((subscriber, i) => subscriber.open(
       port, counts[i], i, counts.slice(0, i).reduce((sum, c) => sum + c, 0),
-      options.request ?? 'GET /s HTTP/1.1\r\nHost: bench\r\n\r\n', options.channel ?? '', options.isChannelEach ?? false,
+      options.request ?? 'GET /s HTTP/1.1\r\nHost: bench\r\n\r\n', options.channel ?? '', options.isChannelEach ?? false, options.isWebSocket ?? false,
     )));
     const failedOpens = new Map<string, number>();
     for (const [status, count] of replies.flatMap((reply) => reply.failedOpens)) failedOpens.set(status, (failedOpens.get(status) ?? 0) + count);
     return { tokens: replies.flatMap((reply) => reply.tokens), failedOpens };
+  }
+
+  /**
+   * On: every open WebSocket sends a message with a marker, and its next one each time the server's echo of the
+   * last comes back (counted as a delivery); off: no more are sent. Resolves with the WebSockets that started.
+   */
+  async send(isOn: boolean): Promise<number> {
+    return (await Promise.all(this.subscribers.map((subscriber) => subscriber.send(isOn)))).reduce((sum, n) => sum + n, 0);
   }
 
   /** The counts so far; `final` also gathers the latencies and starts every count afresh. */
