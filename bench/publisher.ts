@@ -18,6 +18,8 @@ export interface PublishCommand {
   concurrency: number;
   /** Messages per second; 0: flat out. */
   rate: number;
+  /** The subscribers are WebSockets: each message is the marker alone. */
+  isWebSocket: boolean;
 }
 
 export interface PublishReport {
@@ -46,7 +48,7 @@ async function publish(command: PublishCommand): Promise<PublishReport> {
     const sentAt = nowMs();
     if (i === 0) report.firstSentAt = sentAt;
     report.lastSentAt = sentAt;
-    const request = format(command.addresses[i % command.addresses.length], `@T=${Math.round(sentAt * 1000)};`);
+    const request = format(command.addresses[i % command.addresses.length], `@T=${Math.round(sentAt * 1000)};`, command.isWebSocket);
     const fail = (what: string) => {
       failures.set(what, (failures.get(what) ?? 0) + 1);
       resolve();

@@ -5,6 +5,7 @@ import type { DeliveryResult, DeliveryScenario } from './scenarios/delivery-scen
 import type { IdleResult } from './scenarios/idle.ts';
 import { NODE_FLOOR_LABEL, PUSHPIN_LABEL, type RequestPathOptions, type RequestPathResult } from './scenarios/request-path.ts';
 import type { ScalingRow } from './scenarios/scaling.ts';
+import type { WebSocketMessagesOptions, WebSocketMessagesResult } from './scenarios/websocket-messages.ts';
 
 export interface BenchResults {
   startedAt: Date;
@@ -23,6 +24,9 @@ export interface BenchResults {
     requestPath: RequestPathOptions;
     scalingShards: number[];
     stormPhpChildren: number;
+    /** The WebSocket delivery rows: at a moderate rate, then flat out. */
+    webSocketPhases: DeliveryScenario[];
+    webSocketMessages: WebSocketMessagesOptions;
   };
   fanOut: DeliveryResult[];
   /** The rate curve: one row per system, subscriber count and rate. */
@@ -33,6 +37,8 @@ export interface BenchResults {
   latency: DeliveryResult[];
   many: DeliveryResult[];
   scaling: ScalingRow[];
+  /** Issue 18: WebSocket subscribers (both phases), idle WebSockets, WebSockets sending messages to php-fpm. */
+  webSocket: { deliveries: DeliveryResult[]; idle: IdleResult[]; messages: WebSocketMessagesResult[] };
   /** Rows that could not be measured, with why. */
   failures: string[];
   /** Wall time of the setup and of each scenario that ran, in seconds. */

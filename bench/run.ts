@@ -3,7 +3,7 @@
 // rows: scenario 3's 10,000 subscribers and the peers' backlog, Pushpin's and the 18,000-stream idle rows, the rate
 // curve's 10 msg/s rows and its million deliveries/s: all of it fits in 20 minutes on 2 cores, each scenario's cost is
 // in the report);
-// BENCH_SCENARIOS (default "fan-out,rates,storm,idle,request-path,latency,many") picks scenarios; BENCH_QUICK=1
+// BENCH_SCENARIOS (default "fan-out,rates,storm,idle,request-path,latency,many,websocket") picks scenarios; BENCH_QUICK=1
 // shrinks every size, for development; BENCH_OUT=dir writes the report there instead. `npm run bench -- --scaling`
 // adds the scaling scenario (alone: BENCH_SCENARIOS=scaling): muxgate's fan-out and request path at 1, 2, 4 and 8
 // shards (those the host has cores for), the clients pinned to cores of their own with taskset where the host has enough.
@@ -17,6 +17,7 @@ import { runDeliveryPhases, runDeliveryScenario, type DeliveryResult, type Deliv
 import { runIdle, type IdleResult } from './scenarios/idle.ts';
 import { runRequestPath, type RequestPathResult } from './scenarios/request-path.ts';
 import { runScaling } from './scenarios/scaling.ts';
+import { runWebSocketMessages } from './scenarios/websocket-messages.ts';
 import * as muxgate from './systems/muxgate.ts';
 import * as muxgateNodes from './systems/muxgate-nodes.ts';
 import * as muxgatePhp from './systems/muxgate-php.ts';
@@ -29,7 +30,7 @@ const isQuick = process.env.BENCH_QUICK === '1';
 const runs = Number(process.env.BENCH_RUNS ?? (isQuick ? 1 : 3));
 /** Rows that are long by nature: scenario 3's backlog, 18,000 streams, 10 msg/s. */
 const longRuns = Number(process.env.BENCH_RUNS ?? 1);
-const scenarios = new Set((process.env.BENCH_SCENARIOS ?? 'fan-out,rates,storm,idle,request-path,latency,many').split(','));
+const scenarios = new Set((process.env.BENCH_SCENARIOS ?? 'fan-out,rates,storm,idle,request-path,latency,many,websocket').split(','));
 if (process.argv.includes('--scaling')) scenarios.add('scaling');
 const DEADLINE_MS = (scenarios.has('scaling') ? 35 : 25) * 60_000;
 const SETUP = fileURLToPath(new URL('./setup-peers.sh', import.meta.url));
@@ -72,7 +73,7 @@ const pushpinSpec: SystemSpec = { label: 'Pushpin', start: () => pushpin.start()
 
 const results: BenchResults = {
   startedAt: new Date(), loadAtStart: readFileSync('/proc/loadavg', 'latin1').trim(), runs, isQuick,
-  fanOut: [], rates: [], idle: [], requestPath: [], latency: [], many: [], scaling: [], failures: [], durations: [],
+  fanOut: [], rates: [], idle: [], requestPath: [], latency: [], many: [], scaling: [], webSocket: { deliveries: [], idle: [], messages: [] }, failures: [], durations: [],
   sizes: {} as BenchResults['sizes'],
 };
 
@@ -132,15 +133,26 @@ const latency: DeliveryScenario = { subscribers: isQuick ? 1000 : 10_000, subscr
 const many: DeliveryScenario = { subscribers: isQuick ? 1000 : 10_000, subscriberProcesses: 2, isAddressEach: true, messages: 0, rate: 0, concurrency: 16, runs };
 const requestPath = { workers: [1, 2], seconds: isQuick ? 2 : 3, connections: 32, phpChildren: 8, keptConnections: 6, runs };
 const scalingShards = [1, 2, 4, 8].filter((shards) => shards <= availableParallelism());
-results.sizes = { fanOut, curveSubscribers, curveRates, idleStreams, latency, many, requestPath, scalingShards, stormPhpChildren: STORM_PHP_CHILDREN };
+// Issue 18's WebSocket rows: WebSocket subscribers on one channel at 100 msg/s for 2 s, then the fan-out's messages
+// flat out, on one server start; as many idle WebSockets as the first idle count; as many WebSockets sending
+// messages to php-fpm, for as long, as scenario 5 has wrk connections.
+const webSocketPhases: DeliveryScenario[] = [
+  { subscribers: fanOut.subscribers, subscriberProcesses: 2, isAddressEach: false, messages: isQuick ? 60 : 200, rate: 100, concurrency: 16, runs, isWebSocket: true },
+  { ...fanOut, isWebSocket: true },
+];
+const webSocketMessages = { webSockets: requestPath.connections, seconds: requestPath.seconds, phpChildren: requestPath.phpChildren, keptConnections: requestPath.keptConnections, runs };
+results.sizes = {
+  fanOut, curveSubscribers, curveRates, idleStreams, latency, many, requestPath, scalingShards, stormPhpChildren: STORM_PHP_CHILDREN, webSocketPhases, webSocketMessages,
+};
 
-async function idleRows(specs: SystemSpec[], streams: number, runCount: number): Promise<void> {
+async function idleRows(specs: SystemSpec[], streams: number, runCount: number, isWebSocket = false): Promise<void> {
+  const what = isWebSocket ? 'WebSockets' : 'streams';
   for (const spec of specs) {
-    log(`idle: ${spec.label}, ${streams} streams`);
-    const row: IdleResult | undefined = await attempt(`idle, ${spec.label}, ${streams} streams`, () => runIdle(spec, streams, 2, runCount));
+    log(`idle: ${spec.label}, ${streams} ${what}`);
+    const row: IdleResult | undefined = await attempt(`idle, ${spec.label}, ${streams} ${what}`, () => runIdle(spec, streams, 2, runCount, isWebSocket));
     if (row === undefined) continue;
-    log(`idle: ${spec.label}: ${row.median.kiBPerStream.toFixed(2)} KiB per stream, ${row.median.connectSeconds.toFixed(2)} s to connect`);
-    results.idle.push(row);
+    log(`idle: ${spec.label}: ${row.median.kiBPerStream.toFixed(2)} KiB per ${isWebSocket ? 'WebSocket' : 'stream'}, ${row.median.connectSeconds.toFixed(2)} s to connect`);
+    (isWebSocket ? results.webSocket.idle : results.idle).push(row);
   }
 }
 
@@ -190,6 +202,26 @@ await runIfSelected('scaling', async () => {
     log(`scaling: ${shards} shard(s): ${Math.round(row.fanOut.median.rate)} deliveries/s, ${Math.round(row.requestPath.requestsPerSecond)} req/s`);
     results.scaling.push(row);
   }
+});
+// Pushpin's WebSocket rows in 1 run: it falls behind at 100 msg/s (issue 18's measurements) and its backlog takes the time.
+await runIfSelected('websocket', async () => {
+  for (const spec of [muxgate1, nchan1, muxgate2, nchan2, pushpinSpec]) {
+    log(`websocket: ${spec.label}`);
+    const phases = spec === pushpinSpec ? webSocketPhases.map((phase) => ({ ...phase, runs: longRuns })) : webSocketPhases;
+    const rows = await attempt(`websocket, ${spec.label}`, () => runDeliveryPhases(spec, phases)) ?? [];
+    for (const row of rows) {
+      log(`websocket: ${spec.label} at ${row.scenario.rate === 0 ? 'flat out' : `${row.scenario.rate}/s`}: ${Math.round(row.median.rate)} deliveries/s, ` +
+        `p50 ${row.median.p50} ms, p99 ${row.median.p99} ms, ${row.median.serverCpuPerMillion.toFixed(2)} CPU s per million, ${row.median.expected - row.median.received} missing`);
+    }
+    results.webSocket.deliveries.push(...rows);
+  }
+  // The SSE figure the WebSocket's memory is compared with, when the storm and idle scenarios did not measure it.
+  if (!scenarios.has('storm') && !scenarios.has('idle')) await idleRows([muxgate2], idleStreams[0], runs);
+  await idleRows([muxgate2, nchan1], idleStreams[0], runs, true);
+  await idleRows([pushpinSpec], idleStreams[0], longRuns, true);
+  log('websocket: messages to php-fpm');
+  results.webSocket.messages = await attempt('websocket, messages to php-fpm', () => runWebSocketMessages(webSocketMessages, attempt)) ?? [];
+  for (const row of results.webSocket.messages) log(`websocket: messages: ${row.label}: ${Math.round(row.median.messagesPerSecond)} messages/s, p99 ${row.median.p99} ms`);
 });
 results.durations.unshift(['setup', setupSeconds]);
 

@@ -38,6 +38,7 @@ export interface PublishPlan {
   rate: number;
   /** Deliveries the plan should produce. */
   expected: number;
+  isWebSocket: boolean;
 }
 
 /** Polls the subscribers until they have `expected` deliveries, or none arrived for STALL_MS (or `stallMs`). */
@@ -63,7 +64,9 @@ export async function untilDelivered(pool: SubscriberPool, expected: number, sta
  */
 export async function warmUp(system: RunningSystem, pool: SubscriberPool, publisher: PublisherProcess, plan: PublishPlan): Promise<number> {
   const perMessage = plan.expected / plan.count;
-  await publisher.publish({ kind: system.kind, url: system.publishUrl, addresses: plan.addresses, count: plan.addresses.length, concurrency: plan.concurrency, rate: 0 });
+  await publisher.publish({
+    kind: system.kind, url: system.publishUrl, addresses: plan.addresses, count: plan.addresses.length, concurrency: plan.concurrency, rate: 0, isWebSocket: plan.isWebSocket,
+  });
   const seen = await untilDelivered(pool, perMessage * plan.addresses.length, WARM_UP_MS);
   await pool.stats(true);
   return seen;
@@ -73,7 +76,9 @@ export async function measureDeliveries(system: RunningSystem, pool: SubscriberP
   await pool.stats(true);
   await system.loopDelaysMs?.();
   const cpu = new CpuMeter([system.serverPids(), publisher.pid, pool.pids]);
-  const report = await publisher.publish({ kind: system.kind, url: system.publishUrl, addresses: plan.addresses, count: plan.count, concurrency: plan.concurrency, rate: plan.rate });
+  const report = await publisher.publish({
+    kind: system.kind, url: system.publishUrl, addresses: plan.addresses, count: plan.count, concurrency: plan.concurrency, rate: plan.rate, isWebSocket: plan.isWebSocket,
+  });
   await untilDelivered(pool, plan.expected);
   const { processes: [serverCpu, publisherCpu, subscriberCpu], machine: machineCpu, seconds: cpuSeconds } = cpu.read();
   const loopDelays = await system.loopDelaysMs?.();

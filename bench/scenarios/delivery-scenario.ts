@@ -23,6 +23,8 @@ export interface DeliveryScenario {
   rate: number;
   concurrency: number;
   runs: number;
+  /** WebSocket subscribers (the system's `webSocketRequest`) instead of streams. */
+  isWebSocket?: boolean;
   /** Cores for the server and for the subscribers and the publisher (`taskset` lists), when the host has enough. */
   pinning?: Pinning;
 }
@@ -56,7 +58,8 @@ export async function runDeliveryPhases(spec: SystemSpec, phases: DeliveryScenar
       pin(system.serverPids(), scenario.pinning.server);
       pin([...pool.pids, publisher.pid], scenario.pinning.clients);
     }
-    const byToken = scenario.isAddressEach && system.tokenStreamRequest !== undefined;
+    const isWebSocket = scenario.isWebSocket ?? false;
+    const byToken = scenario.isAddressEach && system.tokenStreamRequest !== undefined && !isWebSocket;
     const tokens: string[] = [];
     const failedOpens = new Map<string, number>();
     const ports = system.ports ?? [system.port];
@@ -64,7 +67,8 @@ export async function runDeliveryPhases(spec: SystemSpec, phases: DeliveryScenar
       // Several nodes: an even share of the subscribers on each.
       const share = Math.floor(scenario.subscribers / ports.length) + (i < scenario.subscribers % ports.length ? 1 : 0);
       const opened = await pool.open(ports[i], share, {
-        request: byToken ? system.tokenStreamRequest : system.subscribeRequest, channel: CHANNEL, isChannelEach: scenario.isAddressEach,
+        request: isWebSocket ? system.webSocketRequest : byToken ? system.tokenStreamRequest : system.subscribeRequest, channel: CHANNEL,
+        isChannelEach: scenario.isAddressEach, isWebSocket,
       });
       tokens.push(...opened.tokens);
       for (const [status, times] of opened.failedOpens) failedOpens.set(status, (failedOpens.get(status) ?? 0) + times);
@@ -75,7 +79,7 @@ export async function runDeliveryPhases(spec: SystemSpec, phases: DeliveryScenar
       : tokens.map((_, i) => ({ channel: `${CHANNEL}-${i}` }));
     const planOf = (phase: DeliveryScenario): PublishPlan => {
       const count = phase.isAddressEach ? phase.subscribers : phase.messages;
-      return { addresses, count, concurrency: phase.concurrency, rate: phase.rate, expected: phase.isAddressEach ? count : count * phase.subscribers };
+      return { addresses, count, concurrency: phase.concurrency, rate: phase.rate, expected: phase.isAddressEach ? count : count * phase.subscribers, isWebSocket };
     };
     const warmedUp = await warmUp(system, pool, publisher, planOf(scenario));
     if (warmedUp < scenario.subscribers) notes.push(`warm-up: ${warmedUp} of ${scenario.subscribers} subscribers got the first message within 10 s`);

@@ -1,4 +1,5 @@
-// Scenario 1, idle capacity: hold N streams, measure the server's RSS growth per stream and the time to connect all.
+// Scenario 1, idle capacity: hold N streams (or WebSockets), measure the server's RSS growth per stream and the time to
+// connect all.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CpuMeter, rssKiB } from '../proc-stats.ts';
 import { SubscriberPool } from '../subscriber-pool.ts';
@@ -33,7 +34,7 @@ function serverRssKiB(pids: number[]): number {
   return pids.reduce((sum, pid) => sum + rssKiB(pid), 0);
 }
 
-export async function runIdle(spec: SystemSpec, streams: number, subscriberProcesses: number, runs: number): Promise<IdleResult> {
+export async function runIdle(spec: SystemSpec, streams: number, subscriberProcesses: number, runs: number, isWebSocket = false): Promise<IdleResult> {
   const results: IdleRun[] = [];
   const notes: string[] = [];
   let label = spec.label;
@@ -50,7 +51,8 @@ export async function runIdle(spec: SystemSpec, streams: number, subscriberProce
       const backendPids = system.backendPids?.();
       const cpu = new CpuMeter([pids, pool.pids, backendPids ?? []]);
       const startedAt = performance.now();
-      const { failedOpens } = await pool.open(system.port, streams, { request: system.subscribeRequest, channel: 'idle', isChannelEach: true });
+      const request = isWebSocket ? system.webSocketRequest : system.subscribeRequest;
+      const { failedOpens } = await pool.open(system.port, streams, { request, channel: 'idle', isChannelEach: true, isWebSocket });
       const connectSeconds = (performance.now() - startedAt) / 1000;
       const { processes: [serverCpu, subscriberCpu, backendCpu], machine: machineCpu } = cpu.read();
       for (const [status, times] of failedOpens) notes.push(`run ${i + 1}: ${times}× "${status}" while connecting, retried`);

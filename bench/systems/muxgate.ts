@@ -1,5 +1,5 @@
 // muxgate with the bench's FastCGI backend (bench/backend.ts): subscribers GET /s?channel=<c> (or /s for a token
-// stream), publishes go to POST /push with one part addressed to a channel or a token.
+// stream), or open a WebSocket on it; publishes go to POST /push with one part addressed to a channel or a token.
 import { fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -7,17 +7,18 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startMuxgate, type Muxgate } from '../../test/helpers/muxgate.ts';
 import { track, terminate } from '../child-processes.ts';
+import { webSocketOpening } from '../subscriber-pool.ts';
 import { sseEvent, type Address, type PublishRequest, type RunningSystem } from './system.ts';
 
 const BACKEND = fileURLToPath(new URL('../backend.ts', import.meta.url));
 const BOUNDARY = 'bb';
 
-export function publishFormat(address: Address, marker: string): PublishRequest {
+export function publishFormat(address: Address, marker: string, isWebSocket: boolean): PublishRequest {
   const to = 'channel' in address ? `Multiplex-Channel: ${address.channel}` : `Multiplex-Token: ${address.token}`;
   return {
     path: '/push',
     headers: { 'Content-Type': `application/x-multiplex; boundary=${BOUNDARY}` },
-    body: `--${BOUNDARY}\r\n${to}\r\n\r\n${sseEvent(marker)}\r\n--${BOUNDARY}--\r\n`,
+    body: `--${BOUNDARY}\r\n${to}\r\n\r\n${isWebSocket ? marker : sseEvent(marker)}\r\n--${BOUNDARY}--\r\n`,
   };
 }
 
@@ -50,6 +51,7 @@ export async function start(shards: number, env: Record<string, string> = {}): P
     kind: 'muxgate',
     port,
     subscribeRequest: 'GET /s?channel={channel} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n',
+    webSocketRequest: webSocketOpening('/s?channel={channel}'),
     tokenStreamRequest: 'GET /s HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n',
     publishUrl: new URL(mux.pushUrl).origin,
     serverPids: () => [mux.child.pid!],

@@ -1,10 +1,12 @@
-// Nchan (nginx + libnginx-mod-nchan): EventSource subscribers on /sub/<channel>, publishes to POST /pub?id=<channel>.
+// Nchan (nginx + libnginx-mod-nchan): EventSource subscribers on /sub/<channel>, WebSocket subscribers on
+// /ws/<channel>, publishes to POST /pub?id=<channel>.
 import { startNginx } from './nginx.ts';
+import { webSocketOpening } from '../subscriber-pool.ts';
 import type { Address, PublishRequest, RunningSystem } from './system.ts';
 
 export function publishFormat(address: Address, marker: string): PublishRequest {
   if (!('channel' in address)) throw new Error('Nchan publishes to channels only');
-  // Nchan frames the body as an SSE event for its eventsource subscribers.
+  // Nchan frames the body as an SSE event for its eventsource subscribers, as a text message for its WebSocket ones.
   return { path: `/pub?id=${address.channel}`, headers: { 'Content-Type': 'text/plain' }, body: marker };
 }
 
@@ -15,6 +17,7 @@ export async function start(workers: number): Promise<RunningSystem> {
     kind: 'nchan',
     port: nginx.port,
     subscribeRequest: 'GET /sub/{channel} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n',
+    webSocketRequest: webSocketOpening('/ws/{channel}'),
     publishUrl: `http://127.0.0.1:${nginx.port}`,
     serverPids: nginx.pids,
     // worker_connections is above the fd limit on purpose (see nchan.conf.template): nginx's warning about it is expected.

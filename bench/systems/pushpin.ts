@@ -1,5 +1,7 @@
-// Pushpin: subscribers GET /sub/<channel>, which its origin (peers/pushpin-origin.ts) holds as a GRIP stream;
-// publishes go to the control API, POST /publish/ with http-stream items.
+// Pushpin: subscribers GET /sub/<channel>, which its origin (peers/pushpin-origin.ts) holds as a GRIP stream, or open
+// a WebSocket on /ws/<channel>, which Pushpin turns into WebSocket-over-HTTP requests to the origin (the route's
+// `over_http`), whose answer to the OPEN event subscribes it; publishes go to the control API, POST /publish/ with
+// http-stream or ws-message items.
 import { fork, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,6 +11,7 @@ import { track, terminate } from '../child-processes.ts';
 import { processTree } from '../proc-stats.ts';
 import { freePort, waitForPorts } from '../../test/helpers/ports.ts';
 import { renderTemplate } from './template.ts';
+import { webSocketOpening } from '../subscriber-pool.ts';
 import { sseEvent, type Address, type PublishRequest, type RunningSystem } from './system.ts';
 
 const ORIGIN = fileURLToPath(new URL('../peers/pushpin-origin.ts', import.meta.url));
@@ -16,9 +19,10 @@ const ORIGIN = fileURLToPath(new URL('../peers/pushpin-origin.ts', import.meta.u
 const MESSAGE_RATE = 10_000_000;
 const MESSAGE_HWM = 100_000_000;
 
-export function publishFormat(address: Address, marker: string): PublishRequest {
+export function publishFormat(address: Address, marker: string, isWebSocket: boolean): PublishRequest {
   if (!('channel' in address)) throw new Error('Pushpin publishes to channels only');
-  const body = JSON.stringify({ items: [{ channel: address.channel, formats: { 'http-stream': { content: sseEvent(marker) } } }] });
+  const formats = isWebSocket ? { 'ws-message': { content: marker } } : { 'http-stream': { content: sseEvent(marker) } };
+  const body = JSON.stringify({ items: [{ channel: address.channel, formats }] });
   return { path: '/publish/', headers: { 'Content-Type': 'application/json' }, body };
 }
 
@@ -30,7 +34,8 @@ export async function start(originPort?: number): Promise<RunningSystem> {
   const origin = originPort === undefined ? track(fork(ORIGIN, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })) : undefined;
   originPort ??= await new Promise<number>((resolve) => origin!.once('message', (message: { port: number }) => resolve(message.port)));
   const [port, publishPort] = [await freePort(), await freePort()];
-  writeFileSync(join(dir, 'routes'), `* 127.0.0.1:${originPort}\n`);
+  // over_http: a WebSocket becomes WebSocket-over-HTTP requests to the origin (plain requests are proxied as before).
+  writeFileSync(join(dir, 'routes'), `* 127.0.0.1:${originPort},over_http\n`);
   const conf = join(dir, 'pushpin.conf');
   renderTemplate('pushpin.conf.template', { DIR: dir, PORT: port, PUBLISH_PORT: publishPort, MESSAGE_RATE, MESSAGE_HWM }, conf);
   const logFile = join(dir, 'pushpin.log');
@@ -44,6 +49,7 @@ export async function start(originPort?: number): Promise<RunningSystem> {
     kind: 'pushpin',
     port,
     subscribeRequest: 'GET /sub/{channel} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n',
+    webSocketRequest: webSocketOpening('/ws/{channel}'),
     publishUrl: `http://127.0.0.1:${publishPort}`,
     // The runner and its services: condure, pushpin-proxy, pushpin-handler.
     serverPids: () => processTree(runner.pid!),

@@ -9,8 +9,11 @@ export interface PublishRequest {
   body: string;
 }
 
-/** Builds the publish request for one message; `marker` is the `@T=<µs>;` the subscribers look for. */
-export type PublishFormat = (address: Address, marker: string) => PublishRequest;
+/**
+ * Builds the publish request for one message; `marker` is the `@T=<µs>;` the subscribers look for; `isWebSocket`:
+ * the subscribers are WebSockets (the message is the marker alone, without SSE framing).
+ */
+export type PublishFormat = (address: Address, marker: string, isWebSocket: boolean) => PublishRequest;
 
 export type SystemKind = 'muxgate' | 'nchan' | 'pushpin';
 
@@ -24,6 +27,8 @@ export interface RunningSystem {
   ports?: number[];
   /** The raw HTTP/1.1 request a subscriber sends; `{channel}` is replaced by its channel. */
   subscribeRequest: string;
+  /** The raw RFC 6455 opening a WebSocket subscriber sends (`webSocketOpening`); `{channel}` as above. */
+  webSocketRequest: string;
   /** muxgate only: the request of a stream addressed by its token (named in the X-Token response header). */
   tokenStreamRequest?: string;
   /** Base URL publishes go to (keep-alive). */
