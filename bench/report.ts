@@ -143,6 +143,103 @@ function scalingTable(rows: ScalingRow[]): string[] {
   ];
 }
 
+/** "flat out" or "100 msg/s" */
+function rateText(rate: number): string {
+  return rate === 0 ? 'flat out' : `${fixed(rate)} msg/s`;
+}
+
+/** Issue 18's targets: each WebSocket row of muxgate against Nchan's, and its memory against muxgate's own SSE streams. */
+function webSocketTargets(r: BenchResults): string[] {
+  const ws = r.webSocket;
+  const [moderate, flatOut] = r.sizes.webSocketPhases;
+  const delivery = (label: string, rate: number) => ws.deliveries.find((row) => row.label === label && row.scenario.rate === rate)?.median;
+  const idleStreams = r.sizes.idleStreams[0];
+  const idle = (rows: IdleResult[], label: string) => rows.find((row) => row.label === label && row.median.streams === idleStreams)?.median;
+  const messages = (label: string) => ws.messages.find((row) => row.label === label)?.median;
+  const requestPath = (label: string) => r.requestPath.find((row) => row.label === label)?.median;
+  const pairs = [['muxgate, 1 shard', 'Nchan, 1 worker'], ['muxgate, 2 shards', 'Nchan, 2 workers']];
+  const muxIdle = idle(ws.idle, 'muxgate, 2 shards');
+  const keptLabel = `muxgate, 1 shard, MUX_FASTCGI_KEEPALIVE=${r.sizes.webSocketMessages.keptConnections}`;
+  return [
+    '## Targets (issue 18): WebSocket',
+    '',
+    'The same systems with WebSocket subscribers (muxgate: `bench/backend.ts` accepting the opening with `Multiplex-Channel`; ' +
+      'Nchan: `nchan_subscriber websocket`; Pushpin: WebSocket-over-HTTP to its origin); ratios of this run\'s medians. ' +
+      'The issue measured, for the peers: Nchan 1 worker p50/p99 3.35/6.33 ms and 4.03 CPU s per million deliveries at 1,000 ' +
+      'WebSockets × 100 msg/s, 10.15 KiB per held WebSocket, 10,000 connected in 0.18 s; Pushpin p99 21 s, 52 CPU s per million, ' +
+      '60.8 KiB per WebSocket, 12.7 s to connect 10,000.',
+    '',
+    '| target | measured |',
+    '| --- | --- |',
+    ...pairs.flatMap(([shards, workers]) => [
+      `| fan-out flat out, ${fixed(flatOut.subscribers)} WebSockets: deliveries/s ≥ 1.0× Nchan, ${shards} vs ${workers} | ` +
+        `${ratio(delivery(shards, flatOut.rate)?.rate, delivery(workers, flatOut.rate)?.rate, 1.0)} |`,
+      `| same: server CPU per delivery ≤ 1.0× Nchan, ${shards} vs ${workers} | ` +
+        `${ratio(delivery(shards, flatOut.rate)?.serverCpuPerMillion, delivery(workers, flatOut.rate)?.serverCpuPerMillion, 1.0, true)} |`,
+      `| ${fixed(moderate.subscribers)} WebSockets at ${moderate.rate} msg/s: p99 ≤ 1.0× Nchan, ${shards} vs ${workers} | ` +
+        `${ratio(delivery(shards, moderate.rate)?.p99, delivery(workers, moderate.rate)?.p99, 1.0, true)} |`,
+      `| same: server CPU per delivery (no target; for reference), ${shards} vs ${workers} | ` +
+        `${times(delivery(shards, moderate.rate)?.serverCpuPerMillion, delivery(workers, moderate.rate)?.serverCpuPerMillion)} |`,
+    ]),
+    `| RSS per held WebSocket (${fixed(idleStreams)} idle) ≤ Nchan's, muxgate 2 shards vs Nchan 1 worker | ` +
+      `${ratio(muxIdle?.kiBPerStream, idle(ws.idle, 'Nchan, 1 worker')?.kiBPerStream, 1.0, true)} |`,
+    `| same: ≤ 1.5× muxgate's own SSE figure (${fixed(idleStreams)} held streams, 2 shards) | ` +
+      `${ratio(muxIdle?.kiBPerStream, idle(r.idle, 'muxgate, 2 shards')?.kiBPerStream, 1.5, true)} |`,
+    `| time to connect ${fixed(idleStreams)} WebSockets vs Nchan (no target; for reference), muxgate 2 shards vs Nchan 1 worker | ` +
+      `${times(muxIdle?.connectSeconds, idle(ws.idle, 'Nchan, 1 worker')?.connectSeconds)} |`,
+    `| client-to-backend messages/s through php-fpm, muxgate 1 shard (no target; for reference): vs its own request path (GETs/s to the same php-fpm), ` +
+      `vs Pushpin's WebSocket-over-HTTP through nginx | ${times(messages('muxgate, 1 shard')?.messagesPerSecond, requestPath('muxgate, 1 shard')?.requestsPerSecond)}, ` +
+      `${times(messages('muxgate, 1 shard')?.messagesPerSecond, messages(PUSHPIN_LABEL)?.messagesPerSecond)} |`,
+    `| same, FastCGI connections kept (${r.sizes.webSocketMessages.keptConnections}) | ${times(messages(keptLabel)?.messagesPerSecond, requestPath(keptLabel)?.requestsPerSecond)}, ` +
+      `${times(messages(keptLabel)?.messagesPerSecond, messages(PUSHPIN_LABEL)?.messagesPerSecond)} |`,
+    '',
+  ];
+}
+
+/** The WebSocket delivery rows, by phase (the moderate rate, then flat out), then system. */
+function webSocketDeliveryTable(rows: DeliveryResult[]): string[] {
+  const sorted = [...rows].sort((a, b) => (a.scenario.rate === 0 ? 1 : 0) - (b.scenario.rate === 0 ? 1 : 0));
+  return [`| publishing | system | messages | runs | ${DELIVERY_COLUMNS}`, `| --- | --- | ---: | ---: | ${DELIVERY_ALIGN}`,
+    ...sorted.map((row) => `| ${rateText(row.scenario.rate)} | ${row.label} | ${fixed(row.scenario.messages)} | ${row.scenario.runs} | ${deliveryCells(row)}`)];
+}
+
+/** Idle WebSockets, each system's KiB per WebSocket next to its KiB per SSE stream where this run measured it. */
+function webSocketIdleTable(r: BenchResults): string[] {
+  const sse = (label: string, streams: number) => r.idle.find((row) => row.label === label && row.median.streams === streams)?.median;
+  return [
+    '| system | held WebSockets | server processes | connect all s | WebSockets/s | RSS before MiB | RSS after MiB | KiB per WebSocket | KiB per SSE stream (same count) | ratio | CPU % while connecting: server / subscribers / machine |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...r.webSocket.idle.map(({ label, processes, median: m }) => {
+      const stream = sse(label, m.streams);
+      return `| ${label} | ${fixed(m.streams)} | ${processes} | ${fixed(m.connectSeconds, 2)} | ${fixed(m.streams / m.connectSeconds)} | ${fixed(m.beforeKiB / 1024, 1)} | ` +
+        `${fixed(m.afterKiB / 1024, 1)} | ${fixed(m.kiBPerStream, 2)} | ${fixed(stream?.kiBPerStream, 2)} | ${times(m.kiBPerStream, stream?.kiBPerStream)} | ` +
+        `${fixed(m.serverCpu)} / ${fixed(m.subscriberCpu)} / ${fixed(m.machineCpu)} |`;
+    }),
+  ];
+}
+
+/** WebSockets sending messages through php-fpm, each row next to the same server's request path. */
+function webSocketMessagesLines(r: BenchResults): string[] {
+  const o = r.sizes.webSocketMessages;
+  const requestPath = (label: string) => r.requestPath.find((row) => row.label === label)?.median;
+  return [
+    `### WebSocket messages through php-fpm (issue 18): ${o.webSockets} WebSockets, each message a request to \`bench/peers/ws-echo.php\`, echoed back to its sender`,
+    '',
+    `Next to the request path: the same php-fpm (${o.phpChildren} static children) and as many WebSockets as wrk has connections, ` +
+      `for ${o.seconds} s, one message in flight on each (\`bench/subscriber.c\` sends the next when the echo of the last comes back, ` +
+      'as wrk sends the next request when the answer comes). muxgate: each message a FastCGI request (docs/protocol.md §7.3) ' +
+      'whose multiplexed answer is a part to the sender\'s token; Pushpin: each message a WebSocket-over-HTTP request through nginx ' +
+      '`fastcgi_pass` to `bench/peers/ws-echo-over-http.php`, whose answer is the message to send back. Latency: message sent → echo read.',
+    '',
+    '| system | messages/s | ratio to its request path (req/s) | **server CPU µs per message** | its request path: µs per request | p50 ms | p99 ms | WebSockets closed | server CPU % | php-fpm CPU % | client CPU % | machine busy % |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...r.webSocket.messages.map(({ label, median: m }) => `| ${label} | ${fixed(m.messagesPerSecond)} | ${times(m.messagesPerSecond, requestPath(label)?.requestsPerSecond)} | ` +
+      `**${fixed(m.serverCpuPerMessage)}** | ${fixed(requestPath(label)?.serverCpuPerRequest)} | ${fixed(m.p50, 2)} | ${fixed(m.p99, 2)} | ${fixed(m.closed)} | ` +
+      `${fixed(m.serverCpu)} | ${fixed(m.phpCpu)} | ${fixed(m.clientCpu)} | ${fixed(m.machineCpu)} |`),
+    '',
+  ];
+}
+
 function notesOf(rows: Array<{ label: string; notes: string[] }>): string[] {
   return rows.flatMap((row) => row.notes.map((note) => `- ${row.label}: ${note}`));
 }
@@ -181,7 +278,7 @@ export function renderReport(r: BenchResults): string {
     `- versions: Node ${process.version}; ${version('nginx -v')}; Nchan ${version("dpkg-query -W -f='${Version}' libnginx-mod-nchan")} ` +
       `(libnginx-mod-nchan); ${version('pushpin --version')} (condure, zurl, pushpin-proxy, pushpin-handler); ${version('wrk -v')}; ${version('php-fpm8.2 -v || php-fpm -v')}`,
     '- everything on loopback: servers on 127.0.0.1, subscribers bound to source addresses 127.0.0.1–127.0.0.9, in 2 subscriber processes ' +
-      '(`bench/subscriber.c`, one epoll loop each, built with gcc -O2; count `@T=<µs>;` markers in the bytes whatever the framing); one publisher process (`bench/publisher.ts`) ' +
+      '(`bench/subscriber.c`, one epoll loop each, built with gcc -O2; count `@T=<µs>;` markers in the bytes whatever the framing, a WebSocket\'s in its messages\' payloads); one publisher process (`bench/publisher.ts`) ' +
       `over ${r.sizes.fanOut.concurrency} keep-alive connections, a publish in flight on each (4 until muxgate's 2-shard row showed ` +
       'the publisher to be its limit: each push is answered once every shard has written it, two thread hops); every system streams `text/event-stream` (muxgate: `Multiplex-Channel` via `bench/backend.ts`; ' +
       'Nchan: `nchan_subscriber eventsource`; Pushpin: an origin answering `Grip-Hold: stream`); configs in `bench/peers/`',
@@ -220,6 +317,7 @@ export function renderReport(r: BenchResults): string {
     `| request path: keep the lead over Pushpin → nginx → php-fpm, muxgate 1 shard: req/s, server CPU per request (for reference) | ` +
       `${times(rp('muxgate, 1 shard'), rp(PUSHPIN_LABEL))}, ${times(rpCpu('muxgate, 1 shard'), rpCpu(PUSHPIN_LABEL))} |`,
     '',
+    ...(r.webSocket.deliveries.length + r.webSocket.idle.length + r.webSocket.messages.length > 0 ? webSocketTargets(r) : []),
     'For reference, issue 8\'s targets:',
     '',
     '| target | measured |',
@@ -282,6 +380,7 @@ export function renderReport(r: BenchResults): string {
           `**${fixed(m.serverCpuPerRequest)}** | ${fixed(m.p50, 2)} | ${fixed(m.p99, 2)} | ${fixed(m.errors)} | ${fixed(m.serverCpu)} | ${fixed(m.phpCpu)} | ${fixed(m.clientCpu)} | ${fixed(m.machineCpu)} |`;
       }), '');
   }
+  if (r.webSocket.messages.length > 0) lines.push(...webSocketMessagesLines(r));
   if (r.latency.length > 0) {
     lines.push(`## Scenario 3, latency under load: ${fixed(s.latency.subscribers)} subscribers on one channel, ${s.latency.rate} messages/s for ${s.latency.messages / s.latency.rate} s`, '',
       ...deliveryTable(r.latency), '',
@@ -301,7 +400,22 @@ export function renderReport(r: BenchResults): string {
       'the other cores; where it has not, everything shares them and the rows show what a second shard costs, not what it buys.', '',
       ...scalingTable(r.scaling), '');
   }
+  if (r.webSocket.deliveries.length > 0) {
+    const [moderate, flatOut] = s.webSocketPhases;
+    lines.push(`## WebSocket (issue 18): ${fixed(moderate.subscribers)} WebSocket subscribers on one channel, ${moderate.rate} msg/s for ` +
+      `${moderate.messages / moderate.rate} s, then ${fixed(flatOut.messages)} messages flat out`, '',
+      'One server start and one set of WebSockets per system, the moderate rate first; each message a text message with the marker ' +
+      `alone (no SSE framing). Pushpin in 1 run, and flat out with ${fixed(moderate.messages)} messages: it falls behind from 100 msg/s, ` +
+      'and a million deliveries would take it over a minute.', '',
+      ...webSocketDeliveryTable(r.webSocket.deliveries), '');
+  }
+  if (r.webSocket.idle.length > 0) {
+    lines.push(`## WebSocket idle capacity (issue 18): ${fixed(s.idleStreams[0])} held WebSockets`, '',
+      'As scenario 1, with WebSockets opened on a channel each; the SSE figure is scenario 1\'s (or the storm\'s) row of the same system ' +
+      'in this run. Pushpin in 1 run.', '', ...webSocketIdleTable(r), '');
+  }
   const notes = [...r.failures.map((failure) => `- **failed**: ${failure}`), ...notesOf(r.fanOut), ...notesOf(r.rates), ...notesOf(r.idle), ...notesOf(r.latency), ...notesOf(r.many),
+    ...notesOf(r.webSocket.deliveries), ...notesOf(r.webSocket.idle), ...notesOf(r.webSocket.messages.map((row) => ({ ...row, label: `WebSocket messages, ${row.label}` }))),
     ...r.scaling.flatMap((row) => row.fanOut.notes.map((note) => `- scaling, ${row.shards} shard(s): ${note}`))];
   const total = r.durations.reduce((sum, [, seconds]) => sum + seconds, 0);
   lines.push('## What each scenario cost', '',

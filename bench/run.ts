@@ -133,12 +133,12 @@ const latency: DeliveryScenario = { subscribers: isQuick ? 1000 : 10_000, subscr
 const many: DeliveryScenario = { subscribers: isQuick ? 1000 : 10_000, subscriberProcesses: 2, isAddressEach: true, messages: 0, rate: 0, concurrency: 16, runs };
 const requestPath = { workers: [1, 2], seconds: isQuick ? 2 : 3, connections: 32, phpChildren: 8, keptConnections: 6, runs };
 const scalingShards = [1, 2, 4, 8].filter((shards) => shards <= availableParallelism());
-// Issue 18's WebSocket rows: WebSocket subscribers on one channel at 100 msg/s for 2 s, then the fan-out's messages
-// flat out, on one server start; as many idle WebSockets as the first idle count; as many WebSockets sending
-// messages to php-fpm, for as long, as scenario 5 has wrk connections.
+// Issue 18's WebSocket rows: the fan-out's subscribers as WebSockets on one channel at 100 msg/s for 2 s, then 500
+// messages flat out (half a million deliveries: 6-12 s a run for Nchan), on one server start; as many idle WebSockets
+// as the first idle count; as many WebSockets sending messages to php-fpm, for as long, as scenario 5 has wrk connections.
 const webSocketPhases: DeliveryScenario[] = [
-  { subscribers: fanOut.subscribers, subscriberProcesses: 2, isAddressEach: false, messages: isQuick ? 60 : 200, rate: 100, concurrency: 16, runs, isWebSocket: true },
-  { ...fanOut, isWebSocket: true },
+  { ...fanOut, messages: isQuick ? 60 : 200, rate: 100, isWebSocket: true },
+  { ...fanOut, messages: isQuick ? 200 : 500, isWebSocket: true },
 ];
 const webSocketMessages = { webSockets: requestPath.connections, seconds: requestPath.seconds, phpChildren: requestPath.phpChildren, keptConnections: requestPath.keptConnections, runs };
 results.sizes = {
@@ -203,11 +203,13 @@ await runIfSelected('scaling', async () => {
     results.scaling.push(row);
   }
 });
-// Pushpin's WebSocket rows in 1 run: it falls behind at 100 msg/s (issue 18's measurements) and its backlog takes the time.
+// Pushpin's WebSocket rows in 1 run, flat out with the moderate phase's messages: it falls behind at 100 msg/s (issue
+// 18's measurements), and a million deliveries take it 60-90 s at 50-90 CPU s per million.
+const pushpinWebSocketPhases = webSocketPhases.map((phase) => ({ ...phase, messages: webSocketPhases[0].messages, runs: longRuns }));
 await runIfSelected('websocket', async () => {
   for (const spec of [muxgate1, nchan1, muxgate2, nchan2, pushpinSpec]) {
     log(`websocket: ${spec.label}`);
-    const phases = spec === pushpinSpec ? webSocketPhases.map((phase) => ({ ...phase, runs: longRuns })) : webSocketPhases;
+    const phases = spec === pushpinSpec ? pushpinWebSocketPhases : webSocketPhases;
     const rows = await attempt(`websocket, ${spec.label}`, () => runDeliveryPhases(spec, phases)) ?? [];
     for (const row of rows) {
       log(`websocket: ${spec.label} at ${row.scenario.rate === 0 ? 'flat out' : `${row.scenario.rate}/s`}: ${Math.round(row.median.rate)} deliveries/s, ` +
