@@ -1,5 +1,6 @@
 // Child process: the FastCGI app for the bench; every request becomes an empty held stream that names its token,
-// and with `?channel=c` a text/event-stream subscribed to channel c.
+// and with `?channel=c` a text/event-stream subscribed to channel c; a WebSocket opening (MULTIPLEX_TRANSPORT=websocket)
+// is accepted the same way, subscribed to channel c (docs/protocol.md §7.1).
 import { createRequire } from 'node:module';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Server } from 'node:net';
@@ -24,9 +25,10 @@ function answer(req: IncomingMessage, res: ServerResponse): void {
     'Content-Type': 'application/x-multiplex; boundary=bb',
     'Content-Length': BODY.length,
     'Multiplex-Hold': 'stream',
-    'Multiplex-Content-Type': channel === null ? 'text/plain' : 'text/event-stream',
     'X-Token': params.MULTIPLEX_TOKEN ?? '',
   };
+  // A WebSocket's messages are framed by muxgate: Multiplex-Content-Type does not apply to it.
+  if (params.MULTIPLEX_TRANSPORT !== 'websocket') headers['Multiplex-Content-Type'] = channel === null ? 'text/plain' : 'text/event-stream';
   if (channel !== null) headers['Multiplex-Channel'] = channel;
   res.writeHead(200, headers);
   res.end(BODY);
