@@ -20,7 +20,8 @@ if ($event === 'close') {
 if ($event === 'message') {
     $message = file_get_contents('php://input');
     $kind = $_SERVER['CONTENT_TYPE'] === 'application/octet-stream' ? 'binary' : 'text';
-    if ($log) file_put_contents($log, "message $token $kind " . bin2hex($message) . "\n", FILE_APPEND | LOCK_EX);
+    // The first 32 bytes name a message well enough; the length tells the rest.
+    if ($log) file_put_contents($log, "message $token $kind " . strlen($message) . ' ' . bin2hex(substr($message, 0, 32)) . "\n", FILE_APPEND | LOCK_EX);
     if (isset($query['slow'])) usleep((int) $query['slow'] * 1000);
     if ($message === 'refuse') { http_response_code(403); echo "go away\n"; exit; }
     if ($message === 'fail') { http_response_code(500); echo "broken\n"; exit; }
@@ -40,6 +41,7 @@ if ($event === 'message') {
 }
 
 // An opening.
+if ($log) file_put_contents($log, "open $token " . ($_SERVER['MULTIPLEX_TRANSPORT'] ?? '-') . ' ' . ($_SERVER['HTTP_SEC_WEBSOCKET_PROTOCOL'] ?? '-') . "\n", FILE_APPEND | LOCK_EX);
 if (($_SERVER['MULTIPLEX_TRANSPORT'] ?? '') !== 'websocket' && !isset($query['sse'])) { http_response_code(400); echo "not a WebSocket\n"; exit; }
 if (isset($query['refuse'])) { http_response_code(403); header('X-Refused: yes'); echo "no entry\n"; exit; }
 header("Content-Type: application/x-multiplex; boundary=$boundary");
