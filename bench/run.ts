@@ -203,9 +203,9 @@ await runIfSelected('scaling', async () => {
     results.scaling.push(row);
   }
 });
-// Pushpin's WebSocket rows in 1 run, flat out with the moderate phase's messages: it falls behind at 100 msg/s (issue
-// 18's measurements), and a million deliveries take it 60-90 s at 50-90 CPU s per million.
-const pushpinWebSocketPhases = webSocketPhases.map((phase) => ({ ...phase, messages: webSocketPhases[0].messages, runs: longRuns }));
+// Pushpin's WebSocket rows in 1 run, with half the moderate phase's messages in each phase: it falls behind at 100 msg/s
+// (issue 18's measurements), at 50-130 CPU s per million deliveries: 200,000 deliveries took it 20-25 s a phase here.
+const pushpinWebSocketPhases = webSocketPhases.map((phase) => ({ ...phase, messages: webSocketPhases[0].messages / 2, runs: longRuns }));
 await runIfSelected('websocket', async () => {
   for (const spec of [muxgate1, nchan1, muxgate2, nchan2, pushpinSpec]) {
     log(`websocket: ${spec.label}`);
