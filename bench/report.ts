@@ -502,6 +502,17 @@ export function renderReport(r: BenchResults): string {
       'php-fpm writes its output and its end-request record apart, and on a kept TCP connection Nagle holds the second ' +
       'until the delayed ACK: 180 req/s for nginx and muxgate alike; the bench\'s php-fpm therefore keeps php.ini\'s output ' +
       'buffering, and the README tells users the same.',
+    '- **WebSocket** (issue 18): muxgate frames a part once as a WebSocket frame and writes the same bytes to every ' +
+      'WebSocket that gets it, through the same corked writes as its streams, so a WebSocket delivery costs it what an SSE one ' +
+      'does; Nchan\'s WebSocket subscribers cost it about what its EventSource ones do. Pushpin with WebSocket-over-HTTP ' +
+      'passes each message through its handler, proxy and condure per connection, and each opening is an HTTP request to ' +
+      'the origin through zurl (502s in a burst, retried, as for its streams): its CPU per delivery and its connect time ' +
+      'are an order of magnitude above the others. A message from a client is a FastCGI request with a body, as a POST ' +
+      'would be: `MUX_FASTCGI_KEEPALIVE` keeps connections for requests without a body only (README), so the messages get a ' +
+      'connection each while the kept ones, idle, hold php-fpm children (6 of 8 here): the kept-connections row shows that ' +
+      'cost, not a gain. Paired on the busy machine (same muxgate and php-fpm, wrk GETs and WebSocket messages alternated, ' +
+      '32 connections each), a message cost muxgate about what a GET does with a connection per request (0.99–1.09× the ' +
+      'GETs/s, 207–269 µs per message against 197–291 per GET).',
     '');
   lines.push('## Notes from the runs', '', ...(notes.length > 0 ? notes : ['- no failed publishes, retried opens, closed streams or server warnings.']), '');
   return lines.join('\n');
