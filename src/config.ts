@@ -30,6 +30,8 @@ export interface Config {
   pushSecret: string | null;
   holdTimeoutMs: number;
   maxPartBytes: number;
+  /** MUX_WS_MAX_MESSAGE_BYTES: a larger message from a WebSocket client closes it with 1009. */
+  maxWebSocketMessageBytes: number;
   maxBufferedBytes: number;
   maxRequestHeadBytes: number;
   maxRequestBytes: number;
@@ -236,6 +238,7 @@ export function loadConfig(env: Env, openFiles: number | null = readOpenFilesLim
     pushSecret,
     holdTimeoutMs: parseSecondsAsMs(env, 'MUX_HOLD_TIMEOUT', 0),
     maxPartBytes: parseInteger(env, 'MUX_MAX_PART_BYTES', 1_048_576, 1, 1 << 30),
+    maxWebSocketMessageBytes: parseInteger(env, 'MUX_WS_MAX_MESSAGE_BYTES', 65_536, 1, 1 << 30),
     maxBufferedBytes: parseInteger(env, 'MUX_MAX_BUFFERED_BYTES', 1_048_576, 1024, 1 << 30),
     maxRequestHeadBytes: parseInteger(env, 'MUX_MAX_REQUEST_HEAD_BYTES', 16_384, 1024, 1 << 20),
     maxRequestBytes: parseInteger(env, 'MUX_MAX_REQUEST_BYTES', 8_388_608, 0, 1 << 30),

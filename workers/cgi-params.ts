@@ -1,4 +1,5 @@
-// A client request → the CGI/1.1 params of its FastCGI request, as nginx's fastcgi_params; and those of a stream event.
+// A client request → the CGI/1.1 params of its FastCGI request, as nginx's fastcgi_params; and those of what muxgate
+// tells the backend itself: a stream's end, a WebSocket client's message.
 import type { IncomingMessage } from 'node:http';
 
 export interface ScriptParams {
@@ -61,25 +62,46 @@ export interface StreamEvent {
   token: string;
   reason: string;
   requestUri: string;
+  /** A WebSocket's close code; 0 for an HTTP stream. */
+  closeCode: number;
 }
 
 export function eventParams(event: StreamEvent, script: ScriptParams): Record<string, string> {
-  const { path, query } = splitTarget(event.requestUri);
+  const params = postParams(event.requestUri, event.token, script, 0);
+  params.MULTIPLEX_EVENT = 'close';
+  params.MULTIPLEX_REASON = event.reason;
+  if (event.closeCode !== 0) {
+    params.MULTIPLEX_TRANSPORT = 'websocket';
+    params.MULTIPLEX_CLOSE_CODE = String(event.closeCode);
+  }
+  return params;
+}
+
+/** A WebSocket client's message, told to the backend as a POST to the script of the WebSocket's opening. */
+export function messageParams(requestUri: string, token: string, script: ScriptParams, length: number, isBinary: boolean): Record<string, string> {
+  const params = postParams(requestUri, token, script, length);
+  params.CONTENT_TYPE = isBinary ? 'application/octet-stream' : 'text/plain; charset=utf-8';
+  params.MULTIPLEX_EVENT = 'message';
+  params.MULTIPLEX_TRANSPORT = 'websocket';
+  return params;
+}
+
+/** What muxgate itself tells the backend about a token: a POST to the script of the token's request. */
+function postParams(requestUri: string, token: string, script: ScriptParams, contentLength: number): Record<string, string> {
+  const { path, query } = splitTarget(requestUri);
   return {
     GATEWAY_INTERFACE: 'CGI/1.1',
     SERVER_SOFTWARE: 'muxgate',
     SERVER_PROTOCOL: 'HTTP/1.1',
     REQUEST_METHOD: 'POST',
-    REQUEST_URI: event.requestUri,
+    REQUEST_URI: requestUri,
     DOCUMENT_URI: path,
     QUERY_STRING: query,
     SCRIPT_NAME: path,
     SCRIPT_FILENAME: scriptFilename(script, path),
     DOCUMENT_ROOT: script.documentRoot,
-    CONTENT_LENGTH: '0',
+    CONTENT_LENGTH: String(contentLength),
     REDIRECT_STATUS: '200',
-    MULTIPLEX_EVENT: 'close',
-    MULTIPLEX_TOKEN: event.token,
-    MULTIPLEX_REASON: event.reason,
+    MULTIPLEX_TOKEN: token,
   };
 }

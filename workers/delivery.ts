@@ -1,4 +1,13 @@
 // One part on its way to this shard's streams: framed at most once per kind of stream.
+import { isUtf8 } from 'node:buffer';
+import { createRequire } from 'node:module';
+
+/** ws's frame writer (not in its type declarations): a server's frame is the header and the payload, unmasked. */
+const { Sender } = createRequire(import.meta.url)('ws') as {
+  Sender: { frame(data: Buffer, options: { fin: boolean; opcode: number; mask: boolean; readOnly: boolean; rsv1: boolean }): Buffer[] };
+};
+const OPCODE_TEXT = 0x1;
+const OPCODE_BINARY = 0x2;
 
 const CRLF = 0x0d0a;
 
@@ -12,6 +21,8 @@ export class Delivery {
   #chunk: Buffer | null = null;
   #event: Buffer | null = null;
   #eventChunk: Buffer | null = null;
+  #webSocketFrame: Buffer | null = null;
+  readonly isBinary = false;
 
   constructor(body: Buffer, isClose: boolean, parsedAt: number, channelId: number) {
     this.body = body;
@@ -29,6 +40,11 @@ export class Delivery {
     if (!isChunked) return this.body;
     return (this.#chunk ??= frameChunk(this.body));
   }
+
+  /** The part as one WebSocket message: binary when asked, or when the body is not text a client could accept. */
+  webSocketFrame(): Buffer {
+    return (this.#webSocketFrame ??= webSocketFrame(this.body, this.isBinary || !isUtf8(this.body)));
+  }
 }
 
 export function frameChunk(body: Buffer): Buffer {
@@ -42,3 +58,8 @@ export function frameChunk(body: Buffer): Buffer {
 }
 
 export const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
+
+export function webSocketFrame(payload: Buffer, isBinary: boolean): Buffer {
+  const opcode = isBinary ? OPCODE_BINARY : OPCODE_TEXT;
+  return Buffer.concat(Sender.frame(payload, { fin: true, opcode, mask: false, readOnly: true, rsv1: false }));
+}

@@ -9,7 +9,8 @@ import { AUTHORITY, parseRequestTarget } from '../src/protocol/request-target.ts
 import type { CgiHead } from '../src/protocol/cgi-response.ts';
 import { MultiplexParser, type MultiplexParserLimits } from '../src/protocol/multiplex-parser.ts';
 import {
-  hasNoBody, interpretRelayHead, interpretStreamHead, multiplexBoundaryOf, type RelayHead, type StreamHead,
+  hasNoBody, interpretRelayHead, interpretStreamHead, interpretWebSocketHead, multiplexBoundaryOf, type RelayHead, type StreamHead,
+  type WebSocketHead,
 } from '../src/protocol/response-head.ts';
 import { partLimits } from './part-limits.ts';
 import type { ResponsePartSink } from './response-part-sink.ts';
@@ -24,6 +25,8 @@ import type { ShardMetrics } from './metrics.ts';
 import { relayFramed, relayHeadOnly, relayUnframed } from './relay.ts';
 import type { Router } from './router.ts';
 import { statusClass } from './metrics.ts';
+import type { WebSocketClients } from './websocket-clients.ts';
+import type { WebSocketOpening } from './websocket-upgrade.ts';
 
 export interface GatewayContext {
   config: Readonly<Config>;
@@ -32,6 +35,7 @@ export interface GatewayContext {
   streams: HeldStreams;
   router: Router;
   partSink: ResponsePartSink;
+  webSocketClients: WebSocketClients;
   metrics: ShardMetrics;
   log: Logger;
   /** Warnings a backend can repeat with every request, at most one line per kind per interval. */
@@ -61,13 +65,18 @@ export class Gateway {
     this.#turns.take(req, res);
   }
 
-  #start(req: IncomingMessage, res: ServerResponse): void {
+  /** A WebSocket opening whose handshake is valid: the backend accepts it, or answers it as an ordinary request. */
+  open(req: IncomingMessage, res: ServerResponse, opening: WebSocketOpening): void {
+    this.#start(req, res, opening);
+  }
+
+  #start(req: IncomingMessage, res: ServerResponse, opening: WebSocketOpening | null = null): void {
     const problem = requestProblem(req);
     if (problem !== null) {
       this.#ctx.log.debug({ problem: problem.message }, 'request refused');
       return this.#fail(res, problem.status, problem.message);
     }
-    this.#forward(req, res).catch((error: unknown) => {
+    this.#forward(req, res, opening).catch((error: unknown) => {
       // A client that went away mid-body is no server error.
       if (req.destroyed && !req.complete) return void this.#ctx.log.debug({ err: (error as Error).message }, 'client left mid-request');
       this.#ctx.log.error({ err: error }, 'request failed');
@@ -75,7 +84,7 @@ export class Gateway {
     });
   }
 
-  async #forward(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async #forward(req: IncomingMessage, res: ServerResponse, opening: WebSocketOpening | null): Promise<void> {
     const { config, log, metrics, warnings } = this.#ctx;
     const requestId = this.#nextRequestId++;
     const token = mintToken(config.nodeId, this.#ctx.shard);
@@ -91,9 +100,11 @@ export class Gateway {
       return this.#fail(res, 413, 'Payload Too Large');
     }
     const hasBody = bufferedBody !== null || (contentLength !== null && contentLength > 0);
+    const params = cgiParams(req, token, config, contentLength);
+    if (opening !== null) params.MULTIPLEX_TRANSPORT = 'websocket';
     let request: FastcgiRequest;
     try {
-      request = await this.#ctx.backend.request(cgiParams(req, token, config, contentLength), hasBody);
+      request = await this.#ctx.backend.request(params, hasBody);
     } catch (error) {
       metrics.fastcgiErrors.inc({ kind: 'connect' });
       warnings.warn('backend_unavailable', { requestId, err: (error as Error).message }, 'backend unavailable');
@@ -101,7 +112,7 @@ export class Gateway {
     }
     if (res.destroyed) return void request.abort();
     const exchange = new FastcgiExchange(request, { timeoutMs: config.fastcgiTimeoutMs, metrics, log, warnings, label: { requestId, uri: req.url } }, {
-      onHead: (head, rest) => this.#respond(req, res, exchange, token, requestId, head, rest),
+      onHead: (head, rest) => this.#respond(req, res, exchange, token, requestId, head, rest, opening),
       onFailure: (failure) => this.#fail(res, ...FAILURE_STATUS[failure]),
     });
     res.once('close', exchange.onClientGone);
@@ -111,8 +122,7 @@ export class Gateway {
   }
 
   #respond(req: IncomingMessage, res: ServerResponse, exchange: FastcgiExchange, token: string, requestId: number,
-    head: CgiHead, rest: Buffer): void {
-    const { metrics } = this.#ctx;
+    head: CgiHead, rest: Buffer, opening: WebSocketOpening | null): void {
     let boundary: string | null;
     try {
       boundary = multiplexBoundaryOf(head);
@@ -126,10 +136,45 @@ export class Gateway {
     } catch (error) {
       return this.#refuseHead(res, exchange, requestId, error, 'backend_bad_multiplex_header', 'backend sent a bad Multiplex-* header');
     }
-    metrics.requests.inc({ listener: 'public', class: statusClass(head.status) });
+    if (opening !== null) {
+      if (streamHead.hold !== 'none' && head.status >= 200 && head.status < 300) {
+        return this.#accept(req, res, exchange, token, requestId, head, streamHead, boundary, rest, opening);
+      }
+      // Refused: an ordinary response, after which the connection closes; nothing is held on it.
+      streamHead.hold = 'none';
+    }
+    this.#ctx.metrics.requests.inc({ listener: 'public', class: statusClass(head.status) });
     res.writeHead(head.status, head.statusText, streamHead.headers);
     // HEAD, 204, 304: the head alone, and no stream: the token never becomes live. The body still feeds other streams.
     const stream = hasNoBody(req.method, head.status) ? (res.end(), null) : this.#openStream(req, res, token, streamHead);
+    this.#readParts(exchange, boundary, rest, stream);
+  }
+
+  /** A WebSocket opening the backend accepts: 101, and the token is live; the body's parts are its first messages. */
+  #accept(req: IncomingMessage, res: ServerResponse, exchange: FastcgiExchange, token: string, requestId: number,
+    head: CgiHead, streamHead: StreamHead, boundary: string, rest: Buffer, opening: WebSocketOpening): void {
+    let webSocketHead: WebSocketHead;
+    try {
+      webSocketHead = interpretWebSocketHead(head, opening.offeredProtocols);
+    } catch (error) {
+      return this.#refuseHead(res, exchange, requestId, error, 'backend_bad_websocket_protocol', 'backend picked a subprotocol the client did not offer');
+    }
+    const { metrics, streams, router, webSocketClients } = this.#ctx;
+    metrics.requests.inc({ listener: 'public', class: '1xx' });
+    const ws = opening.accept(webSocketHead.protocol, webSocketHead.headers);
+    let stream: HeldStream | null = null;
+    if (ws !== null) {
+      const { headers, keepAliveData, ...behaviour } = streamHead;
+      // A WebSocket's heartbeat is a ping: no bytes of the backend's go between its frames.
+      stream = streams.openWebSocket(token, ws, req.socket, { ...behaviour, keepAliveData: null, requestUri: req.url ?? '/' });
+      webSocketClients.attach(stream);
+      router.resume(stream);
+    }
+    this.#readParts(exchange, boundary, rest, stream);
+  }
+
+  /** Routes the parts of a multiplexed body; the stream it opened (if any) follows its hold mode once they are handed on. */
+  #readParts(exchange: FastcgiExchange, boundary: string, rest: Buffer, stream: HeldStream | null): void {
     exchange.feedsOthers();
     const { config, router, streams } = this.#ctx;
     const receipt = router.createReceipt(false);

@@ -1,6 +1,7 @@
 // One held stream: a live multiplexed response, its token, its connection and what it has been written.
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import type { WebSocket } from 'ws';
 import type { StreamHead } from '../src/protocol/response-head.ts';
 import { type Delivery, frameChunk } from './delivery.ts';
 
@@ -10,6 +11,21 @@ export type EndReason = 'client' | 'timeout' | 'closed' | 'shutdown' | 'overflow
 export interface StreamOptions extends Omit<StreamHead, 'headers'> {
   /** What a close event sent to the backend names as the stream's request. */
   requestUri: string;
+}
+
+/** A held stream's WebSocket: the connection ws speaks on, and what muxgate tracks of the client's side. */
+export class WebSocketState {
+  readonly ws: WebSocket;
+  /** Client messages for the backend, in order, the first one in flight (websocket-clients.ts). */
+  readonly messages: Array<{ data: Buffer; isBinary: boolean }> = [];
+  /** A ping went out and its pong has not come back. */
+  isPingUnanswered = false;
+  /** The close code sent or received; 0 while open. */
+  closeCode = 0;
+
+  constructor(ws: WebSocket) {
+    this.ws = ws;
+  }
 }
 
 export class HeldStream {
@@ -33,6 +49,8 @@ export class HeldStream {
   lastChannelId = 0;
   /** Live channel parts held back while the history replay is on its way (resume.ts). */
   catchUp: Delivery[] | null = null;
+  /** Null for an HTTP response. */
+  webSocket: WebSocketState | null = null;
 
   constructor(token: string, socket: Socket, res: ServerResponse | null, canKeepAlive: boolean, options: StreamOptions, now: number) {
     this.token = token;

@@ -6,8 +6,9 @@ import type { Logger } from '../src/log.ts';
 import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
 import type { ShardMetrics } from './metrics.ts';
 import { ChannelIndex } from './channel-index.ts';
-import { type Delivery, LAST_CHUNK, frameChunk } from './delivery.ts';
-import { HeldStream, type EndReason, type StreamOptions } from './held-stream.ts';
+import { WebSocket } from 'ws';
+import { type Delivery, LAST_CHUNK, frameChunk, webSocketFrame } from './delivery.ts';
+import { HeldStream, WebSocketState, type EndReason, type StreamOptions } from './held-stream.ts';
 import { detachFromHttp, returnToHttp } from './http-detach.ts';
 import { SOCKETS, atTurnEnd } from './turn-end.ts';
 
@@ -45,6 +46,8 @@ const FLUSH_SLICE_MS = 10;
 const SOCKETS_PER_CLOCK_READ = 64;
 /** What a client may send behind a held stream's request before it is cut off. */
 const MAX_UNREAD_BYTES = 65_536;
+
+const { OPEN } = WebSocket;
 
 /** node:http marks the response that currently owns a socket. */
 interface SocketWithMessage {
@@ -129,14 +132,31 @@ export class HeldStreams {
     const stream = socket === null
       ? new HeldStream(token, req.socket, res, canKeepAlive, options, Date.now())
       : new HeldStream(token, socket, null, canKeepAlive, options, Date.now());
+    if (socket === null) res.once('close', () => this.end(stream, 'client'));
+    else this.#watch(stream, socket);
+    return this.#register(stream);
+  }
+
+  /**
+   * Registers an accepted WebSocket: parts for its token and channels are written to it as messages. Its client's side
+   * (messages, pongs, the close) is websocket-clients.ts's.
+   */
+  openWebSocket(token: string, ws: WebSocket, socket: Socket, options: StreamOptions): HeldStream {
+    const stream = new HeldStream(token, socket, null, false, options, Date.now());
+    stream.webSocket = new WebSocketState(ws);
+    if (options.keepAliveMs > 0) this.#timed.add(stream);
+    this.#metrics.webSockets.inc();
+    return this.#register(stream);
+  }
+
+  #register(stream: HeldStream): HeldStream {
+    const { token, options } = stream;
     this.#streams.set(token, stream);
     if (stream.keepAliveFrame !== null) this.#timed.add(stream);
     for (const channel of options.channels) this.channels.subscribe(stream, channel.name);
     this.#metrics.subscriptions.inc(options.channels.length);
-    if (socket === null) res.once('close', () => this.end(stream, 'client'));
-    else this.#watch(stream, socket);
     this.#metrics.heldStreams.inc();
-    this.#log.debug({ token, hold: options.hold, channels: options.channels.length }, 'stream opened');
+    this.#log.debug({ token, hold: options.hold, channels: options.channels.length, webSocket: stream.webSocket !== null }, 'stream opened');
     return stream;
   }
 
@@ -166,12 +186,15 @@ export class HeldStreams {
 
   /** Writes what muxgate itself tells a stream (not a part: not counted as a delivery), framed for it. */
   notify(stream: HeldStream, notice: Buffer): void {
-    this.#writeRaw(stream, stream.options.isChunked ? frameChunk(notice) : notice);
+    if (stream.webSocket !== null) this.#writeRaw(stream, webSocketFrame(notice, false));
+    else this.#writeRaw(stream, stream.options.isChunked ? frameChunk(notice) : notice);
   }
 
   /** Writes one part to a stream, once, in channel order. */
   write(stream: HeldStream, delivery: Delivery): DeliverResult {
     if (stream.lastDelivery === delivery) return DUPLICATE;
+    // A WebSocket whose closing handshake has begun takes no more messages (RFC 6455 §5.5.1).
+    if (stream.webSocket !== null && stream.webSocket.ws.readyState !== OPEN) return NOT_LIVE;
     stream.lastDelivery = delivery;
     const channelId = delivery.channelId;
     if (channelId > 0) {
@@ -186,8 +209,12 @@ export class HeldStreams {
     }
     const body = delivery.body;
     if (body.length > 0) {
-      const frame = delivery.frame(stream.options.isChunked, this.#hasEventIds && stream.options.isEventStream);
-      this.#writeRaw(stream, frame);
+      if (stream.webSocket !== null) {
+        this.#writeRaw(stream, delivery.webSocketFrame());
+        this.#metrics.hot.webSocketMessagesOut++;
+      } else {
+        this.#writeRaw(stream, delivery.frame(stream.options.isChunked, this.#hasEventIds && stream.options.isEventStream));
+      }
       this.#metrics.hot.deliveredBytes += body.length;
     }
     this.#metrics.hot.deliveries++;
@@ -221,7 +248,8 @@ export class HeldStreams {
     this.#metrics.subscriptions.dec(stream.options.channels.length);
     this.#metrics.heldStreams.dec();
     this.#metrics.streamsEnded.inc({ reason });
-    if (stream.res !== null) this.#endResponse(stream.res, stream.options.isChunked, reason);
+    if (stream.webSocket !== null) this.#endWebSocket(stream.webSocket, reason);
+    else if (stream.res !== null) this.#endResponse(stream.res, stream.options.isChunked, reason);
     else this.#endDetached(stream, reason);
     this.#log.debug({ token: stream.token, reason }, 'stream ended');
     for (const listener of this.#endedListeners) listener(stream, reason);
@@ -264,6 +292,18 @@ export class HeldStreams {
       if (isChunked) res.write(LAST_CHUNK);
       res.end();
     }
+  }
+
+  /**
+   * Closes a WebSocket with the code its end calls for, unless its closing has begun (the client's close, or muxgate's
+   * for a protocol error or the backend's refusal, which set the code). ws waits for the client's close frame, at most
+   * 30 s, then cuts the connection.
+   */
+  #endWebSocket(state: WebSocketState, reason: EndReason): void {
+    this.#metrics.webSockets.dec();
+    if (state.closeCode === 0) state.closeCode = reason === 'shutdown' ? 1001 : reason === 'overflow' ? 1008 : 1000;
+    if (state.ws.readyState === OPEN) state.ws.close(state.closeCode);
+    this.#metrics.webSocketCloses.inc({ code: String(state.closeCode) });
   }
 
   /** Ends a detached stream: its connection goes back to node:http when it can carry another request. */
@@ -349,11 +389,27 @@ export class HeldStreams {
       : this.#flushStartedAt + MIN_FLUSH_INTERVAL_MS;
   };
 
+  /** Multiplex-Keep-Alive on a WebSocket: a ping, or the end of a client that did not answer the last one in time. */
+  #ping(stream: HeldStream, now: number): void {
+    const state = stream.webSocket!;
+    if (state.isPingUnanswered) {
+      // Not listening: no close frame would be read either.
+      state.closeCode = 1006;
+      state.ws.terminate();
+      return this.end(stream, 'timeout');
+    }
+    state.isPingUnanswered = true;
+    state.ws.ping();
+    stream.lastWriteAt = now;
+  }
+
   #tick(): void {
     const now = Date.now();
     for (const stream of this.#timed) {
       if (stream.deadline > 0 && now >= stream.deadline) {
         this.end(stream, 'timeout');
+      } else if (stream.webSocket !== null) {
+        if (stream.options.keepAliveMs > 0 && now - stream.lastWriteAt >= stream.options.keepAliveMs) this.#ping(stream, now);
       } else if (stream.keepAliveFrame !== null && now - stream.lastWriteAt >= stream.options.keepAliveMs) {
         this.#writeRaw(stream, stream.keepAliveFrame);
       }

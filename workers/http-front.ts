@@ -4,10 +4,18 @@ import net, { type Socket } from 'node:net';
 import type { Config } from '../src/config.ts';
 import type { ListenerKind } from '../src/shard-messages.ts';
 import type { ShardMetrics } from './metrics.ts';
+import { WebSocketUpgrade } from './websocket-upgrade.ts';
 
 const PUSH_KEEP_ALIVE_MS = 75_000;
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
+
+export interface Handlers {
+  public: Handler;
+  push: Handler;
+  /** A WebSocket opening on the public listener, with the bytes the client sent after it (websocket-upgrade.ts). */
+  upgrade: (req: http.IncomingMessage, socket: Socket, head: Buffer) => void;
+}
 
 /**
  * The same connection in a socket made by this thread. A socket transferred from the main thread arrives with its
@@ -32,7 +40,7 @@ export class HttpFront {
   readonly #onSocketClose: (this: Socket) => void;
 
   constructor(config: Readonly<Config>, shard: number, connectionCounts: Int32Array, metrics: ShardMetrics,
-    handlers: Record<ListenerKind, Handler>) {
+    handlers: Handlers) {
     this.#shard = shard;
     this.#connectionCounts = connectionCounts;
     this.#metrics = metrics;
@@ -49,7 +57,9 @@ export class HttpFront {
       keepAliveTimeout: 5_000,
     };
     this.#servers = {
-      public: http.createServer(options, handlers.public),
+      // Only WebSocket openings leave node:http; any other Upgrade (h2c, say) is served as an ordinary request.
+      public: http.createServer({ ...options, shouldUpgradeCallback: WebSocketUpgrade.isOpening }, handlers.public)
+        .on('upgrade', handlers.upgrade),
       // Pushers are few and long-lived: idle connections are kept as nginx keeps them (its 75 s), so that a pusher's
       // pool seldom sends on a connection the server is closing at that moment ("socket hang up").
       push: http.createServer({ ...options, keepAliveTimeout: PUSH_KEEP_ALIVE_MS }, handlers.push),

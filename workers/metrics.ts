@@ -20,7 +20,7 @@ export function createShardMetrics(shard: number) {
   const loopDelay = monitorEventLoopDelay({ resolution: LOOP_SAMPLE_MS });
   loopDelay.enable();
   // Counted per write on the hot path as plain numbers, added to the counters (or set on the gauge) when scraped.
-  const hot = { deliveries: 0, deliveredBytes: 0, channelDeliveries: 0, historyBytes: 0 };
+  const hot = { deliveries: 0, deliveredBytes: 0, channelDeliveries: 0, historyBytes: 0, webSocketMessagesOut: 0 };
   const metrics = {
     registry,
     hot,
@@ -70,6 +70,27 @@ export function createShardMetrics(shard: number) {
         this.inc(hot.deliveredBytes);
         hot.deliveredBytes = 0;
       },
+    }),
+    webSockets: new Gauge({
+      name: 'muxgate_websockets', help: 'Open WebSockets (held streams whose client talks back).',
+      labelNames: ['shard'], registers: [registry],
+    }).labels(shardLabel),
+    webSocketMessagesOut: new Counter({
+      name: 'muxgate_websocket_messages_out_total', help: 'Messages written to WebSocket clients (parts; pings and closes not counted).',
+      registers: [registry],
+      collect() {
+        this.inc(hot.webSocketMessagesOut);
+        hot.webSocketMessagesOut = 0;
+      },
+    }),
+    webSocketMessagesIn: new Counter({
+      name: 'muxgate_websocket_messages_in_total',
+      help: 'Messages from WebSocket clients, by what became of them: the backend\'s answer (routed, ignored, refused, failed), or dropped.',
+      labelNames: ['result'], registers: [registry],
+    }),
+    webSocketCloses: new Counter({
+      name: 'muxgate_websocket_closes_total', help: 'WebSockets closed, by close code (sent by muxgate or by the client).',
+      labelNames: ['code'], registers: [registry],
     }),
     undeliverable: new Counter({
       name: 'muxgate_undeliverable_total', help: 'Part deliveries dropped, by reason (gone, invalid_token, other_node, shard_down).',
@@ -177,6 +198,9 @@ export function createShardMetrics(shard: number) {
   metrics.subscriptions.set(0);
   metrics.openConnections.set(0);
   metrics.heldStreams.set(0);
+  metrics.webSockets.set(0);
+  for (const result of ['routed', 'ignored', 'refused', 'failed', 'dropped']) metrics.webSocketMessagesIn.inc({ result }, 0);
+  for (const code of ['1000', '1001', '1006', '1008', '1009']) metrics.webSocketCloses.inc({ code }, 0);
   return metrics;
 }
 

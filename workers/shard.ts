@@ -16,6 +16,8 @@ import { Router } from './router.ts';
 import { SEQUENCER } from './sequencer.ts';
 import { ChannelLog } from './channel-log.ts';
 import { StreamEvents } from './stream-events.ts';
+import { WebSocketClients } from './websocket-clients.ts';
+import { WebSocketUpgrade } from './websocket-upgrade.ts';
 import { ResponsePartSink } from './response-part-sink.ts';
 import type { RedisLink } from './redis-link.ts';
 
@@ -45,11 +47,14 @@ export default async function runShard(init: ShardInit): Promise<string> {
   });
   const partSink = new ResponsePartSink(router, metrics, warnings);
   const events = config.events ? new StreamEvents(streams, backend, config, metrics, log, warnings, partSink) : null;
-  const gateway = new Gateway({ config, shard: index, backend, streams, router, partSink, metrics, log, warnings });
+  const webSocketClients = new WebSocketClients({ config, backend, streams, router, partSink, metrics, log, warnings });
+  const gateway = new Gateway({ config, shard: index, backend, streams, router, partSink, webSocketClients, metrics, log, warnings });
+  const upgrade = new WebSocketUpgrade({ maxMessageBytes: config.maxWebSocketMessageBytes }, metrics, (req, res, opening) => gateway.open(req, res, opening));
   const pushApi = new PushApi(router, metrics, warnings, { secret: config.pushSecret, limits: partLimits(config), maxBodyBytes: config.maxPushBytes });
   const front = new HttpFront(config, index, new Int32Array(init.connectionCounts), metrics, {
     public: (req, res) => gateway.handle(req, res),
     push: (req, res) => pushApi.handle(req, res),
+    upgrade: (req, socket, head) => upgrade.handle(req, socket, head),
   });
 
   const { promise: shutdownRequested, resolve: requestShutdown } = Promise.withResolvers<void>();

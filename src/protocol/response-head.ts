@@ -116,3 +116,32 @@ export function interpretStreamHead(head: CgiHead, isChunked: boolean): StreamHe
     channels,
   };
 }
+
+export interface WebSocketHead {
+  /** The 101 response's extra headers, as name, value, name, value… */
+  headers: string[];
+  /** The subprotocol the backend picked, or null. */
+  protocol: string | null;
+}
+
+/**
+ * An accepted WebSocket opening's head: the backend's headers but those that describe a body, a hop or muxgate's
+ * protocol, and its subprotocol, which must be one the client offered; throws BadCgiHeadError otherwise.
+ */
+export function interpretWebSocketHead(head: CgiHead, offeredProtocols: readonly string[]): WebSocketHead {
+  const headers: string[] = [];
+  let protocol: string | null = null;
+  for (const [name, value] of head.headers) {
+    const lower = name.toLowerCase();
+    if (lower === 'sec-websocket-protocol') {
+      protocol = value.trim();
+      if (!offeredProtocols.includes(protocol)) {
+        throw new BadCgiHeadError(`Sec-WebSocket-Protocol ${JSON.stringify(protocol.slice(0, 40))} is not one the client offered`);
+      }
+    } else if (!(HOP_BY_HOP.has(lower) || lower.startsWith('multiplex-') || lower.startsWith('sec-websocket-')
+      || lower === 'content-type' || lower === 'content-length')) {
+      headers.push(name, value);
+    }
+  }
+  return { headers, protocol };
+}
