@@ -278,19 +278,21 @@
   }
 
   async function post(text) {
+    const sending = current;
     try {
       const response = await fetch('/send', {
         method: 'POST',
         headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ room: current.room, nick: current.nick, text }),
+        body: JSON.stringify({ room: sending.room, nick: sending.nick, text }),
       });
       const answer = await response.json().catch(() => null);
       if (!response.ok || !answer || answer.ok !== true) {
         throw new Error((answer && answer.error) || 'HTTP ' + response.status);
       }
-      sendDone(true);
+      // An answer for a page that has since left or switched is not for the send in progress now.
+      if (current === sending) sendDone(true);
     } catch (error) {
-      sendDone(false, error.message);
+      if (current === sending) sendDone(false, error.message);
     }
   }
 
