@@ -143,6 +143,7 @@ async function webSocketChatScenario(url: string, name: string): Promise<void> {
   // The switch: ada moves to SSE, in the same room as bob's WebSocket, and the two still chat.
   await ada.click('#transport');
   await waitForTransport(ada, 'sse');
+  await ada.waitForSelector('li[data-event="welcome"]', WAIT);
   assert.equal(new URL(ada.url()).searchParams.get('transport'), 'sse');
   await say(bob, 'to ada on SSE');
   await ada.waitForSelector('li.message >> text=to ada on SSE', WAIT);
