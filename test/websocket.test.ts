@@ -86,6 +86,19 @@ test('a backend that refuses the opening is relayed as an ordinary response, the
   assert.deepEqual(decodeChunked(reply), { body: 'no entry\n', isComplete: true });
 });
 
+test('an opening pipelined behind a request waits for its answer, then is accepted on the same connection', async () => {
+  const { hostname, port } = new URL(mux.url);
+  const socket = net.connect(Number(port), hostname);
+  let text = '';
+  socket.setEncoding('latin1').on('data', (data: string) => { text += data; });
+  socket.write('GET /websocket.php?sse=1&refuse=1 HTTP/1.1\r\nHost: test\r\n\r\n'
+    + 'GET /websocket.php?room=pipelined HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
+    + 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+  await waitUntil(() => text.includes('welcome '), 10_000, () => `the pipelined opening to be accepted (got ${JSON.stringify(text)})`);
+  assert.match(text, /^HTTP\/1\.1 403 Forbidden\r\n[^]*no entry\n\r\n0\r\n\r\nHTTP\/1\.1 101 Switching Protocols\r\n/);
+  socket.destroy();
+});
+
 test('a connection\'s messages reach the backend one at a time, in order, and the replies come back in order', async () => {
   const client = await open('room=order');
   const count = 300;

@@ -49,7 +49,7 @@ export default async function runShard(init: ShardInit): Promise<string> {
   const events = config.events ? new StreamEvents(streams, backend, config, metrics, log, warnings, partSink) : null;
   const webSocketClients = new WebSocketClients({ config, backend, streams, router, partSink, metrics, log, warnings });
   const gateway = new Gateway({ config, shard: index, backend, streams, router, partSink, webSocketClients, metrics, log, warnings });
-  const upgrade = new WebSocketUpgrade({ maxMessageBytes: config.maxWebSocketMessageBytes }, metrics, (req, res, opening) => gateway.open(req, res, opening));
+  const upgrade = new WebSocketUpgrade({ maxMessageBytes: config.maxWebSocketMessageBytes }, metrics, log, (req, res, opening) => gateway.open(req, res, opening));
   const pushApi = new PushApi(router, metrics, warnings, { secret: config.pushSecret, limits: partLimits(config), maxBodyBytes: config.maxPushBytes });
   const front = new HttpFront(config, index, new Int32Array(init.connectionCounts), metrics, {
     public: (req, res) => gateway.handle(req, res),

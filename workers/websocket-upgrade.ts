@@ -3,6 +3,7 @@
 import http, { type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
+import type { Logger } from '../src/log.ts';
 import type { ShardMetrics } from './metrics.ts';
 
 /** What the gateway does with an opening the handshake checks let through. */
@@ -29,12 +30,14 @@ export class WebSocketUpgrade {
   readonly #server: WebSocketServer;
   readonly #onOpening: OpeningHandler;
   readonly #metrics: ShardMetrics;
+  readonly #log: Logger;
   /** The opening being accepted: ws asks for its subprotocol and headers synchronously, inside accept(). */
   #accepting: { protocol: string | null; headers: readonly string[]; ws: WebSocket | null } | null = null;
 
-  constructor(limits: UpgradeLimits, metrics: ShardMetrics, onOpening: OpeningHandler) {
+  constructor(limits: UpgradeLimits, metrics: ShardMetrics, log: Logger, onOpening: OpeningHandler) {
     this.#onOpening = onOpening;
     this.#metrics = metrics;
+    this.#log = log;
     this.#server = new WebSocketServer({
       noServer: true,
       clientTracking: false,
@@ -58,6 +61,19 @@ export class WebSocketUpgrade {
 
   /** An upgrade request node:http has handed over, with the bytes that followed it. */
   handle(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    try {
+      this.#handle(req, socket, head);
+    } catch (error) {
+      // A bug, not the client's doing: this connection ends, the shard goes on.
+      this.#log.error({ err: error }, 'WebSocket opening failed');
+      socket.destroy();
+    }
+  }
+
+  #handle(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    // Pipelined behind a request whose response is still going out: the opening waits for it, as any request would.
+    const inProgress = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    if (inProgress) return void inProgress.once('close', () => this.#handleWhenOpen(req, socket, head));
     if (req.httpVersion !== '1.1') return this.#refuse(socket, 400, 'a WebSocket opening must be HTTP/1.1');
     // RFC 6455 §4.4: another version gets 426 and the versions spoken (ws would also accept the draft version 8).
     if (req.headers['sec-websocket-version'] !== '13') {
@@ -66,6 +82,11 @@ export class WebSocketUpgrade {
     this.#server.handleUpgrade(req, socket, head, (ws) => {
       this.#accepting!.ws = ws;
     });
+  }
+
+  #handleWhenOpen(req: IncomingMessage, socket: Socket, head: Buffer): void {
+    if (socket.destroyed || !socket.writable) return void socket.destroy();
+    this.handle(req, socket, head);
   }
 
   #open(req: IncomingMessage, done: (isAccepted: boolean) => void): void {
