@@ -209,7 +209,7 @@ test('shutting down closes every WebSocket with 1001', async () => {
   assert.equal(await stopped, 0);
 });
 
-test('a WebSocket resumes a channel from the `since` its backend passes on, and is told when the history no longer reaches back', async () => {
+test('a WebSocket resumes a channel from the `since` its backend passes on, is told when the history no longer reaches back, and gets ids when its messages are SSE events', async () => {
   const own = await startMuxgate({ ...phpBackend(fpm), MUX_SHARDS: '2', MUX_CHANNEL_HISTORY: '2' });
   try {
     // Ids are in an SSE stream's `id:` lines: a client that falls back from one transport to the other knows them.
@@ -227,7 +227,13 @@ test('a WebSocket resumes a channel from the `since` its backend passes on, and 
     const late = await open(`room=resume&since=${ids[0] - 1}`, {}, own);
     await late.waitForMessage((m) => m.text === 'data: three\n\n');
     assert.deepEqual(channelTexts(late), [`{"muxgate":"gap","since":${ids[0] - 1}}`, 'data: two\n\n', 'data: three\n\n']);
-    for (const client of [resumed, late]) client.close();
+    // Messages declared SSE events carry their ids, as on a stream: such a page knows where to resume from.
+    const events = await open(`sse=1&room=resume&since=${ids[0] - 1}`, {}, own);
+    await events.waitForMessage((m) => m.text.endsWith('data: three\n\n'));
+    assert.deepEqual(channelTexts(events), [
+      `event: muxgate-gap\ndata: {"since":${ids[0] - 1}}\n\n`, `id: ${ids[1]}\ndata: two\n\n`, `id: ${ids[2]}\ndata: three\n\n`,
+    ]);
+    for (const client of [resumed, late, events]) client.close();
     sse.close();
   } finally {
     await own.stop();

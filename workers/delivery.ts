@@ -22,6 +22,7 @@ export class Delivery {
   #event: Buffer | null = null;
   #eventChunk: Buffer | null = null;
   #webSocketFrame: Buffer | null = null;
+  #webSocketEvent: Buffer | null = null;
   readonly isBinary = false;
 
   constructor(body: Buffer, isClose: boolean, parsedAt: number, channelId: number) {
@@ -41,8 +42,14 @@ export class Delivery {
     return (this.#chunk ??= frameChunk(this.body));
   }
 
-  /** The part as one WebSocket message: binary when asked, or when the body is not text a client could accept. */
-  webSocketFrame(): Buffer {
+  /**
+   * The part as one WebSocket message: binary when asked, or when the body is not text a client could accept; an SSE
+   * event with its `id:` line for a WebSocket whose messages are SSE events, when history is kept.
+   */
+  webSocketFrame(hasEventIds: boolean): Buffer {
+    if (hasEventIds && this.channelId > 0) {
+      return (this.#webSocketEvent ??= webSocketFrame(this.frame(false, true), this.isBinary || !isUtf8(this.body)));
+    }
     return (this.#webSocketFrame ??= webSocketFrame(this.body, this.isBinary || !isUtf8(this.body)));
   }
 }
