@@ -125,7 +125,7 @@ test('the same over SSE through the PHP example behind php-fpm', async () => {
   }
 });
 
-/** Over WebSocket, the page's first choice: chat both ways, another room, and the switch to SSE in a mixed room. */
+/** Over WebSocket, the page's first choice: chat both ways, a reload that resumes, another room, and the switch to SSE in a mixed room. */
 async function webSocketChatScenario(url: string, name: string): Promise<void> {
   const ada = await joinRoom(url, 'ada', 'lab');
   const bob = await joinRoom(url, 'bob', 'lab');
@@ -139,6 +139,18 @@ async function webSocketChatScenario(url: string, name: string): Promise<void> {
   await sayAndWaitForSent(bob, 'hi ada');
   await ada.waitForSelector('li.message >> text=hi ada', WAIT);
   await ada.screenshot({ path: join(ARTIFACTS, `${name}-websocket-chat.png`) });
+
+  // A reload resumes over WebSocket too: the page passes the last id it saw, and gets what was said meanwhile, once.
+  const reloaded = bob.reload();
+  await sayAndWaitForSent(ada, 'said during the reload');
+  await reloaded;
+  await bob.waitForSelector('li.message >> text=said during the reload', WAIT);
+  await bob.waitForSelector('#status[data-state="connected"]', WAIT);
+  await waitForTransport(bob, 'websocket');
+  await sayAndWaitForSent(ada, 'after the reload');
+  await bob.waitForSelector('li.message >> text=after the reload', WAIT);
+  const seen = await messages(bob);
+  assert.equal(seen.filter((m) => m.includes('said during the reload')).length, 1, seen.join(' | '));
 
   // The switch: ada moves to SSE, in the same room as bob's WebSocket, and the two still chat.
   await ada.click('#transport');
@@ -274,7 +286,7 @@ test('the chat over WebSocket through the PHP example behind php-fpm: chat, repl
   const fpm = await startPhpFpm({ documentRoot: join(ROOT, 'examples/php-chat') });
   const mux = await startMuxgate({
     MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_SCRIPT_FILENAME: join(ROOT, 'examples/php-chat/chat.php'),
-    MUX_EVENTS: 'close', MUX_SHARDS: '2',
+    MUX_EVENTS: 'close', MUX_CHANNEL_HISTORY: '100', MUX_SHARDS: '2',
   });
   try {
     await webSocketChatScenario(mux.url, 'php');

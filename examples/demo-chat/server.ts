@@ -93,8 +93,9 @@ function validRoom(value: unknown): value is string {
 
 /**
  * GET /events?room=&nick=: hold the requester in the room's channel, as an SSE stream or, for a WebSocket opening
- * (MULTIPLEX_TRANSPORT=websocket), as a WebSocket. A browser whose EventSource reconnects sends Last-Event-ID, passed
- * on as `since`, and muxgate replays what it missed; a WebSocket has no ids to resume from.
+ * (MULTIPLEX_TRANSPORT=websocket), as a WebSocket whose messages are the same SSE events. A browser whose EventSource
+ * reconnects sends Last-Event-ID, a page that reconnects its WebSocket or reloads passes ?since=: passed on as `since`,
+ * muxgate replays what the reader missed.
  */
 function handleEvents(res: ServerResponse, params: FastcgiParams, query: URLSearchParams): void {
   const room = query.get('room');
@@ -102,9 +103,8 @@ function handleEvents(res: ServerResponse, params: FastcgiParams, query: URLSear
   if (!validRoom(room)) return sendJson(res, 400, { error: 'room must match [a-z0-9-]{1,40}' });
   if (!validNick(nick)) return sendJson(res, 400, { error: `nick must be 1 to ${MAX_NICK_CHARS} characters` });
   const token = params.MULTIPLEX_TOKEN!;
-  const isWebSocket = params.MULTIPLEX_TRANSPORT === 'websocket';
-  // EventSource sends Last-Event-ID when it reconnects; a reloaded page passes ?since= itself.
-  const lastEventId = isWebSocket ? '' : params.HTTP_LAST_EVENT_ID ?? query.get('since') ?? '';
+  // EventSource sends Last-Event-ID when it reconnects; a reloaded page, or a WebSocket reconnecting, passes ?since=.
+  const lastEventId = params.HTTP_LAST_EVENT_ID ?? query.get('since') ?? '';
   const isResuming = /^\d{1,15}$/.test(lastEventId);
   const at = Date.now();
   const parts: Part[] = [{ tokens: [token], body: sseEvent('welcome', { room, nick, token, resumed: isResuming, at }) }];
@@ -114,8 +114,9 @@ function handleEvents(res: ServerResponse, params: FastcgiParams, query: URLSear
     // An SSE comment on a stream, a ping on a WebSocket.
     'Multiplex-Keep-Alive': String(KEEP_ALIVE_SECONDS),
     'Multiplex-Channel': roomChannel(room) + (isResuming ? `; since=${lastEventId}` : ''),
+    // SSE events on both transports: on a WebSocket too, each room part then carries its id (protocol §7.1).
+    'Multiplex-Content-Type': 'text/event-stream',
   };
-  if (!isWebSocket) headers['Multiplex-Content-Type'] = 'text/event-stream';
   sendMultiplexed(res, headers, parts);
 }
 

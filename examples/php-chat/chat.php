@@ -36,7 +36,6 @@ function fail(int $status, string $error): void {
 $room = $_GET['room'] ?? '';
 $nick = $_GET['nick'] ?? '';
 $isValid = preg_match('/^[a-z0-9-]{1,40}$/', $room) && $nick !== '' && strlen($nick) <= 40;
-$isWebSocket = ($_SERVER['MULTIPLEX_TRANSPORT'] ?? '') === 'websocket';
 
 if (($_SERVER['MULTIPLEX_EVENT'] ?? '') === 'message') {
     // A message from a WebSocket held at /events?room=&nick=: the chat line itself. It goes to the
@@ -84,10 +83,10 @@ switch ($_SERVER['REQUEST_METHOD'] . ' ' . $path) {
 
     case 'GET /events':
         // Hold this browser in the room's channel: a WebSocket opening (MULTIPLEX_TRANSPORT) is
-        // accepted by the same held answer as an SSE stream. A reconnecting EventSource resumes; a
-        // WebSocket has no ids to resume from.
+        // accepted by the same held answer as an SSE stream, its messages the same SSE events with
+        // their ids. A reconnecting EventSource sends Last-Event-ID, a reconnecting page ?since=.
         if (!$isValid) return fail(400, 'room must match [a-z0-9-]{1,40}; nick 1 to 40 characters');
-        $since = $isWebSocket ? '' : $_SERVER['HTTP_LAST_EVENT_ID'] ?? $_GET['since'] ?? '';
+        $since = $_SERVER['HTTP_LAST_EVENT_ID'] ?? $_GET['since'] ?? '';
         $resumed = ctype_digit($since);
         $at = time() * 1000;
         $parts = [["Multiplex-Token: $token", sse('welcome', compact('room', 'nick', 'token', 'resumed', 'at'))]];
@@ -96,8 +95,8 @@ switch ($_SERVER['REQUEST_METHOD'] . ' ' . $path) {
             'Multiplex-Hold' => 'stream',
             'Multiplex-Keep-Alive' => '20', // an SSE comment on a stream, a ping on a WebSocket
             'Multiplex-Channel' => "room-$room" . ($resumed ? "; since=$since" : ''),
+            'Multiplex-Content-Type' => 'text/event-stream',
         ];
-        if (!$isWebSocket) $headers['Multiplex-Content-Type'] = 'text/event-stream';
         multiplex($parts, $headers);
         break;
 

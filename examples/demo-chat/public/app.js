@@ -117,7 +117,7 @@
     if (id) sessionStorage.setItem('last-event-id:' + room, id);
   }
 
-  /** One event from the room, whichever transport brought it: `id` is muxgate's channel id (SSE only). */
+  /** One event from the room, whichever transport brought it: `id` is muxgate's channel id. */
   function onEvent(name, data, id) {
     if (!current) return;
     if (name === 'join' || name === 'leave' || name === 'message') remember(current.room, id);
@@ -168,20 +168,24 @@
     });
   }
 
-  /** Each message is one part: the text of an SSE event, as the backend writes the same part to every reader. */
+  /** Each message is one part: the text of an SSE event, with its id line, as an EventSource gets it. */
   function parseMessage(text) {
     let name = 'message';
     let data = '';
+    let id = '';
     for (const line of text.split('\n')) {
       if (line.startsWith('event: ')) name = line.slice(7);
       else if (line.startsWith('data: ')) data = line.slice(6);
+      else if (line.startsWith('id: ')) id = line.slice(4);
     }
-    return { name, data: parse({ data }) };
+    return { name, data: parse({ data }), id };
   }
 
   function openWebSocket(room, nick) {
     useTransport('websocket');
-    const socket = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + eventsUrl(room, nick));
+    // As an EventSource, it resumes where the last page or connection left off.
+    const since = sessionStorage.getItem('last-event-id:' + room);
+    const socket = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + eventsUrl(room, nick, since));
     source = socket;
     socket.onopen = () => {
       hasWebSocketOpened = true;
@@ -190,7 +194,8 @@
     socket.onmessage = (event) => {
       if (typeof event.data !== 'string') return;
       const message = parseMessage(event.data);
-      onEvent(message.name, message.data, '');
+      if (message.name === 'muxgate-gap') return void addNotice('gap', 'Some messages were missed while you were away.', Date.now());
+      onEvent(message.name, message.data, message.id);
     };
     socket.onclose = () => {
       if (source !== socket) return;
@@ -200,7 +205,7 @@
         addNotice('fallback', 'WebSocket is not available here: using Server-Sent Events.', Date.now());
         return openEventSource(room, nick);
       }
-      // A WebSocket does not reconnect by itself, nor resume: what was said meanwhile is not replayed.
+      // A WebSocket does not reconnect by itself: this page does, from the last id it saw.
       setStatus('reconnecting');
       reconnectTimer = setTimeout(() => openWebSocket(room, nick), RECONNECT_MS);
     };
