@@ -5,7 +5,7 @@ import { decodeNodeMessage, encodeNodeMessage, type ChannelEcho } from '../worke
 import type { RoutedItem } from '../workers/routed-item.ts';
 
 const item = (tokens: string[], channels: string[], body: string, isClose = false): RoutedItem => ({
-  tokens, channels, body: Buffer.from(body), isClose, parsedAt: 1_700_000_000_123, channelId: 0, receiptId: 0, origin: 0, isToSequence: false,
+  tokens, channels, body: Buffer.from(body), isClose, isBinary: false, parsedAt: 1_700_000_000_123, channelId: 0, receiptId: 0, origin: 0, isToSequence: false,
 });
 
 test('token items for another node\'s shard: tokens as lists, bodies and close flags as sent', () => {

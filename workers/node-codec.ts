@@ -51,7 +51,7 @@ export function decodeNodeMessage(frame: Buffer, channelId: number): NodeMessage
   const items: RoutedItem[] = [];
   for (const [tokens, channels, bodyLength, isClose, parsedAt] of header.items) {
     const body = frame.subarray(at, at + bodyLength);
-    items.push({ tokens, channels, body, isClose: isClose === 1, parsedAt, channelId, receiptId: 0, origin: 0, isToSequence: false });
+    items.push({ tokens, channels, body, isClose: isClose === 1, isBinary: false, parsedAt, channelId, receiptId: 0, origin: 0, isToSequence: false });
     at += bodyLength;
   }
   return { node: header.node, items, echo: header.echo ?? null };
