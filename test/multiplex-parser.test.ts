@@ -37,12 +37,12 @@ function parse(chunks: Buffer | string | Array<Buffer | string>, limits = LIMITS
 }
 
 /** Parts as plain data, for deepEqual. */
-function plain(parts: Part[]): Array<{ tokens: string[]; channels: string[]; isClose: boolean; body: string }> {
-  return parts.map((p) => ({ tokens: p.tokens, channels: p.channels, isClose: p.isClose, body: p.body.toString('latin1') }));
+function plain(parts: Part[]): Array<{ tokens: string[]; channels: string[]; isClose: boolean; isBinary: boolean; body: string }> {
+  return parts.map((p) => ({ tokens: p.tokens, channels: p.channels, isClose: p.isClose, isBinary: p.isBinary, body: p.body.toString('latin1') }));
 }
 
-function part(body: string, tokens: string[] = [], channels: string[] = [], isClose = false) {
-  return { tokens, channels, isClose, body };
+function part(body: string, tokens: string[] = [], channels: string[] = [], isClose = false, isBinary = false) {
+  return { tokens, channels, isClose, isBinary, body };
 }
 
 function assertOk(outcome: Outcome): void {
@@ -291,6 +291,32 @@ describe('MultiplexParser part headers', () => {
     });
   }
 
+  for (const [value, isBinary] of [
+    ['true', true],
+    ['TRUE', true],
+    ['1', true],
+    ['yes', true],
+    [' Yes ', true],
+    ['false', false],
+    ['0', false],
+    ['no', false],
+  ] as const) {
+    it(`reads Multiplex-Binary: ${JSON.stringify(value)} as ${isBinary}`, () => {
+      const out = parse(`--B\r\nMultiplex-Token: a\r\nMultiplex-Binary:${value}\r\n\r\n\x00\xff\r\n--B--`);
+      assertOk(out);
+      assert.deepEqual(plain(out.parts), [part('\x00\xff', ['a'], [], false, isBinary)]);
+    });
+  }
+
+  it('reads Multiplex-Binary per part: the next part is text again unless it says so, the last value of a repeated header wins', () => {
+    const out = parse(
+      '--B\r\nMultiplex-Binary: true\r\nMultiplex-Token: a\r\n\r\nbin\r\n--B\r\nMultiplex-Token: a\r\n\r\ntext\r\n' +
+      '--B\r\nMultiplex-Binary: yes\r\nMultiplex-Binary: no\r\nMultiplex-Close: true\r\nMultiplex-Channel: c\r\n\r\nlast\r\n--B--',
+    );
+    assertOk(out);
+    assert.deepEqual(plain(out.parts), [part('bin', ['a'], [], false, true), part('text', ['a']), part('last', [], ['c'], true, false)]);
+  });
+
   it('ignores other part headers', () => {
     const out = parse('--B\r\nContent-Type: text/html\r\nX-Whatever: \x01anything\r\nMultiplex-Token: a\r\n\r\nx\r\n--B--');
     assertOk(out);
@@ -313,6 +339,9 @@ describe('MultiplexParser part headers', () => {
     ['a channel with a slash', 'Multiplex-Channel: a/b', /Multiplex-Channel: "a\/b" is invalid/],
     ['a channel too long', `Multiplex-Channel: ${'c'.repeat(129)}`, /Multiplex-Channel/],
     ['a bad Multiplex-Close', 'Multiplex-Close: maybe', /Multiplex-Close: "maybe" is invalid/],
+    ['a bad Multiplex-Binary', 'Multiplex-Binary: maybe', /Multiplex-Binary: "maybe" is invalid: expected true, 1, yes, false, 0 or no/],
+    ['an empty Multiplex-Binary', 'Multiplex-Binary: ', /Multiplex-Binary: "" is invalid/],
+    ['a Multiplex-Binary list', 'Multiplex-Binary: true, true', /Multiplex-Binary: "true, true" is invalid/],
     ['a line without a colon', 'Multiplex-Token a', /no colon/],
     ['an empty header name', ': a', /not a valid token/],
     ['a header name with a space', 'Multiplex Token: a', /not a valid token/],
@@ -459,9 +488,10 @@ interface GenPart {
   tokens: string[];
   channels: string[];
   isClose: boolean;
+  isBinary: boolean;
   body: Buffer;
   /** serialisation choices that must not change the result */
-  style: { repeat: boolean; upper: boolean; padding: string; extra: boolean; closeNo: boolean };
+  style: { repeat: boolean; upper: boolean; padding: string; extra: boolean; closeNo: boolean; binaryNo: boolean };
 }
 
 const boundaryArb = fc
@@ -493,6 +523,7 @@ function genPartArb(boundary: string): fc.Arbitrary<GenPart> {
     tokens: fc.array(fc.string({ unit: fc.constantFrom(...TOKEN_CHARS), minLength: 1, maxLength: 64 }), { maxLength: 4 }),
     channels: fc.array(fc.string({ unit: fc.constantFrom(...CHANNEL_CHARS), minLength: 1, maxLength: 128 }), { maxLength: 3 }),
     isClose: fc.boolean(),
+    isBinary: fc.boolean(),
     body: bytesArb(boundary),
     style: fc.record({
       repeat: fc.boolean(),
@@ -500,6 +531,7 @@ function genPartArb(boundary: string): fc.Arbitrary<GenPart> {
       padding: fc.constantFrom('', ' ', '\t ', '  '),
       extra: fc.boolean(),
       closeNo: fc.boolean(),
+      binaryNo: fc.boolean(),
     }),
   });
 }
@@ -538,6 +570,8 @@ function serialise(m: Multipart): Buffer {
     }
     if (p.isClose) add(`${name('Multiplex-Close')}: true${eol}`);
     else if (p.style.closeNo) add(`${name('Multiplex-Close')}: no${eol}`);
+    if (p.isBinary) add(`${name('Multiplex-Binary')}: 1${eol}`);
+    else if (p.style.binaryNo) add(`${name('Multiplex-Binary')}: false${eol}`);
     add(eol);
     out.push(p.body);
     add(`\r\n--${m.boundary}`);
@@ -618,7 +652,7 @@ describe('MultiplexParser properties', () => {
         assertOk(out);
         assert.deepEqual(
           plain(out.parts),
-          m.parts.map((p) => ({ tokens: p.tokens, channels: p.channels, isClose: p.isClose, body: p.body.toString('latin1') })),
+          m.parts.map((p) => ({ tokens: p.tokens, channels: p.channels, isClose: p.isClose, isBinary: p.isBinary, body: p.body.toString('latin1') })),
         );
       }),
       { numRuns: 300 },

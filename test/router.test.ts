@@ -4,6 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mintToken } from '../src/protocol/token.ts';
+import type { Delivery } from '../workers/delivery.ts';
+import type { HeldStream } from '../workers/held-stream.ts';
 import { closing, TestNode, channels, part, type ShardMetrics } from './helpers/shard-parts.ts';
 
 async function metric(metrics: ShardMetrics, name: string, labels: Record<string, string> = {}): Promise<number> {
@@ -97,4 +99,38 @@ test('a shard gone with parts queued for it: they are undeliverable, and the rec
     here.router.routePart(part('<late>', { channels: ['room'] }), 'push', late);
     assert.equal(late.pending, 0);
     assert.equal(late.gone.length, 1);
+  }));
+
+test('Multiplex-Binary reaches the Delivery on every path: a token part here and on another shard, a channel part through the sequencer',
+  (t) => closing(TestNode.start(3), async (node) => {
+    // What reached each shard's streams: body → whether its Delivery was binary.
+    const seen = node.shards.map((shard) => {
+      const flags = new Map<string, boolean>();
+      const write = shard.streams.write.bind(shard.streams);
+      t.mock.method(shard.streams, 'write', (stream: HeldStream, delivery: Delivery) => {
+        flags.set(delivery.body.toString('latin1'), delivery.isBinary);
+        return write(stream, delivery);
+      });
+      return flags;
+    });
+    const readers = [];
+    for (const shard of node.shards) readers.push(await shard.server.open(shard.mint(), { channels: channels('room') }));
+    const [, here, there] = node.shards;
+    const tokens = [readers[1].stream.token, readers[2].stream.token];
+    const tokenReceipt = here.router.createReceipt();
+    here.router.routePart(part('<bin>', { tokens, isBinary: true }), 'push', tokenReceipt);
+    here.router.routePart(part('<text>', { tokens }), 'push', tokenReceipt);
+    await tokenReceipt.settled(2000);
+    assert.equal(tokenReceipt.deliveries, 4);
+    here.router.releaseReceipt(tokenReceipt);
+    // Token and channel parts take different paths: the channel part goes once the token parts are written.
+    const channelReceipt = there.router.createReceipt();
+    there.router.routePart(part('<room-bin>', { channels: ['room'], isBinary: true, isClose: true }), 'push', channelReceipt);
+    await channelReceipt.settled(2000);
+    assert.equal(channelReceipt.deliveries, 3);
+    there.router.releaseReceipt(channelReceipt);
+    assert.equal(await readers[0].waitForBody('<room-bin>'), '<room-bin>');
+    for (const reader of readers.slice(1)) assert.equal(await reader.waitForBody('<bin><text><room-bin>'), '<bin><text><room-bin>');
+    assert.deepEqual(Object.fromEntries(seen[0]), { '<room-bin>': true });
+    for (const shard of [1, 2]) assert.deepEqual(Object.fromEntries(seen[shard]), { '<bin>': true, '<text>': false, '<room-bin>': true }, `shard ${shard}`);
   }));

@@ -18,6 +18,8 @@ export class Delivery {
   readonly parsedAt: number;
   /** The node-wide channel id of a channel part (0: not a channel part). */
   readonly channelId: number;
+  /** `Multiplex-Binary`: a binary message on a WebSocket; HTTP streams write the same bytes either way. */
+  readonly isBinary: boolean;
   #chunk: Buffer | null = null;
   #event: Buffer | null = null;
   #eventChunk: Buffer | null = null;
@@ -25,11 +27,12 @@ export class Delivery {
   #webSocketEvent: Buffer | null = null;
   readonly isBinary = false;
 
-  constructor(body: Buffer, isClose: boolean, parsedAt: number, channelId: number) {
+  constructor(body: Buffer, isClose: boolean, parsedAt: number, channelId: number, isBinary: boolean) {
     this.body = body;
     this.isClose = isClose;
     this.parsedAt = parsedAt;
     this.channelId = channelId;
+    this.isBinary = isBinary;
   }
 
   /** The bytes for a stream: chunked or raw, with an SSE `id:` line for event streams that resume. */

@@ -106,7 +106,7 @@ export class Resume {
     }
     for (const part of replay.parts) {
       if (stream.hasEnded) return;
-      streams.write(stream, new Delivery(part.body, part.isClose, part.at, part.id));
+      streams.write(stream, new Delivery(part.body, part.isClose, part.at, part.id, part.isBinary));
     }
     // The last part held back is still the stream's last delivery when nothing was missed: it is not written yet.
     stream.lastDelivery = null;

@@ -119,8 +119,8 @@ export function channels(...names: string[]): ChannelSubscription[] {
   return names.map((name) => ({ name, since: null }));
 }
 
-export function part(body: string, to: { tokens?: string[]; channels?: string[]; isClose?: boolean }): Part {
-  return { tokens: to.tokens ?? [], channels: to.channels ?? [], isClose: to.isClose ?? false, body: Buffer.from(body) };
+export function part(body: string, to: { tokens?: string[]; channels?: string[]; isClose?: boolean; isBinary?: boolean }): Part {
+  return { tokens: to.tokens ?? [], channels: to.channels ?? [], isClose: to.isClose ?? false, isBinary: to.isBinary ?? false, body: Buffer.from(body) };
 }
 
 /** One shard of a node held in this thread: its streams, their server, its router. */
