@@ -25,7 +25,6 @@ export class Delivery {
   #eventChunk: Buffer | null = null;
   #webSocketFrame: Buffer | null = null;
   #webSocketEvent: Buffer | null = null;
-  readonly isBinary = false;
 
   constructor(body: Buffer, isClose: boolean, parsedAt: number, channelId: number, isBinary: boolean) {
     this.body = body;
