@@ -95,7 +95,8 @@ test('an opening pipelined behind a request waits for its answer, then is accept
     + 'GET /websocket.php?room=pipelined HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
     + 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
   await waitUntil(() => text.includes('welcome '), 10_000, () => `the pipelined opening to be accepted (got ${JSON.stringify(text)})`);
-  assert.match(text, /^HTTP\/1\.1 403 Forbidden\r\n[^]*no entry\n\r\n0\r\n\r\nHTTP\/1\.1 101 Switching Protocols\r\n/);
+  // The 403's body is chunked, or framed by its length when muxgate had it whole before answering.
+  assert.match(text, /^HTTP\/1\.1 403 Forbidden\r\n[^]*no entry\n(\r\n0\r\n\r\n)?HTTP\/1\.1 101 Switching Protocols\r\n/);
   socket.destroy();
 });
 
