@@ -22,8 +22,8 @@ before(async () => {
 });
 
 after(async () => {
-  await mux.stop();
-  await fpm.stop();
+  await mux?.stop();
+  await fpm?.stop();
   eventLog.remove();
 });
 
