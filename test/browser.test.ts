@@ -105,25 +105,30 @@ test('two tabs chat over SSE through the bundled demo; another room sees nothing
   }
 });
 
-test('the same over SSE through the PHP example behind php-fpm', async () => {
+/** muxgate in front of the PHP example (examples/php-chat) behind a php-fpm of its own, for the scenario. */
+async function withPhpChat(scenario: (url: string) => Promise<void>): Promise<void> {
   const fpm = await startPhpFpm({ documentRoot: join(ROOT, 'examples/php-chat') });
   const mux = await startMuxgate({
     MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_SCRIPT_FILENAME: join(ROOT, 'examples/php-chat/chat.php'),
     MUX_EVENTS: 'close', MUX_CHANNEL_HISTORY: '100', MUX_SHARDS: '2',
   });
   try {
-    await sseChatScenario(mux.url, 'php');
-    // Leaving is told to the room by the PHP script, answering muxgate's close event.
-    const ada = await joinRoom(mux.url, 'ada', 'bye', 'sse');
-    const bob = await joinRoom(mux.url, 'bob', 'bye', 'sse');
-    await bob.context().close();
-    await ada.waitForSelector('li[data-event="leave"] >> text=bob left', WAIT);
-    await ada.context().close();
+    await scenario(mux.url);
   } finally {
     await mux.stop();
     await fpm.stop();
   }
-});
+}
+
+test('the same over SSE through the PHP example behind php-fpm', () => withPhpChat(async (url) => {
+  await sseChatScenario(url, 'php');
+  // Leaving is told to the room by the PHP script, answering muxgate's close event.
+  const ada = await joinRoom(url, 'ada', 'bye', 'sse');
+  const bob = await joinRoom(url, 'bob', 'bye', 'sse');
+  await bob.context().close();
+  await ada.waitForSelector('li[data-event="leave"] >> text=bob left', WAIT);
+  await ada.context().close();
+}));
 
 /** Over WebSocket, the page's first choice: chat both ways, a reload that resumes, another room, and the switch to SSE in a mixed room. */
 async function webSocketChatScenario(url: string, name: string): Promise<void> {
@@ -282,24 +287,14 @@ test('a page without a working WebSocket falls back to SSE, and the room bar say
   }
 });
 
-test('the chat over WebSocket through the PHP example behind php-fpm: chat, replies to the sender, leaving', async () => {
-  const fpm = await startPhpFpm({ documentRoot: join(ROOT, 'examples/php-chat') });
-  const mux = await startMuxgate({
-    MUX_FASTCGI: `${fpm.host}:${fpm.port}`, MUX_SCRIPT_FILENAME: join(ROOT, 'examples/php-chat/chat.php'),
-    MUX_EVENTS: 'close', MUX_CHANNEL_HISTORY: '100', MUX_SHARDS: '2',
-  });
-  try {
-    await webSocketChatScenario(mux.url, 'php');
-    await webSocketProtocolScenario(mux.url);
-    // A WebSocket that ends is told to the room by the PHP script, answering muxgate's close event.
-    const ada = await joinRoom(mux.url, 'ada', 'bye');
-    const bob = await joinRoom(mux.url, 'bob', 'bye');
-    await waitForTransport(bob, 'websocket');
-    await bob.context().close();
-    await ada.waitForSelector('li[data-event="leave"] >> text=bob left', WAIT);
-    await ada.context().close();
-  } finally {
-    await mux.stop();
-    await fpm.stop();
-  }
-});
+test('the chat over WebSocket through the PHP example behind php-fpm: chat, replies to the sender, leaving', () => withPhpChat(async (url) => {
+  await webSocketChatScenario(url, 'php');
+  await webSocketProtocolScenario(url);
+  // A WebSocket that ends is told to the room by the PHP script, answering muxgate's close event.
+  const ada = await joinRoom(url, 'ada', 'bye');
+  const bob = await joinRoom(url, 'bob', 'bye');
+  await waitForTransport(bob, 'websocket');
+  await bob.context().close();
+  await ada.waitForSelector('li[data-event="leave"] >> text=bob left', WAIT);
+  await ada.context().close();
+}));

@@ -4,7 +4,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MessageChannel } from 'node:worker_threads';
 import { Delivery } from '../workers/delivery.ts';
-import type { HeldStream } from '../workers/held-stream.ts';
 import { Peers } from '../workers/peers.ts';
 import { Resume } from '../workers/resume.ts';
 import { createShardMetrics } from '../workers/metrics.ts';
@@ -125,16 +124,7 @@ test('another shard gone while a stream waits for its replay: the replay still c
 
 test('a replay keeps each part\'s binary flag, from the sequencer\'s own history and over its port, and so do live parts after it',
   (t) => closing(TestNode.start(2), async (node) => {
-    // What reached each shard's streams: body → whether its Delivery was binary.
-    const seen = node.shards.map((shard) => {
-      const flags = new Map<string, boolean>();
-      const write = shard.streams.write.bind(shard.streams);
-      t.mock.method(shard.streams, 'write', (stream: HeldStream, delivery: Delivery) => {
-        flags.set(delivery.body.toString('latin1'), delivery.isBinary);
-        return write(stream, delivery);
-      });
-      return flags;
-    });
+    const seen = node.recordBinaryFlags(t);
     const [sequencer] = node.shards;
     sequencer.router.routePart(part('<1>', { channels: ['room'], isBinary: true }), 'push', null);
     sequencer.router.routePart(part('<2>', { channels: ['room'] }), 'push', null);

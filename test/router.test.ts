@@ -4,8 +4,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mintToken } from '../src/protocol/token.ts';
-import type { Delivery } from '../workers/delivery.ts';
-import type { HeldStream } from '../workers/held-stream.ts';
 import { closing, TestNode, channels, part, type ShardMetrics } from './helpers/shard-parts.ts';
 
 async function metric(metrics: ShardMetrics, name: string, labels: Record<string, string> = {}): Promise<number> {
@@ -103,16 +101,7 @@ test('a shard gone with parts queued for it: they are undeliverable, and the rec
 
 test('Multiplex-Binary reaches the Delivery on every path: a token part here and on another shard, a channel part through the sequencer',
   (t) => closing(TestNode.start(3), async (node) => {
-    // What reached each shard's streams: body → whether its Delivery was binary.
-    const seen = node.shards.map((shard) => {
-      const flags = new Map<string, boolean>();
-      const write = shard.streams.write.bind(shard.streams);
-      t.mock.method(shard.streams, 'write', (stream: HeldStream, delivery: Delivery) => {
-        flags.set(delivery.body.toString('latin1'), delivery.isBinary);
-        return write(stream, delivery);
-      });
-      return flags;
-    });
+    const seen = node.recordBinaryFlags(t);
     const readers = [];
     for (const shard of node.shards) readers.push(await shard.server.open(shard.mint(), { channels: channels('room') }));
     const [, here, there] = node.shards;
