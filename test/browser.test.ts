@@ -60,6 +60,20 @@ async function sayAndWaitForSent(page: Page, text: string): Promise<void> {
   await page.waitForSelector('#text:placeholder-shown', WAIT);
 }
 
+/** A reload resumes: what `speaker` says while `reader`'s page is gone arrives once it is back, once. */
+async function reloadResumes(speaker: Page, reader: Page, transport: 'sse' | 'websocket'): Promise<void> {
+  const reloaded = reader.reload();
+  await sayAndWaitForSent(speaker, 'said during the reload');
+  await reloaded;
+  await reader.waitForSelector('li.message >> text=said during the reload', WAIT);
+  await reader.waitForSelector('#status[data-state="connected"]', WAIT);
+  await waitForTransport(reader, transport);
+  await sayAndWaitForSent(speaker, 'after the reload');
+  await reader.waitForSelector('li.message >> text=after the reload', WAIT);
+  const seen = await messages(reader);
+  assert.equal(seen.filter((m) => m.includes('said during the reload')).length, 1, seen.join(' | '));
+}
+
 function messages(page: Page): Promise<string[]> {
   return page.$$eval('#messages li.message', (items) => items.map((item) => item.textContent ?? ''));
 }
@@ -79,17 +93,7 @@ async function sseChatScenario(url: string, name: string): Promise<void> {
   await ada.waitForSelector('li.message >> text=hi ada', WAIT);
   await ada.screenshot({ path: join(ARTIFACTS, `${name}-chat.png`) });
 
-  // A reload resumes: what was said while bob's page was gone arrives once it is back.
-  const reloaded = bob.reload();
-  await say(ada, 'said during the reload');
-  await reloaded;
-  await bob.waitForSelector('li.message >> text=said during the reload', WAIT);
-  await bob.waitForSelector('#status[data-state="connected"]', WAIT);
-  await waitForTransport(bob, 'sse');
-  await say(ada, 'after the reload');
-  await bob.waitForSelector('li.message >> text=after the reload', WAIT);
-  const seen = await messages(bob);
-  assert.equal(seen.filter((m) => m.includes('said during the reload')).length, 1, seen.join(' | '));
+  await reloadResumes(ada, bob, 'sse');
   await bob.screenshot({ path: join(ARTIFACTS, `${name}-after-reload.png`) });
 
   assert.deepEqual(await messages(eve), [], 'the other room saw nothing');
@@ -145,17 +149,8 @@ async function webSocketChatScenario(url: string, name: string): Promise<void> {
   await ada.waitForSelector('li.message >> text=hi ada', WAIT);
   await ada.screenshot({ path: join(ARTIFACTS, `${name}-websocket-chat.png`) });
 
-  // A reload resumes over WebSocket too: the page passes the last id it saw, and gets what was said meanwhile, once.
-  const reloaded = bob.reload();
-  await sayAndWaitForSent(ada, 'said during the reload');
-  await reloaded;
-  await bob.waitForSelector('li.message >> text=said during the reload', WAIT);
-  await bob.waitForSelector('#status[data-state="connected"]', WAIT);
-  await waitForTransport(bob, 'websocket');
-  await sayAndWaitForSent(ada, 'after the reload');
-  await bob.waitForSelector('li.message >> text=after the reload', WAIT);
-  const seen = await messages(bob);
-  assert.equal(seen.filter((m) => m.includes('said during the reload')).length, 1, seen.join(' | '));
+  // Over WebSocket too: the page passes the last id it saw.
+  await reloadResumes(ada, bob, 'websocket');
 
   // The switch: ada moves to SSE, in the same room as bob's WebSocket, and the two still chat.
   await ada.click('#transport');
