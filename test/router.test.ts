@@ -3,7 +3,9 @@
 // what a shard that dies takes with it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { MessagePort } from 'node:worker_threads';
 import { mintToken } from '../src/protocol/token.ts';
+import type { PartBatch, PeerMessage } from '../workers/peer-codec.ts';
 import { closing, TestNode, channels, part, type ShardMetrics } from './helpers/shard-parts.ts';
 
 async function metric(metrics: ShardMetrics, name: string, labels: Record<string, string> = {}): Promise<number> {
@@ -72,6 +74,23 @@ test('a channel part from any shard is numbered by the sequencer, written on eve
     }
     const expected = 'id: 1\n<0>id: 2\n<1>id: 3\n<2>';
     for (const reader of readers) assert.equal(await reader.waitForBody(expected), expected);
+  }));
+
+test('acknowledgements ride with the parts going to the same shard: a channel part pushed on shard 1 of 2 takes two messages, not three',
+  (t) => closing(TestNode.start(2), async (node) => {
+    const readers = [];
+    for (const shard of node.shards) readers.push(await shard.server.open(shard.mint(), { channels: channels('room') }));
+    const [, pushedOn] = node.shards;
+    const posted = t.mock.method(MessagePort.prototype, 'postMessage');
+    const receipt = pushedOn.router.createReceipt();
+    pushedOn.router.routePart(part('<news>', { channels: ['room'] }), 'push', receipt);
+    await receipt.settled(2000);
+    assert.deepEqual({ deliveries: receipt.deliveries, perChannel: receipt.channels }, { deliveries: 2, perChannel: { room: 2 } });
+    // To the sequencer; back with the numbered part and the sequencer's own acknowledgement in one message.
+    assert.deepEqual(posted.mock.calls.map((call) => (call.arguments[0] as PeerMessage).type), ['parts', 'parts']);
+    assert.equal((posted.mock.calls[1].arguments[0] as PartBatch).acks?.length, 1);
+    for (const reader of readers) assert.equal(await reader.waitForBody('<news>'), '<news>');
+    pushedOn.router.releaseReceipt(receipt);
   }));
 
 test('a shard gone with parts queued for it: they are undeliverable, and the receipt does not wait for them',

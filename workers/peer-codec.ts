@@ -12,6 +12,8 @@ export interface PartBatch {
   names: string[];
   /** The items' bodies, one after another. */
   bytes: ArrayBuffer;
+  /** Acknowledgements for the destination's receipts that left in the same turn: one message instead of two. */
+  acks?: Ack[];
 }
 
 // An item's numbers in `meta`, from i * ITEM_FIELDS.
@@ -40,7 +42,7 @@ export interface Ack {
   forwarded: number;
 }
 
-/** Acknowledgements for one shard's receipts, sent with its part batches. */
+/** Acknowledgements for one shard's receipts, in a turn that sends it no parts. */
 export interface AckBatch {
   type: 'acks';
   acks: Ack[];

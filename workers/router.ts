@@ -169,6 +169,7 @@ export class Router {
   readonly #receiveFromPeer = (message: PeerMessage): void => {
     switch (message.type) {
       case 'parts':
+        if (message.acks !== undefined) this.#receipts.receive(message.acks);
         for (const item of decodePartBatch(message)) {
           if (item.isToSequence) this.#sequencer?.sequence(item);
           else this.#inbox.deliver(item, null, 0);
