@@ -25,7 +25,7 @@ test('a byte budget over all channels: the oldest parts go first, the size never
   const body = Buffer.alloc(1024, 'x');
   const ids: number[] = [];
   for (let i = 0; i < 10_000; i++) {
-    ids.push(history.append([`room-${i}`], body, false));
+    ids.push(history.append([`room-${i}`], body, false, false));
     assert.ok(history.size <= maxBytes, `${history.size} bytes after ${i + 1} parts`);
   }
   // What is left is the newest rooms, each whole; the oldest are forgotten, and a stream resuming one is told.
@@ -46,10 +46,10 @@ test('a byte budget over all channels: the oldest parts go first, the size never
 
 test('a part to several channels is counted once; trimmed to the count limit, a busy channel stays within its share', () => {
   const { history } = setup({ maxParts: 3, maxAgeMs: 0, maxBytes: 1 << 20 });
-  history.append(['a', 'b', 'c'], Buffer.alloc(100), false);
+  history.append(['a', 'b', 'c'], Buffer.alloc(100), false, false);
   assert.equal(history.size, 100 + PART_OVERHEAD_BYTES + 3 * (CHANNEL_OVERHEAD_BYTES + 1));
   // 100,000 parts through one channel keep 3 (and the part the other two channels still hold).
-  for (let i = 0; i < 100_000; i++) history.append(['a'], Buffer.alloc(100), false);
+  for (let i = 0; i < 100_000; i++) history.append(['a'], Buffer.alloc(100), false, false);
   assert.equal(history.size, 4 * (100 + PART_OVERHEAD_BYTES) + 3 * (CHANNEL_OVERHEAD_BYTES + 1));
   assert.deepEqual(history.replay(['a'], 0).parts.map((part) => part.id), [99_999, 100_000, 100_001]);
   history.stop();
@@ -59,10 +59,10 @@ test('parts older than the age limit are forgotten, and a channel left without h
   mock.timers.enable({ apis: ['Date', 'setInterval', 'setTimeout'], now: 1_000_000 });
   try {
     const { history, metrics } = setup({ maxParts: 100, maxAgeMs: 60_000, maxBytes: 1 << 20 });
-    const first = history.append(['quiet'], Buffer.from('old'), false);
-    history.append(['busy'], Buffer.from('old'), false);
+    const first = history.append(['quiet'], Buffer.from('old'), false, false);
+    history.append(['busy'], Buffer.from('old'), false, false);
     mock.timers.tick(30_000);
-    const kept = history.append(['busy'], Buffer.from('new'), false);
+    const kept = history.append(['busy'], Buffer.from('new'), false, false);
     mock.timers.tick(31_000);
     // Swept without anyone asking: the quiet channel is gone whole, the busy one keeps its newer part.
     assert.equal(history.channelCount, 1);
@@ -77,4 +77,16 @@ test('parts older than the age limit are forgotten, and a channel left without h
   } finally {
     mock.timers.reset();
   }
+});
+
+test('the history keeps whether each part is binary, and a replay gives it back with the part', () => {
+  const { history } = setup({ maxParts: 10, maxAgeMs: 0, maxBytes: 1 << 20 });
+  history.append(['room'], Buffer.from([0, 255]), false, true);
+  history.append(['room', 'news'], Buffer.from('text'), true, false);
+  history.append(['news'], Buffer.from([1]), true, true);
+  const flags = (channels: string[]) => history.replay(channels, 0).parts.map(({ id, isClose, isBinary }) => ({ id, isClose, isBinary }));
+  assert.deepEqual(flags(['room', 'news']), [
+    { id: 1, isClose: false, isBinary: true }, { id: 2, isClose: true, isBinary: false }, { id: 3, isClose: true, isBinary: true },
+  ]);
+  history.stop();
 });

@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
-import { PHP_ROOT, openStream, phpBackend, push } from './helpers/fixtures.ts';
+import { PHP_ROOT, multiplexBody, openStream, phpBackend, push, sendPush } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
@@ -25,8 +25,8 @@ after(async () => {
   await fpm.stop();
 });
 
-async function say(room: string, text: string): Promise<void> {
-  const response = await fetch(`${mux.url}/room.php?room=${room}`, { method: 'POST', body: text });
+async function say(room: string, text: string, query = ''): Promise<void> {
+  const response = await fetch(`${mux.url}/room.php?room=${room}${query}`, { method: 'POST', body: text });
   assert.equal(await response.text(), 'sent');
 }
 
@@ -65,6 +65,44 @@ test('a part naming a token and a channel reaches a stream subscribed to both on
   assert.deepEqual(sseEvents(a.client).map((e) => e.data), ['both', 'gamma only']);
   assert.deepEqual(sseEvents(c.client).map((e) => e.data), ['both']);
   for (const s of [a, b, c]) s.client.close();
+});
+
+test('Multiplex-Binary on a channel part pushed, and sent by the backend through the shards: SSE readers get the same bytes, resumes too; a bad value is rejected there', async () => {
+  // Readers on every shard (connections go to the least loaded one, which the tests before may have left uneven).
+  const readers = [];
+  while (new Set(readers.map((r) => r.token.split('.')[1])).size < 3 && readers.length < 12) readers.push(await joinRoom(mux.url, 'binary'));
+  assert.equal(new Set(readers.map((r) => r.token.split('.')[1])).size, 3, 'readers on all three shards');
+  const pushed = await push(mux.pushUrl, [{ channels: ['room-binary'], binary: true, body: 'data: pushed\n\n' }]);
+  assert.deepEqual(pushed, { parts: 1, deliveries: readers.length, gone: [], channels: { 'room-binary': readers.length } });
+  await say('binary', 'from the backend', '&binary=yes');
+  await say('binary', 'text', '&binary=0');
+  const expected = (first: number) => `id: ${first}\ndata: pushed\n\nid: ${first + 1}\ndata: from the backend\n\nid: ${first + 2}\ndata: text\n\n`;
+  for (const { client } of readers) {
+    await client.waitFor(() => sseEvents(client).length >= 3, 5000, 'three messages');
+    const first = Number(sseEvents(client)[0].id);
+    assert.equal(decodeChunked(client.text).body, expected(first));
+  }
+  // From the history: the same bytes again.
+  const firstId = Number(sseEvents(readers[0].client)[0].id);
+  const again = await joinRoom(mux.url, 'binary', String(firstId - 1));
+  await again.client.waitFor(() => sseEvents(again.client).length >= 3, 5000, 'the replay');
+  assert.equal(decodeChunked(again.client.text).body, expected(firstId));
+
+  // Neither true nor false: the body is rejected at that part, the parts before it stand.
+  const rejected = await metricValue(mux.metricsUrl, 'muxgate_rejected_parts_total') ?? 0;
+  const bad = await sendPush(mux.pushUrl, multiplexBody('PB', [{ channels: ['room-binary'], body: 'data: before\n\n' }]).replace(/--PB--\r\n$/, '') +
+    '--PB\r\nMultiplex-Channel: room-binary\r\nMultiplex-Binary: maybe\r\n\r\ndata: never\n\n\r\n--PB--\r\n');
+  assert.equal(bad.status, 400);
+  assert.deepEqual({ code: bad.answer.code, parts: bad.answer.parts, deliveries: bad.answer.deliveries }, { code: 'MUX_ERR_MALFORMED_MULTIPLEX', parts: 1, deliveries: readers.length + 1 });
+  assert.match(bad.answer.error!, /Multiplex-Binary: "maybe" is invalid/);
+  const fromBackend = await fetch(`${mux.url}/room.php?room=binary&binary=maybe`, { method: 'POST', body: 'never' });
+  assert.equal(await fromBackend.text(), '');
+  await waitForMetric(mux.metricsUrl, 'muxgate_rejected_parts_total', (value) => value === rejected + 2);
+  for (const { client } of [...readers, again]) {
+    await client.waitFor(() => sseEvents(client).length >= 4, 5000, 'the part before the bad one');
+    assert.deepEqual(sseEvents(client).map((e) => e.data), ['pushed', 'from the backend', 'text', 'before']);
+  }
+  for (const { client } of [...readers, again]) client.close();
 });
 
 test('resume: a reader that reconnects with Last-Event-ID gets exactly what it missed, in order, then live parts', async () => {

@@ -17,6 +17,7 @@ test('defaults follow the design', () => {
   assert.equal(config.holdTimeoutMs, 0);
   assert.equal(config.fastcgiKeepalive, 0);
   assert.equal(config.maxPartBytes, 1_048_576);
+  assert.equal(config.maxWebSocketMessageBytes, 65_536);
   assert.equal(config.maxBufferedBytes, 1_048_576);
   assert.equal(config.events, false);
   assert.equal(config.headersTimeoutMs, 20_000);
@@ -116,6 +117,7 @@ const BAD_VALUES: Array<[string, string, RegExp]> = [
   ['MUX_FASTCGI_KEEPALIVE', '-1', /integer from 0 to 10000/],
   ['MUX_MAX_CONNECTIONS', '-5', /integer from 0 to 10000000/],
   ['MUX_MAX_PART_BYTES', '1e6', /integer/],
+  ['MUX_WS_MAX_MESSAGE_BYTES', '0', /integer from 1/],
   ['MUX_MAX_BUFFERED_BYTES', '10', /integer from 1024/],
   ['MUX_EVENTS', 'maybe', /on or off/],
   ['MUX_NODE_ID', 'has.dot', /\[A-Za-z0-9_-\]/],

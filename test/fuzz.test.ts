@@ -239,7 +239,7 @@ function multiplexDictionary(boundary: string): string[] {
   return [
     '\r', '\n', '\r\n', '\0', '\r\n\r\n', '-', '--', ' ', '\t', ':', ',', '\xff', boundary, `--${boundary}`, `\r\n--${boundary}`,
     `\r\n--${boundary}--`, `\r\n--${boundary}\r\n\r\n`, `--${boundary}-`, `\r\n--${boundary} \t\r\n`, 'Multiplex-Token: ', 'multiplex-token:',
-    'Multiplex-Channel: ', 'Multiplex-Close: true\r\n', 'Multiplex-Close: maybe\r\n', ' \r\n', 'a', 'n1.0.AAAAAAAAAAAAAAAAAAAAAA', 'room:1@x', 'x,',
+    'Multiplex-Channel: ', 'Multiplex-Close: true\r\n', 'Multiplex-Close: maybe\r\n', 'Multiplex-Binary: 1\r\n', 'Multiplex-Binary: no?\r\n', ' \r\n', 'a', 'n1.0.AAAAAAAAAAAAAAAAAAAAAA', 'room:1@x', 'x,',
   ];
 }
 
@@ -247,6 +247,7 @@ interface GenPart {
   tokens: string[];
   channels: string[];
   isClose: boolean;
+  isBinary: boolean;
   body: Uint8Array;
 }
 
@@ -254,6 +255,7 @@ const partArb: fc.Arbitrary<GenPart> = fc.record({
   tokens: fc.array(fc.string({ unit: fc.constantFrom(...'aZ09_.-'), minLength: 1, maxLength: 64 }), { maxLength: 3 }),
   channels: fc.array(fc.string({ unit: fc.constantFrom(...'aZ09_.:@-'), minLength: 1, maxLength: 128 }), { maxLength: 2 }),
   isClose: fc.boolean(),
+  isBinary: fc.boolean(),
   body: fc.uint8Array({ maxLength: 40 }),
 });
 
@@ -265,6 +267,7 @@ function serialise(boundary: string, parts: readonly GenPart[], preamble: string
     if (part.tokens.length > 0) head += `Multiplex-Token: ${part.tokens.join(', ')}\r\n`;
     if (part.channels.length > 0) head += `Multiplex-Channel: ${part.channels.join(', ')}\r\n`;
     if (part.isClose) head += 'Multiplex-Close: true\r\n';
+    if (part.isBinary) head += 'Multiplex-Binary: true\r\n';
     const body = Buffer.from(part.body);
     // a body may not hold the delimiter
     for (let at = body.indexOf(delimiter); at !== -1; at = body.indexOf(delimiter, at)) body[at] = 0x58;
@@ -358,6 +361,7 @@ function checkPartsInInput(input: Buffer, boundary: string, limits: MultiplexPar
     if (part.tokens.length > 0) assert.ok(lowerHead.includes('multiplex-token:'));
     if (part.channels.length > 0) assert.ok(lowerHead.includes('multiplex-channel:'));
     if (part.isClose) assert.ok(lowerHead.includes('multiplex-close:'));
+    if (part.isBinary) assert.ok(lowerHead.includes('multiplex-binary:'));
     open = at + body.length + delimiter.length;
   }
   // without an error, the body was closed right after the last delimiter
@@ -376,7 +380,7 @@ function assertInOrder(items: readonly string[], text: string, what: string): vo
 
 function summary(outcome: Outcome) {
   return {
-    parts: outcome.parts.map((p) => ({ tokens: p.tokens, channels: p.channels, isClose: p.isClose, body: p.body.toString('latin1') })),
+    parts: outcome.parts.map((p) => ({ tokens: p.tokens, channels: p.channels, isClose: p.isClose, isBinary: p.isBinary, body: p.body.toString('latin1') })),
     error: outcome.errors[0]?.code ?? null,
   };
 }

@@ -9,8 +9,8 @@ import { Delivery } from '../workers/delivery.ts';
 import { createShardMetrics } from '../workers/metrics.ts';
 import { closing, StreamServer, channels, heldStreams, type StreamClient } from './helpers/shard-parts.ts';
 
-const channelPart = (id: number, isClose = false) => new Delivery(Buffer.from(`<${id}>`), isClose, Date.now(), id);
-const tokenPart = (body: string, isClose = false) => new Delivery(Buffer.from(body), isClose, Date.now(), 0);
+const channelPart = (id: number, isClose = false) => new Delivery(Buffer.from(`<${id}>`), isClose, Date.now(), id, false);
+const tokenPart = (body: string, isClose = false) => new Delivery(Buffer.from(body), isClose, Date.now(), 0, false);
 
 async function setup(options: { flushSliceMs?: number } = {}) {
   const metrics = createShardMetrics(0);

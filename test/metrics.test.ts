@@ -14,10 +14,12 @@ import { startMuxgate, type Muxgate } from './helpers/muxgate.ts';
 import { startPrometheus } from './helpers/prometheus.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
 import { waitUntil } from './helpers/wait.ts';
+import { TestWebSocket, wsUrl } from './helpers/websocket-client.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 let fpm: PhpFpm;
 let mux: Muxgate;
+let webSocket: TestWebSocket | null = null;
 
 before(async () => {
   fpm = await startPhpFpm({ documentRoot: PHP_ROOT, env: { EVENT_LOG: new ScriptLog().path } });
@@ -29,8 +31,9 @@ before(async () => {
 });
 
 after(async () => {
-  await mux.stop();
-  await fpm.stop();
+  webSocket?.close();
+  await mux?.stop();
+  await fpm?.stop();
 });
 
 /** The metric names the README documents. */
@@ -52,7 +55,20 @@ async function snapshot(): Promise<Map<string, number>> {
   return values;
 }
 
+/** A WebSocket that sends a message, gets a reply and a push, stays open; another that quits. */
+async function driveWebSockets(): Promise<void> {
+  webSocket = await TestWebSocket.open(wsUrl(mux.url, '/websocket.php?room=metrics'));
+  webSocket.ws.send('hello');
+  await webSocket.waitForMessage((m) => m.text === 'echo: hello');
+  await push(mux.pushUrl, [{ tokens: [webSocket.token], body: 'pushed' }]);
+  await webSocket.waitForMessage((m) => m.text === 'pushed');
+  const quitting = await TestWebSocket.open(wsUrl(mux.url, '/websocket.php?room=metrics'));
+  quitting.ws.send('quit');
+  await quitting.waitForClose();
+}
+
 async function driveTraffic(): Promise<RawHttp[]> {
+  await driveWebSockets();
   const opened = await Promise.all(Array.from({ length: 8 }, () => openStream(mux.url, 'hold=stream')));
   const streams = opened.map((s) => s.client);
   const tokens = opened.map((s) => s.token);

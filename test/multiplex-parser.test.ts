@@ -37,12 +37,12 @@ function parse(chunks: Buffer | string | Array<Buffer | string>, limits = LIMITS
 }
 
 /** Parts as plain data, for deepEqual. */
-function plain(parts: Part[]): Array<{ tokens: string[]; channels: string[]; isClose: boolean; body: string }> {
-  return parts.map((p) => ({ tokens: p.tokens, channels: p.channels, isClose: p.isClose, body: p.body.toString('latin1') }));
+function plain(parts: Part[]): Array<{ tokens: string[]; channels: string[]; isClose: boolean; isBinary: boolean; body: string }> {
+  return parts.map((p) => ({ tokens: p.tokens, channels: p.channels, isClose: p.isClose, isBinary: p.isBinary, body: p.body.toString('latin1') }));
 }
 
-function part(body: string, tokens: string[] = [], channels: string[] = [], isClose = false) {
-  return { tokens, channels, isClose, body };
+function part(body: string, tokens: string[] = [], channels: string[] = [], isClose = false, isBinary = false) {
+  return { tokens, channels, isClose, isBinary, body };
 }
 
 function assertOk(outcome: Outcome): void {
@@ -274,22 +274,29 @@ describe('MultiplexParser part headers', () => {
     assert.deepEqual(out.parts[0]!.tokens, ['a', 'a']);
   });
 
-  for (const [value, isClose] of [
-    ['true', true],
-    ['TRUE', true],
-    ['1', true],
-    ['yes', true],
-    [' Yes ', true],
-    ['false', false],
-    ['0', false],
-    ['no', false],
-  ] as const) {
-    it(`reads Multiplex-Close: ${JSON.stringify(value)} as ${isClose}`, () => {
+  // The two boolean part headers share their values.
+  const booleans = [['true', true], ['TRUE', true], ['1', true], ['yes', true], [' Yes ', true], ['false', false], ['0', false], ['no', false]] as const;
+  for (const [value, isTrue] of booleans) {
+    it(`reads Multiplex-Close: ${JSON.stringify(value)} as ${isTrue}`, () => {
       const out = parse(`--B\r\nMultiplex-Token: a\r\nMultiplex-Close:${value}\r\n\r\n\r\n--B--`);
       assertOk(out);
-      assert.equal(out.parts[0]!.isClose, isClose);
+      assert.equal(out.parts[0]!.isClose, isTrue);
+    });
+    it(`reads Multiplex-Binary: ${JSON.stringify(value)} as ${isTrue}`, () => {
+      const out = parse(`--B\r\nMultiplex-Token: a\r\nMultiplex-Binary:${value}\r\n\r\n\x00\xff\r\n--B--`);
+      assertOk(out);
+      assert.deepEqual(plain(out.parts), [part('\x00\xff', ['a'], [], false, isTrue)]);
     });
   }
+
+  it('reads Multiplex-Binary per part: the next part is text again unless it says so, the last value of a repeated header wins', () => {
+    const out = parse(
+      '--B\r\nMultiplex-Binary: true\r\nMultiplex-Token: a\r\n\r\nbin\r\n--B\r\nMultiplex-Token: a\r\n\r\ntext\r\n' +
+      '--B\r\nMultiplex-Binary: yes\r\nMultiplex-Binary: no\r\nMultiplex-Close: true\r\nMultiplex-Channel: c\r\n\r\nlast\r\n--B--',
+    );
+    assertOk(out);
+    assert.deepEqual(plain(out.parts), [part('bin', ['a'], [], false, true), part('text', ['a']), part('last', [], ['c'], true, false)]);
+  });
 
   it('ignores other part headers', () => {
     const out = parse('--B\r\nContent-Type: text/html\r\nX-Whatever: \x01anything\r\nMultiplex-Token: a\r\n\r\nx\r\n--B--');
@@ -313,6 +320,9 @@ describe('MultiplexParser part headers', () => {
     ['a channel with a slash', 'Multiplex-Channel: a/b', /Multiplex-Channel: "a\/b" is invalid/],
     ['a channel too long', `Multiplex-Channel: ${'c'.repeat(129)}`, /Multiplex-Channel/],
     ['a bad Multiplex-Close', 'Multiplex-Close: maybe', /Multiplex-Close: "maybe" is invalid/],
+    ['a bad Multiplex-Binary', 'Multiplex-Binary: maybe', /Multiplex-Binary: "maybe" is invalid: expected true, 1, yes, false, 0 or no/],
+    ['an empty Multiplex-Binary', 'Multiplex-Binary: ', /Multiplex-Binary: "" is invalid/],
+    ['a Multiplex-Binary list', 'Multiplex-Binary: true, true', /Multiplex-Binary: "true, true" is invalid/],
     ['a line without a colon', 'Multiplex-Token a', /no colon/],
     ['an empty header name', ': a', /not a valid token/],
     ['a header name with a space', 'Multiplex Token: a', /not a valid token/],
@@ -459,9 +469,10 @@ interface GenPart {
   tokens: string[];
   channels: string[];
   isClose: boolean;
+  isBinary: boolean;
   body: Buffer;
   /** serialisation choices that must not change the result */
-  style: { repeat: boolean; upper: boolean; padding: string; extra: boolean; closeNo: boolean };
+  style: { repeat: boolean; upper: boolean; padding: string; extra: boolean; closeNo: boolean; binaryNo: boolean };
 }
 
 const boundaryArb = fc
@@ -493,6 +504,7 @@ function genPartArb(boundary: string): fc.Arbitrary<GenPart> {
     tokens: fc.array(fc.string({ unit: fc.constantFrom(...TOKEN_CHARS), minLength: 1, maxLength: 64 }), { maxLength: 4 }),
     channels: fc.array(fc.string({ unit: fc.constantFrom(...CHANNEL_CHARS), minLength: 1, maxLength: 128 }), { maxLength: 3 }),
     isClose: fc.boolean(),
+    isBinary: fc.boolean(),
     body: bytesArb(boundary),
     style: fc.record({
       repeat: fc.boolean(),
@@ -500,6 +512,7 @@ function genPartArb(boundary: string): fc.Arbitrary<GenPart> {
       padding: fc.constantFrom('', ' ', '\t ', '  '),
       extra: fc.boolean(),
       closeNo: fc.boolean(),
+      binaryNo: fc.boolean(),
     }),
   });
 }
@@ -538,6 +551,8 @@ function serialise(m: Multipart): Buffer {
     }
     if (p.isClose) add(`${name('Multiplex-Close')}: true${eol}`);
     else if (p.style.closeNo) add(`${name('Multiplex-Close')}: no${eol}`);
+    if (p.isBinary) add(`${name('Multiplex-Binary')}: 1${eol}`);
+    else if (p.style.binaryNo) add(`${name('Multiplex-Binary')}: false${eol}`);
     add(eol);
     out.push(p.body);
     add(`\r\n--${m.boundary}`);
@@ -618,7 +633,7 @@ describe('MultiplexParser properties', () => {
         assertOk(out);
         assert.deepEqual(
           plain(out.parts),
-          m.parts.map((p) => ({ tokens: p.tokens, channels: p.channels, isClose: p.isClose, body: p.body.toString('latin1') })),
+          m.parts.map((p) => ({ tokens: p.tokens, channels: p.channels, isClose: p.isClose, isBinary: p.isBinary, body: p.body.toString('latin1') })),
         );
       }),
       { numRuns: 300 },

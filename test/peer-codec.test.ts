@@ -12,6 +12,7 @@ const item: fc.Arbitrary<RoutedItem> = fc.record({
   channels: fc.array(name, { maxLength: 3 }),
   body: fc.uint8Array({ maxLength: 64 }).map((bytes) => Buffer.from(bytes)),
   isClose: fc.boolean(),
+  isBinary: fc.boolean(),
   parsedAt: fc.integer({ min: 0, max: 2 ** 48 }),
   channelId: fc.nat(),
   receiptId: fc.nat(),
@@ -44,7 +45,7 @@ test('a batch decodes to the items encoded, in order, with their bodies, after c
 });
 
 test('items without tokens, without channels, with empty bodies keep their places', async () => {
-  const base = { isClose: false, parsedAt: 1, channelId: 0, receiptId: 0, origin: 0, isToSequence: false };
+  const base = { isClose: false, isBinary: false, parsedAt: 1, channelId: 0, receiptId: 0, origin: 0, isToSequence: false };
   const items: RoutedItem[] = [
     { ...base, tokens: [], channels: ['room'], body: Buffer.alloc(0), channelId: 7 },
     { ...base, tokens: ['a', 'b'], channels: [], body: Buffer.from('x'), receiptId: 3, origin: 2 },
@@ -54,4 +55,17 @@ test('items without tokens, without channels, with empty bodies keep their place
   assert.deepEqual(decoded, items);
   // The bodies are views of one buffer, not copies each.
   assert.equal(decoded[0].body.buffer, decoded[1].body.buffer);
+});
+
+test('close, binary and to-sequence each have their own bit: every combination crosses the port as sent', async () => {
+  const items: RoutedItem[] = [];
+  for (let flags = 0; flags < 8; flags++) {
+    items.push({
+      tokens: ['t'], channels: [], body: Buffer.from([flags]), isClose: (flags & 1) !== 0, isBinary: (flags & 2) !== 0, parsedAt: 1,
+      channelId: flags, receiptId: 0, origin: 0, isToSequence: (flags & 4) !== 0,
+    });
+  }
+  const decoded = decodePartBatch(await throughPort(items));
+  assert.deepEqual(decoded.map(({ isClose, isBinary, isToSequence }) => ({ isClose, isBinary, isToSequence })),
+    items.map(({ isClose, isBinary, isToSequence }) => ({ isClose, isBinary, isToSequence })));
 });

@@ -27,10 +27,11 @@ before(async () => {
   for (const node of [nodeA, nodeB]) await waitForMetric(node.metricsUrl, 'muxgate_redis_up', (n) => n === 2, 10_000);
 });
 
+// A `before` that failed leaves some of them unset: the others must still stop, or their processes keep the file running.
 after(async () => {
-  await Promise.all([nodeA.stop(), nodeB.stop()]);
-  await redis.stop();
-  await fpm.stop();
+  await Promise.all([nodeA?.stop(), nodeB?.stop()]);
+  await redis?.stop();
+  await fpm?.stop();
 });
 
 /** Redis subscribers of a channel: each node subscribes once, while it has a subscriber. */

@@ -10,8 +10,8 @@ import { createShardMetrics } from '../workers/metrics.ts';
 import type { PeerMessage, ReplayRequest } from '../workers/peer-codec.ts';
 import { closing, StreamServer, TestNode, heldStreams, part, silentLog, silentWarnings } from './helpers/shard-parts.ts';
 
-const live = (id: number) => new Delivery(Buffer.from(`<${id}>`), false, Date.now(), id);
-const logged = (id: number) => ({ id, body: Buffer.from(`<${id}>`), isClose: false, at: Date.now() });
+const live = (id: number) => new Delivery(Buffer.from(`<${id}>`), false, Date.now(), id, false);
+const logged = (id: number) => ({ id, body: Buffer.from(`<${id}>`), isClose: false, isBinary: false, at: Date.now() });
 
 /** Shard 1's resume, with the test as the sequencer at the other end of the port. */
 async function resumeOnShard1() {
@@ -120,4 +120,23 @@ test('another shard gone while a stream waits for its replay: the replay still c
     // Live parts are no longer held back.
     sequencer.router.routePart(part('<2>', { channels: ['room'] }), 'push', null);
     assert.equal(await reader.waitForBody('<1><2>'), '<1><2>');
+  }));
+
+test('a replay keeps each part\'s binary flag, from the sequencer\'s own history and over its port, and so do live parts after it',
+  (t) => closing(TestNode.start(2), async (node) => {
+    const seen = node.recordBinaryFlags(t);
+    const [sequencer] = node.shards;
+    sequencer.router.routePart(part('<1>', { channels: ['room'], isBinary: true }), 'push', null);
+    sequencer.router.routePart(part('<2>', { channels: ['room'] }), 'push', null);
+    const readers = [];
+    for (const shard of node.shards) {
+      const reader = await shard.server.open(shard.mint(), { channels: [{ name: 'room', since: 0 }] });
+      shard.router.resume(reader.stream);
+      readers.push(reader);
+    }
+    sequencer.router.routePart(part('<3>', { channels: ['room'], isBinary: true }), 'push', null);
+    for (const [shard, reader] of readers.entries()) {
+      assert.equal(await reader.waitForBody('<1><2><3>'), '<1><2><3>');
+      assert.deepEqual(Object.fromEntries(seen[shard]), { '<1>': true, '<2>': false, '<3>': true }, `shard ${shard}`);
+    }
   }));

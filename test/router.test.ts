@@ -3,7 +3,9 @@
 // what a shard that dies takes with it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { MessagePort } from 'node:worker_threads';
 import { mintToken } from '../src/protocol/token.ts';
+import type { PartBatch, PeerMessage } from '../workers/peer-codec.ts';
 import { closing, TestNode, channels, part, type ShardMetrics } from './helpers/shard-parts.ts';
 
 async function metric(metrics: ShardMetrics, name: string, labels: Record<string, string> = {}): Promise<number> {
@@ -74,6 +76,23 @@ test('a channel part from any shard is numbered by the sequencer, written on eve
     for (const reader of readers) assert.equal(await reader.waitForBody(expected), expected);
   }));
 
+test('acknowledgements ride with the parts going to the same shard: a channel part pushed on shard 1 of 2 takes two messages, not three',
+  (t) => closing(TestNode.start(2), async (node) => {
+    const readers = [];
+    for (const shard of node.shards) readers.push(await shard.server.open(shard.mint(), { channels: channels('room') }));
+    const [, pushedOn] = node.shards;
+    const posted = t.mock.method(MessagePort.prototype, 'postMessage');
+    const receipt = pushedOn.router.createReceipt();
+    pushedOn.router.routePart(part('<news>', { channels: ['room'] }), 'push', receipt);
+    await receipt.settled(2000);
+    assert.deepEqual({ deliveries: receipt.deliveries, perChannel: receipt.channels }, { deliveries: 2, perChannel: { room: 2 } });
+    // To the sequencer; back with the numbered part and the sequencer's own acknowledgement in one message.
+    assert.deepEqual(posted.mock.calls.map((call) => (call.arguments[0] as PeerMessage).type), ['parts', 'parts']);
+    assert.equal((posted.mock.calls[1].arguments[0] as PartBatch).acks?.length, 1);
+    for (const reader of readers) assert.equal(await reader.waitForBody('<news>'), '<news>');
+    pushedOn.router.releaseReceipt(receipt);
+  }));
+
 test('a shard gone with parts queued for it: they are undeliverable, and the receipt does not wait for them',
   () => closing(TestNode.start(3), async (node) => {
     const [sequencer, here, dying] = node.shards;
@@ -97,4 +116,29 @@ test('a shard gone with parts queued for it: they are undeliverable, and the rec
     here.router.routePart(part('<late>', { channels: ['room'] }), 'push', late);
     assert.equal(late.pending, 0);
     assert.equal(late.gone.length, 1);
+  }));
+
+test('Multiplex-Binary reaches the Delivery on every path: a token part here and on another shard, a channel part through the sequencer',
+  (t) => closing(TestNode.start(3), async (node) => {
+    const seen = node.recordBinaryFlags(t);
+    const readers = [];
+    for (const shard of node.shards) readers.push(await shard.server.open(shard.mint(), { channels: channels('room') }));
+    const [, here, there] = node.shards;
+    const tokens = [readers[1].stream.token, readers[2].stream.token];
+    const tokenReceipt = here.router.createReceipt();
+    here.router.routePart(part('<bin>', { tokens, isBinary: true }), 'push', tokenReceipt);
+    here.router.routePart(part('<text>', { tokens }), 'push', tokenReceipt);
+    await tokenReceipt.settled(2000);
+    assert.equal(tokenReceipt.deliveries, 4);
+    here.router.releaseReceipt(tokenReceipt);
+    // Token and channel parts take different paths: the channel part goes once the token parts are written.
+    const channelReceipt = there.router.createReceipt();
+    there.router.routePart(part('<room-bin>', { channels: ['room'], isBinary: true, isClose: true }), 'push', channelReceipt);
+    await channelReceipt.settled(2000);
+    assert.equal(channelReceipt.deliveries, 3);
+    there.router.releaseReceipt(channelReceipt);
+    assert.equal(await readers[0].waitForBody('<room-bin>'), '<room-bin>');
+    for (const reader of readers.slice(1)) assert.equal(await reader.waitForBody('<bin><text><room-bin>'), '<bin><text><room-bin>');
+    assert.deepEqual(Object.fromEntries(seen[0]), { '<room-bin>': true });
+    for (const shard of [1, 2]) assert.deepEqual(Object.fromEntries(seen[shard]), { '<bin>': true, '<text>': false, '<room-bin>': true }, `shard ${shard}`);
   }));

@@ -22,8 +22,8 @@ before(async () => {
 });
 
 after(async () => {
-  await mux.stop();
-  await fpm.stop();
+  await mux?.stop();
+  await fpm?.stop();
   eventLog.remove();
 });
 
@@ -95,7 +95,8 @@ test('an opening pipelined behind a request waits for its answer, then is accept
     + 'GET /websocket.php?room=pipelined HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
     + 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
   await waitUntil(() => text.includes('welcome '), 10_000, () => `the pipelined opening to be accepted (got ${JSON.stringify(text)})`);
-  assert.match(text, /^HTTP\/1\.1 403 Forbidden\r\n[^]*no entry\n\r\n0\r\n\r\nHTTP\/1\.1 101 Switching Protocols\r\n/);
+  // The 403's body is chunked, or framed by its length when muxgate had it whole before answering.
+  assert.match(text, /^HTTP\/1\.1 403 Forbidden\r\n[^]*no entry\n(\r\n0\r\n\r\n)?HTTP\/1\.1 101 Switching Protocols\r\n/);
   socket.destroy();
 });
 
@@ -209,7 +210,7 @@ test('shutting down closes every WebSocket with 1001', async () => {
   assert.equal(await stopped, 0);
 });
 
-test('a WebSocket resumes a channel from the `since` its backend passes on, and is told when the history no longer reaches back', async () => {
+test('a WebSocket resumes a channel from the `since` its backend passes on, is told when the history no longer reaches back, and gets ids when its messages are SSE events', async () => {
   const own = await startMuxgate({ ...phpBackend(fpm), MUX_SHARDS: '2', MUX_CHANNEL_HISTORY: '2' });
   try {
     // Ids are in an SSE stream's `id:` lines: a client that falls back from one transport to the other knows them.
@@ -227,7 +228,13 @@ test('a WebSocket resumes a channel from the `since` its backend passes on, and 
     const late = await open(`room=resume&since=${ids[0] - 1}`, {}, own);
     await late.waitForMessage((m) => m.text === 'data: three\n\n');
     assert.deepEqual(channelTexts(late), [`{"muxgate":"gap","since":${ids[0] - 1}}`, 'data: two\n\n', 'data: three\n\n']);
-    for (const client of [resumed, late]) client.close();
+    // Messages declared SSE events carry their ids, as on a stream: such a page knows where to resume from.
+    const events = await open(`sse=1&room=resume&since=${ids[0] - 1}`, {}, own);
+    await events.waitForMessage((m) => m.text.endsWith('data: three\n\n'));
+    assert.deepEqual(channelTexts(events), [
+      `event: muxgate-gap\ndata: {"since":${ids[0] - 1}}\n\n`, `id: ${ids[1]}\ndata: two\n\n`, `id: ${ids[2]}\ndata: three\n\n`,
+    ]);
+    for (const client of [resumed, late, events]) client.close();
     sse.close();
   } finally {
     await own.stop();

@@ -7,6 +7,7 @@ export interface LoggedPart {
   id: number;
   body: Buffer;
   isClose: boolean;
+  isBinary: boolean;
   at: number;
 }
 
@@ -87,13 +88,13 @@ export class ChannelLog {
   }
 
   /** Assigns the part its id and, when history is kept, remembers it for each channel. */
-  append(channels: readonly string[], body: Buffer, isClose: boolean): number {
+  append(channels: readonly string[], body: Buffer, isClose: boolean, isBinary: boolean): number {
     const id = this.#nextId++;
     if (this.#limits.maxParts === 0) return id;
     // A copy of its own: a slice of a larger buffer would keep all of it alive.
     const copy = Buffer.allocUnsafeSlow(body.length);
     body.copy(copy);
-    const held: HeldPart = { part: { id, body: copy, isClose, at: Date.now() }, channels, holders: 0, bytes: body.length + PART_OVERHEAD_BYTES };
+    const held: HeldPart = { part: { id, body: copy, isClose, isBinary, at: Date.now() }, channels, holders: 0, bytes: body.length + PART_OVERHEAD_BYTES };
     this.#bytes += held.bytes;
     this.#queue.push(held);
     for (const channel of channels) {

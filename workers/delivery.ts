@@ -18,17 +18,20 @@ export class Delivery {
   readonly parsedAt: number;
   /** The node-wide channel id of a channel part (0: not a channel part). */
   readonly channelId: number;
+  /** `Multiplex-Binary`: a binary message on a WebSocket; HTTP streams write the same bytes either way. */
+  readonly isBinary: boolean;
   #chunk: Buffer | null = null;
   #event: Buffer | null = null;
   #eventChunk: Buffer | null = null;
   #webSocketFrame: Buffer | null = null;
-  readonly isBinary = false;
+  #webSocketEvent: Buffer | null = null;
 
-  constructor(body: Buffer, isClose: boolean, parsedAt: number, channelId: number) {
+  constructor(body: Buffer, isClose: boolean, parsedAt: number, channelId: number, isBinary: boolean) {
     this.body = body;
     this.isClose = isClose;
     this.parsedAt = parsedAt;
     this.channelId = channelId;
+    this.isBinary = isBinary;
   }
 
   /** The bytes for a stream: chunked or raw, with an SSE `id:` line for event streams that resume. */
@@ -41,8 +44,14 @@ export class Delivery {
     return (this.#chunk ??= frameChunk(this.body));
   }
 
-  /** The part as one WebSocket message: binary when asked, or when the body is not text a client could accept. */
-  webSocketFrame(): Buffer {
+  /**
+   * The part as one WebSocket message: binary when asked, or when the body is not text a client could accept; an SSE
+   * event with its `id:` line for a WebSocket whose messages are SSE events, when history is kept.
+   */
+  webSocketFrame(hasEventIds: boolean): Buffer {
+    if (hasEventIds && this.channelId > 0) {
+      return (this.#webSocketEvent ??= webSocketFrame(this.frame(false, true), this.isBinary || !isUtf8(this.body)));
+    }
     return (this.#webSocketFrame ??= webSocketFrame(this.body, this.isBinary || !isUtf8(this.body)));
   }
 }

@@ -210,7 +210,7 @@ export class HeldStreams {
     const body = delivery.body;
     if (body.length > 0) {
       if (stream.webSocket !== null) {
-        this.#writeRaw(stream, delivery.webSocketFrame());
+        this.#writeRaw(stream, delivery.webSocketFrame(this.#hasEventIds && stream.options.isEventStream));
         this.#metrics.hot.webSocketMessagesOut++;
       } else {
         this.#writeRaw(stream, delivery.frame(stream.options.isChunked, this.#hasEventIds && stream.options.isEventStream));

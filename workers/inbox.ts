@@ -22,7 +22,7 @@ export class Inbox {
    * tokens that reached no shard (`alsoGone`) and those it handed to other nodes (`forwarded`).
    */
   deliver(item: RoutedItem, alsoGone: string[] | null, forwarded: number): void {
-    const delivery = new Delivery(item.body, item.isClose, item.parsedAt, item.channelId);
+    const delivery = new Delivery(item.body, item.isClose, item.parsedAt, item.channelId, item.isBinary);
     const hasReceipt = item.receiptId !== 0;
     let deliveries = 0;
     let gone = alsoGone;

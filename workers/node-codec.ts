@@ -1,5 +1,6 @@
 // The messages between nodes (through Redis): RoutedItems inside the process, on the wire
-// [u32 header length][header JSON][bodies], one JSON per message, not per part.
+// [u32 header length][header JSON][bodies], one JSON per message, not per part. Redis histories keep these frames:
+// a field added to an item goes at its end, so that entries stored before it (and nodes from before it) still read.
 import type { RoutedItem } from './routed-item.ts';
 
 /** What a channel part carries for the node that sent it, which delivers it to its own shards when it comes back. */
@@ -16,7 +17,7 @@ export interface ChannelEcho {
 }
 
 /** One item in a header: the tokens of the receiving shard, the channels, and the numbers of the part. */
-type HeaderItem = [tokens: string[], channels: string[], bodyLength: number, isClose: 0 | 1, parsedAt: number];
+type HeaderItem = [tokens: string[], channels: string[], bodyLength: number, isClose: 0 | 1, parsedAt: number, isBinary?: 0 | 1];
 
 interface Header {
   node: string;
@@ -35,7 +36,9 @@ export interface NodeMessage {
 const LENGTH_BYTES = 4;
 
 export function encodeNodeMessage(node: string, items: readonly RoutedItem[], echo: ChannelEcho | null): Buffer {
-  const header: Header = { node, items: items.map((item) => [item.tokens, item.channels, item.body.length, item.isClose ? 1 : 0, item.parsedAt]) };
+  const header: Header = {
+    node, items: items.map((item) => [item.tokens, item.channels, item.body.length, item.isClose ? 1 : 0, item.parsedAt, item.isBinary ? 1 : 0]),
+  };
   if (echo !== null) header.echo = echo;
   const json = Buffer.from(JSON.stringify(header));
   const length = Buffer.allocUnsafe(LENGTH_BYTES);
@@ -49,9 +52,9 @@ export function decodeNodeMessage(frame: Buffer, channelId: number): NodeMessage
   const header = JSON.parse(frame.toString('utf8', LENGTH_BYTES, LENGTH_BYTES + length)) as Header;
   let at = LENGTH_BYTES + length;
   const items: RoutedItem[] = [];
-  for (const [tokens, channels, bodyLength, isClose, parsedAt] of header.items) {
+  for (const [tokens, channels, bodyLength, isClose, parsedAt, isBinary] of header.items) {
     const body = frame.subarray(at, at + bodyLength);
-    items.push({ tokens, channels, body, isClose: isClose === 1, parsedAt, channelId, receiptId: 0, origin: 0, isToSequence: false });
+    items.push({ tokens, channels, body, isClose: isClose === 1, isBinary: isBinary === 1, parsedAt, channelId, receiptId: 0, origin: 0, isToSequence: false });
     at += bodyLength;
   }
   return { node: header.node, items, echo: header.echo ?? null };

@@ -12,6 +12,8 @@ export interface PartBatch {
   names: string[];
   /** The items' bodies, one after another. */
   bytes: ArrayBuffer;
+  /** Acknowledgements for the destination's receipts that left in the same turn: one message instead of two. */
+  acks?: Ack[];
 }
 
 // An item's numbers in `meta`, from i * ITEM_FIELDS.
@@ -27,6 +29,7 @@ const ITEM_FIELDS = 8;
 
 const FLAG_CLOSE = 1;
 const FLAG_TO_SEQUENCE = 2;
+const FLAG_BINARY = 4;
 
 /** What an item achieved on a shard, for the receipt waiting on the shard that sent it. */
 export interface Ack {
@@ -39,7 +42,7 @@ export interface Ack {
   forwarded: number;
 }
 
-/** Acknowledgements for one shard's receipts, sent with its part batches. */
+/** Acknowledgements for one shard's receipts, in a turn that sends it no parts. */
 export interface AckBatch {
   type: 'acks';
   acks: Ack[];
@@ -86,7 +89,7 @@ export function encodePartBatch(items: readonly RoutedItem[]): { batch: PartBatc
     end += item.body.length;
     const at = i * ITEM_FIELDS;
     meta[at + BODY_END] = end;
-    meta[at + FLAGS] = (item.isClose ? FLAG_CLOSE : 0) | (item.isToSequence ? FLAG_TO_SEQUENCE : 0);
+    meta[at + FLAGS] = (item.isClose ? FLAG_CLOSE : 0) | (item.isToSequence ? FLAG_TO_SEQUENCE : 0) | (item.isBinary ? FLAG_BINARY : 0);
     meta[at + PARSED_AT] = item.parsedAt;
     meta[at + CHANNEL_ID] = item.channelId;
     meta[at + RECEIPT_ID] = item.receiptId;
@@ -116,6 +119,7 @@ export function decodePartBatch(batch: PartBatch): RoutedItem[] {
       channels: names.slice(tokensEnd, channelsEnd),
       body: bytes.subarray(start, end),
       isClose: (flags & FLAG_CLOSE) !== 0,
+      isBinary: (flags & FLAG_BINARY) !== 0,
       parsedAt: meta[at + PARSED_AT],
       channelId: meta[at + CHANNEL_ID],
       receiptId: meta[at + RECEIPT_ID],

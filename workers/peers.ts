@@ -85,13 +85,19 @@ export class Peers {
       const port = this.#ports[shard];
       if (port === null) continue;
       const acks = this.#acks[shard];
-      if (acks.length > 0) {
+      const items = this.#items[shard];
+      // Each message costs the receiving thread a wake-up: acknowledgements ride with the parts when there are any.
+      if (items.length === 0) {
+        if (acks.length === 0) continue;
         port.postMessage({ type: 'acks', acks } satisfies AckBatch);
         this.#acks[shard] = [];
+        continue;
       }
-      const items = this.#items[shard];
-      if (items.length === 0) continue;
       const { batch, transfer } = encodePartBatch(items);
+      if (acks.length > 0) {
+        batch.acks = acks;
+        this.#acks[shard] = [];
+      }
       port.postMessage(batch, transfer);
       this.#metrics.routerBatchSize.observe(items.length);
       items.length = 0;

@@ -87,7 +87,7 @@ export class RedisLink {
       last.tokens.push(token);
       return true;
     }
-    const item = tokenItem(part.body, part.isClose, Date.now(), 0, 0);
+    const item = tokenItem(part, Date.now(), 0, 0);
     item.tokens.push(token);
     items.push(item);
     if (!this.#isFlushScheduled) {
@@ -123,7 +123,7 @@ export class RedisLink {
       for (const [rawId, fields] of perChannel[i + 1] as HistoryEntry[]) {
         const id = Number(rawId.toString('latin1').split('-')[1]);
         const item = this.#decode(fields[1], id)?.items[0];
-        if (item !== undefined) byId.set(id, { id, body: item.body, isClose: item.isClose, at: item.parsedAt });
+        if (item !== undefined) byId.set(id, { id, body: item.body, isClose: item.isClose, isBinary: item.isBinary, at: item.parsedAt });
       }
     }
     return { parts: [...byId.values()].sort((a, b) => a.id - b.id), isComplete };

@@ -98,15 +98,15 @@ export class Resume {
     metrics.historyReplays.inc({ result: replay.isComplete ? 'hit' : 'miss' });
     if (!replay.isComplete) {
       log.info({ since: stream.lastChannelId }, 'a resuming stream asked for parts the history no longer holds');
-      if (stream.webSocket !== null) {
-        streams.notify(stream, Buffer.from(`{"muxgate":"gap","since":${stream.lastChannelId}}`));
-      } else if (stream.options.isEventStream) {
+      if (stream.options.isEventStream) {
         streams.notify(stream, Buffer.from(`event: muxgate-gap\ndata: {"since":${stream.lastChannelId}}\n\n`));
+      } else if (stream.webSocket !== null) {
+        streams.notify(stream, Buffer.from(`{"muxgate":"gap","since":${stream.lastChannelId}}`));
       }
     }
     for (const part of replay.parts) {
       if (stream.hasEnded) return;
-      streams.write(stream, new Delivery(part.body, part.isClose, part.at, part.id));
+      streams.write(stream, new Delivery(part.body, part.isClose, part.at, part.id, part.isBinary));
     }
     // The last part held back is still the stream's last delivery when nothing was missed: it is not written yet.
     stream.lastDelivery = null;

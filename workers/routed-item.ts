@@ -8,6 +8,8 @@ export interface RoutedItem {
   channels: string[];
   body: Buffer;
   isClose: boolean;
+  /** `Multiplex-Binary`: a binary message on a WebSocket. */
+  isBinary: boolean;
   /** Epoch milliseconds when the part was parsed, for the push-to-write latency. */
   parsedAt: number;
   /** The node-wide id of a numbered channel part (0: not numbered). */
@@ -20,9 +22,10 @@ export interface RoutedItem {
 }
 
 /** An item for tokens only, without any yet: the router adds each token of a part it sends there. */
-export function tokenItem(body: Buffer, isClose: boolean, parsedAt: number, receiptId: number, origin: number): RoutedItem {
-  return { tokens: [], channels: [], body, isClose, parsedAt, channelId: 0, receiptId, origin, isToSequence: false };
+export function tokenItem(part: PartBody, parsedAt: number, receiptId: number, origin: number): RoutedItem {
+  const { body, isClose, isBinary } = part;
+  return { tokens: [], channels: [], body, isClose, isBinary, parsedAt, channelId: 0, receiptId, origin, isToSequence: false };
 }
 
 /** What a copy of a part carries besides its addresses. */
-export type PartBody = Pick<RoutedItem, 'body' | 'isClose'>;
+export type PartBody = Pick<RoutedItem, 'body' | 'isClose' | 'isBinary'>;

@@ -119,12 +119,12 @@ export class Router {
       if (shard < 0 || shard >= this.#outgoing.length) {
         if (this.#forward.send(token, part, receipt)) isForwarded = true;
       } else if (shard === this.#shard) {
-        local ??= new Delivery(part.body, part.isClose, parsedAt, 0);
+        local ??= new Delivery(part.body, part.isClose, parsedAt, 0, part.isBinary);
         const result = this.#streams.deliverToToken(token, local);
         if (result === DELIVERED) deliveries++;
         else if (result === NOT_LIVE) this.#undeliverable('gone', token, receipt);
       } else if (this.#peers.isConnected(shard)) {
-        (this.#outgoing[shard] ??= tokenItem(part.body, part.isClose, parsedAt, receiptId, this.#shard)).tokens.push(token);
+        (this.#outgoing[shard] ??= tokenItem(part, parsedAt, receiptId, this.#shard)).tokens.push(token);
         isRemote = true;
       } else {
         this.#undeliverable('shard_down', token, receipt);
@@ -149,7 +149,7 @@ export class Router {
   #routeChannelPart(part: Part, source: PartSource, receipt: PushReceipt | null): void {
     this.#metrics.parts.inc({ source, route: 'channel' });
     const item: RoutedItem = {
-      tokens: part.tokens, channels: part.channels, body: part.body, isClose: part.isClose, parsedAt: Date.now(), channelId: 0,
+      tokens: part.tokens, channels: part.channels, body: part.body, isClose: part.isClose, isBinary: part.isBinary, parsedAt: Date.now(), channelId: 0,
       receiptId: receipt?.id ?? 0, origin: this.#shard, isToSequence: true,
     };
     // The sequencer broadcasts the part to every shard, and every shard acknowledges it.
@@ -169,6 +169,7 @@ export class Router {
   readonly #receiveFromPeer = (message: PeerMessage): void => {
     switch (message.type) {
       case 'parts':
+        if (message.acks !== undefined) this.#receipts.receive(message.acks);
         for (const item of decodePartBatch(message)) {
           if (item.isToSequence) this.#sequencer?.sequence(item);
           else this.#inbox.deliver(item, null, 0);

@@ -56,7 +56,7 @@ export class Sequencer {
     }
     const part: RoutedItem = { ...item, tokens: [], channels, isToSequence: false };
     if (redis === null) {
-      part.channelId = channelLog.append(channels, item.body, item.isClose);
+      part.channelId = channelLog.append(channels, item.body, item.isClose, item.isBinary);
       return this.#broadcast(part, echo);
     }
     redis.sequence(part, echo, this.#ctx.historyLength, this.#ctx.historyAgeMs).then(

@@ -1,4 +1,4 @@
-// The bundled demo backend: a chat room FastCGI app that speaks muxgate's multiplex protocol.
+// The bundled demo backend: a chat room FastCGI app that speaks muxgate's multiplex protocol, to WebSocket and SSE readers.
 import { randomBytes } from 'node:crypto';
 import { lstatSync, readFileSync, unlinkSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -52,6 +52,10 @@ export function multiplexBody(boundary: string, parts: readonly Part[]): string 
   return `${body}--${boundary}--\r\n`;
 }
 
+/**
+ * Every part is the text of one SSE event, whichever the reader's transport: one part to a room's channel reaches its
+ * SSE and WebSocket readers alike, and the page reads the event's name and data from a WebSocket message itself.
+ */
 function sseEvent(event: string, data: unknown): string {
   // JSON.stringify escapes newlines, so the data is one line as SSE requires.
   return `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
@@ -88,8 +92,10 @@ function validRoom(value: unknown): value is string {
 }
 
 /**
- * GET /events?room=&nick=: hold the requester as an SSE stream subscribed to the room. A browser
- * that reconnects sends Last-Event-ID, passed on as `since`, and muxgate replays what it missed.
+ * GET /events?room=&nick=: hold the requester in the room's channel, as an SSE stream or, for a WebSocket opening
+ * (MULTIPLEX_TRANSPORT=websocket), as a WebSocket whose messages are the same SSE events. A browser whose EventSource
+ * reconnects sends Last-Event-ID, a page that reconnects its WebSocket or reloads passes ?since=: passed on as `since`,
+ * muxgate replays what the reader missed.
  */
 function handleEvents(res: ServerResponse, params: FastcgiParams, query: URLSearchParams): void {
   const room = query.get('room');
@@ -97,18 +103,21 @@ function handleEvents(res: ServerResponse, params: FastcgiParams, query: URLSear
   if (!validRoom(room)) return sendJson(res, 400, { error: 'room must match [a-z0-9-]{1,40}' });
   if (!validNick(nick)) return sendJson(res, 400, { error: `nick must be 1 to ${MAX_NICK_CHARS} characters` });
   const token = params.MULTIPLEX_TOKEN!;
-  // EventSource sends Last-Event-ID when it reconnects; a reloaded page passes ?since= itself.
+  // EventSource sends Last-Event-ID when it reconnects; a reloaded page, or a WebSocket reconnecting, passes ?since=.
   const lastEventId = params.HTTP_LAST_EVENT_ID ?? query.get('since') ?? '';
   const isResuming = /^\d{1,15}$/.test(lastEventId);
   const at = Date.now();
   const parts: Part[] = [{ tokens: [token], body: sseEvent('welcome', { room, nick, token, resumed: isResuming, at }) }];
   if (!isResuming) parts.push({ channel: roomChannel(room), body: sseEvent('join', { room, nick, at }) });
-  sendMultiplexed(res, {
+  const headers: Record<string, string> = {
     'Multiplex-Hold': 'stream',
-    'Multiplex-Content-Type': 'text/event-stream',
+    // An SSE comment on a stream, a ping on a WebSocket.
     'Multiplex-Keep-Alive': String(KEEP_ALIVE_SECONDS),
     'Multiplex-Channel': roomChannel(room) + (isResuming ? `; since=${lastEventId}` : ''),
-  }, parts);
+    // SSE events on both transports: on a WebSocket too, each room part then carries its id (protocol §7.1).
+    'Multiplex-Content-Type': 'text/event-stream',
+  };
+  sendMultiplexed(res, headers, parts);
 }
 
 /** muxgate's close event (MUX_EVENTS) for a reader's stream: tell the room who left. */
@@ -131,6 +140,14 @@ async function readBody(req: IncomingMessage, limit: number): Promise<string | u
   return Buffer.concat(chunks, size).toString('utf8');
 }
 
+/** The text of a chat line, or why it is not one. */
+function checkText(text: unknown): string | undefined {
+  if (typeof text !== 'string' || text.length < 1 || text.length > MAX_TEXT_CHARS) {
+    return `text must be 1 to ${MAX_TEXT_CHARS} characters`;
+  }
+  return undefined;
+}
+
 /** POST /send {room, nick, text}: one part to the room's channel, and `{"ok":true}` to the sender. */
 async function handleSend(req: IncomingMessage, res: ServerResponse, token: string): Promise<void> {
   const text = await readBody(req, MAX_SEND_BODY_BYTES);
@@ -147,13 +164,43 @@ async function handleSend(req: IncomingMessage, res: ServerResponse, token: stri
   const { room, nick, text: said } = message as Record<string, unknown>;
   if (!validRoom(room)) return sendJson(res, 400, { error: 'room must match [a-z0-9-]{1,40}' });
   if (!validNick(nick)) return sendJson(res, 400, { error: `nick must be 1 to ${MAX_NICK_CHARS} characters` });
-  if (typeof said !== 'string' || said.length < 1 || said.length > MAX_TEXT_CHARS) {
-    return sendJson(res, 400, { error: `text must be 1 to ${MAX_TEXT_CHARS} characters` });
-  }
+  const textError = checkText(said);
+  if (textError !== undefined) return sendJson(res, 400, { error: textError });
   sendMultiplexed(res, { 'Multiplex-Content-Type': 'application/json' }, [
     { channel: roomChannel(room), body: sseEvent('message', { nick, text: said, at: Date.now() }) },
     { tokens: [token], body: '{"ok":true}' },
   ]);
+}
+
+/**
+ * A WebSocket message (MULTIPLEX_EVENT=message): the chat line itself, from the reader of the opening's room and nick.
+ * One part to the room's channel and a `sent` reply to the sender, or only a `rejected` reply saying why: an error
+ * status would make muxgate close the connection.
+ */
+async function handleMessage(req: IncomingMessage, res: ServerResponse, params: FastcgiParams, query: URLSearchParams): Promise<void> {
+  const token = params.MULTIPLEX_TOKEN!;
+  const room = query.get('room');
+  const nick = query.get('nick');
+  const reject = (error: string): void => sendMultiplexed(res, {}, [{ tokens: [token], body: sseEvent('rejected', { error }) }]);
+  if (!validRoom(room) || !validNick(nick)) return reject('the connection has no valid room and nick');
+  if (!(params.CONTENT_TYPE ?? '').startsWith('text/')) return reject('messages must be text');
+  const text = await readBody(req, MAX_SEND_BODY_BYTES);
+  const textError = text === undefined ? `messages must be at most ${MAX_SEND_BODY_BYTES} bytes` : checkText(text);
+  if (textError !== undefined) return reject(textError);
+  const at = Date.now();
+  sendMultiplexed(res, {}, [
+    { channel: roomChannel(room), body: sseEvent('message', { nick, text, at }) },
+    { tokens: [token], body: sseEvent('sent', { at }) },
+  ]);
+}
+
+/** Answers a request handled asynchronously, or a 500 if it failed. */
+function settle(what: string, res: ServerResponse, handling: Promise<void>): void {
+  handling.catch((error: unknown) => {
+    console.error(`demo-chat: ${what} failed:`, error);
+    if (!res.headersSent) sendJson(res, 500, { error: 'internal error' });
+    else res.destroy();
+  });
 }
 
 function handleRequest(req: IncomingMessage, res: ServerResponse): void {
@@ -163,6 +210,9 @@ function handleRequest(req: IncomingMessage, res: ServerResponse): void {
   const method = req.method ?? 'GET';
 
   if (params.MULTIPLEX_EVENT === 'close' && url.pathname === '/events') return handleLeave(res, params, url.searchParams);
+  if (params.MULTIPLEX_EVENT === 'message' && url.pathname === '/events' && token !== '') {
+    return settle('a WebSocket message', res, handleMessage(req, res, params, url.searchParams));
+  }
   if (method === 'GET' || method === 'HEAD') {
     const file = staticFiles.get(url.pathname);
     if (file !== undefined) {
@@ -172,14 +222,7 @@ function handleRequest(req: IncomingMessage, res: ServerResponse): void {
     }
   }
   if (method === 'GET' && url.pathname === '/events' && token !== '') return handleEvents(res, params, url.searchParams);
-  if (method === 'POST' && url.pathname === '/send' && token !== '') {
-    handleSend(req, res, token).catch((error: unknown) => {
-      console.error('demo-chat: /send failed:', error);
-      if (!res.headersSent) sendJson(res, 500, { error: 'internal error' });
-      else res.destroy();
-    });
-    return;
-  }
+  if (method === 'POST' && url.pathname === '/send' && token !== '') return settle('/send', res, handleSend(req, res, token));
   sendJson(res, 404, { error: 'not found' });
 }
 

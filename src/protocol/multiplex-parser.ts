@@ -10,6 +10,8 @@ export interface Part {
   tokens: string[];
   channels: string[];
   isClose: boolean;
+  /** `Multiplex-Binary`: a WebSocket gets it as a binary message (streams ignore it). */
+  isBinary: boolean;
   body: Buffer;
 }
 
@@ -86,6 +88,7 @@ export class MultiplexParser {
   #tokens: string[] = [];
   #channels: string[] = [];
   #isClose = false;
+  #isBinary = false;
 
   constructor(boundary: string, limits: MultiplexParserLimits, sink: MultiplexParserSink) {
     // the search relies on the boundary holding no CR or LF; multiplexBoundary() validated it
@@ -257,7 +260,7 @@ export class MultiplexParser {
       this.#segmentBytes = 0;
       this.#isLastInTail = false;
     }
-    const part: Part = { tokens: this.#tokens, channels: this.#channels, isClose: this.#isClose, body };
+    const part: Part = { tokens: this.#tokens, channels: this.#channels, isClose: this.#isClose, isBinary: this.#isBinary, body };
     this.#partCount++;
     // the state is settled before the sink runs, so a throwing sink leaves the parser consistent
     this.#startPart();
@@ -271,6 +274,7 @@ export class MultiplexParser {
     this.#tokens = [];
     this.#channels = [];
     this.#isClose = false;
+    this.#isBinary = false;
   }
 
   /** After `--B`: transport padding then CRLF opens a part, `--` closes the body. */
@@ -375,11 +379,21 @@ export class MultiplexParser {
     } else if (lowerName === 'multiplex-channel') {
       this.#addTargets(line.toString('latin1', colon + 1, lineEnd), this.#channels, CHANNEL_NAME, 'Multiplex-Channel', 'a channel name: 1-128 characters from [A-Za-z0-9_.:@-]');
     } else if (lowerName === 'multiplex-close') {
-      const value = trimOws(line.toString('latin1', colon + 1, lineEnd)).toLowerCase();
-      if (value === 'true' || value === '1' || value === 'yes') this.#isClose = true;
-      else if (value === 'false' || value === '0' || value === 'no') this.#isClose = false;
-      else this.#malformed(`Multiplex-Close: ${quote(value)} is invalid: expected true, 1, yes, false, 0 or no`);
+      const value = this.#flag(line.toString('latin1', colon + 1, lineEnd), 'Multiplex-Close');
+      if (value !== null) this.#isClose = value;
+    } else if (lowerName === 'multiplex-binary') {
+      const value = this.#flag(line.toString('latin1', colon + 1, lineEnd), 'Multiplex-Binary');
+      if (value !== null) this.#isBinary = value;
     }
+  }
+
+  /** A yes/no header's value; null (and the body malformed) when it is neither. */
+  #flag(raw: string, header: string): boolean | null {
+    const value = trimOws(raw).toLowerCase();
+    if (value === 'true' || value === '1' || value === 'yes') return true;
+    if (value === 'false' || value === '0' || value === 'no') return false;
+    this.#malformed(`${header}: ${quote(value)} is invalid: expected true, 1, yes, false, 0 or no`);
+    return null;
   }
 
   #addTargets(value: string, into: string[], syntax: RegExp, header: string, expected: string): void {

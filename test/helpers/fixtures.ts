@@ -84,11 +84,12 @@ export async function openStream(url: string, query: string, options: OpenStream
   }
 }
 
-/** One part of a multiplexed body: its targets, whether it closes them, its body. */
+/** One part of a multiplexed body: its targets, whether it closes them, whether it is binary, its body. */
 export interface PushPart {
   tokens?: string[];
   channels?: string[];
   close?: boolean;
+  binary?: boolean;
   body: string;
 }
 
@@ -100,6 +101,7 @@ export function multiplexBody(boundary: string, parts: PushPart[]): string {
     if (part.tokens) out += `Multiplex-Token: ${part.tokens.join(', ')}\r\n`;
     if (part.channels) out += `Multiplex-Channel: ${part.channels.join(', ')}\r\n`;
     if (part.close) out += 'Multiplex-Close: true\r\n';
+    if (part.binary) out += 'Multiplex-Binary: true\r\n';
     out += `\r\n${part.body}\r\n`;
   }
   return out + `--${boundary}--\r\n`;

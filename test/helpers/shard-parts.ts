@@ -8,6 +8,8 @@ import { RepeatedWarnings } from '../../src/repeated-warnings.ts';
 import { mintToken } from '../../src/protocol/token.ts';
 import type { Part } from '../../src/protocol/multiplex-parser.ts';
 import type { ChannelSubscription } from '../../src/protocol/headers.ts';
+import type { TestContext } from 'node:test';
+import type { Delivery } from '../../workers/delivery.ts';
 import type { EndReason, HeldStream, StreamOptions } from '../../workers/held-stream.ts';
 import { HeldStreams } from '../../workers/held-streams.ts';
 import { ChannelLog } from '../../workers/channel-log.ts';
@@ -119,8 +121,8 @@ export function channels(...names: string[]): ChannelSubscription[] {
   return names.map((name) => ({ name, since: null }));
 }
 
-export function part(body: string, to: { tokens?: string[]; channels?: string[]; isClose?: boolean }): Part {
-  return { tokens: to.tokens ?? [], channels: to.channels ?? [], isClose: to.isClose ?? false, body: Buffer.from(body) };
+export function part(body: string, to: { tokens?: string[]; channels?: string[]; isClose?: boolean; isBinary?: boolean }): Part {
+  return { tokens: to.tokens ?? [], channels: to.channels ?? [], isClose: to.isClose ?? false, isBinary: to.isBinary ?? false, body: Buffer.from(body) };
 }
 
 /** One shard of a node held in this thread: its streams, their server, its router. */
@@ -169,6 +171,19 @@ export class TestNode {
       }
     }
     return node;
+  }
+
+  /** Per shard, from now on: the body of every part written to its streams → whether its Delivery was binary. */
+  recordBinaryFlags(t: TestContext): Map<string, boolean>[] {
+    return this.shards.map((shard) => {
+      const flags = new Map<string, boolean>();
+      const write = shard.streams.write.bind(shard.streams);
+      t.mock.method(shard.streams, 'write', (stream: HeldStream, delivery: Delivery) => {
+        flags.set(delivery.body.toString('latin1'), delivery.isBinary);
+        return write(stream, delivery);
+      });
+      return flags;
+    });
   }
 
   /** The shard is gone, as the main thread tells the others when its thread exits. */

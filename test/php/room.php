@@ -15,7 +15,9 @@ if ($_SERVER['REQUEST_METHOD'] === 'GET') {
     exit;
 }
 $text = str_replace(["\r", "\n"], ' ', file_get_contents('php://input'));
+// ?binary=<value>: the message part says Multiplex-Binary: <value> (for a WebSocket, a binary message).
+$binary = isset($_GET['binary']) ? 'Multiplex-Binary: ' . preg_replace('/[^A-Za-z0-9]/', '', $_GET['binary']) . "\r\n" : '';
 header('Multiplex-Content-Type: text/plain');
-echo "--$boundary\r\nMultiplex-Channel: room-$room\r\n\r\ndata: $text\n\n\r\n";
+echo "--$boundary\r\nMultiplex-Channel: room-$room\r\n$binary\r\ndata: $text\n\n\r\n";
 echo "--$boundary\r\nMultiplex-Token: $token\r\n\r\nsent\r\n";
 echo "--$boundary--\r\n";
