@@ -225,7 +225,7 @@ function webSocketMessagesLines(r: BenchResults): string[] {
     `### WebSocket messages through php-fpm (issue 18): ${o.webSockets} WebSockets, each message a request to \`bench/peers/ws-echo.php\`, echoed back to its sender`,
     '',
     `Next to the request path: the same php-fpm (${o.phpChildren} static children) and as many WebSockets as wrk has connections, ` +
-      `for ${o.seconds} s, one message in flight on each (\`bench/subscriber.c\` sends the next when the echo of the last comes back, ` +
+      `for ${o.seconds} s after 1 s unmeasured, one message in flight on each (\`bench/subscriber.c\` sends the next when the echo of the last comes back, ` +
       'as wrk sends the next request when the answer comes). muxgate: each message a FastCGI request (docs/protocol.md §7.3) ' +
       'whose multiplexed answer is a part to the sender\'s token; Pushpin: each message a WebSocket-over-HTTP request through nginx ' +
       '`fastcgi_pass` to `bench/peers/ws-echo-over-http.php`, whose answer is the message to send back. Latency: message sent → echo read.',

@@ -20,6 +20,8 @@ const MUXGATE_SCRIPT = fileURLToPath(new URL('../peers/ws-echo.php', import.meta
 const PUSHPIN_SCRIPT = fileURLToPath(new URL('../peers/ws-echo-over-http.php', import.meta.url));
 /** After the senders stop: the echoes still in flight have come back when none arrived for this long. */
 const SETTLE_MS = 300;
+/** Unmeasured sending first: the first run measured a cold server (JIT, php-fpm children) at 60-70 % of the next ones. */
+const WARM_UP_MS = 1000;
 
 export interface WebSocketMessagesOptions {
   webSockets: number;
@@ -62,7 +64,13 @@ async function measure(label: string, port: number, request: string, serverPids:
   try {
     const { failedOpens } = await pool.open(port, options.webSockets, { request, channel: 'echo', isWebSocket: true });
     for (const [status, times] of failedOpens) notes.push(`opening the WebSockets: ${times}× "${status}", retried`);
-    let closedBefore = 0;
+    await pool.send(true);
+    await sleep(WARM_UP_MS);
+    await pool.send(false);
+    await untilDelivered(pool, Number.POSITIVE_INFINITY, SETTLE_MS);
+    const warmUp = await pool.stats(true);
+    if (warmUp.deliveries === 0) throw new Error(`no echo came back within ${WARM_UP_MS} ms of sending`);
+    let closedBefore = warmUp.closed;
     for (let i = 0; i < options.runs; i++) {
       await pool.stats(true);
       const cpu = new CpuMeter([serverPids(), phpPids, pool.pids]);
