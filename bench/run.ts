@@ -134,8 +134,9 @@ const many: DeliveryScenario = { subscribers: isQuick ? 1000 : 10_000, subscribe
 const requestPath = { workers: [1, 2], seconds: isQuick ? 2 : 3, connections: 32, phpChildren: 8, keptConnections: 6, runs };
 const scalingShards = [1, 2, 4, 8].filter((shards) => shards <= availableParallelism());
 // Issue 18's WebSocket rows: the fan-out's subscribers as WebSockets on one channel at 100 msg/s for 2 s, then 500
-// messages flat out (half a million deliveries: 6-12 s a run for Nchan), on one server start; as many idle WebSockets
-// as the first idle count; as many WebSockets sending messages to php-fpm, for as long, as scenario 5 has wrk connections.
+// messages flat out (half a million deliveries: 7-17 s a run for Nchan on the busy machine), on one server start; as
+// many idle WebSockets as the first idle count; as many WebSockets sending messages to php-fpm, for as long, as
+// scenario 5 has wrk connections.
 const webSocketPhases: DeliveryScenario[] = [
   { ...fanOut, messages: isQuick ? 60 : 200, rate: 100, isWebSocket: true },
   { ...fanOut, messages: isQuick ? 200 : 500, isWebSocket: true },
@@ -194,19 +195,11 @@ await runIfSelected('latency', async () => {
 await runIfSelected('many', async () => {
   results.many = await deliveryRows('many', [muxgate2, nchan1, nchan2, pushpinSpec], many);
 });
-await runIfSelected('scaling', async () => {
-  for (const shards of scalingShards) {
-    log(`scaling: ${shards} shard(s)`);
-    const row = await attempt(`scaling, ${shards} shard(s)`, () => runScaling(shards, fanOut, requestPath));
-    if (row === undefined) continue;
-    log(`scaling: ${shards} shard(s): ${Math.round(row.fanOut.median.rate)} deliveries/s, ${Math.round(row.requestPath.requestsPerSecond)} req/s`);
-    results.scaling.push(row);
-  }
-});
 // Pushpin's WebSocket rows in 1 run, with half the moderate phase's messages in each phase: it falls behind at 100 msg/s
 // (issue 18's measurements), at 50-130 CPU s per million deliveries: 200,000 deliveries took it 20-25 s a phase here.
 const pushpinWebSocketPhases = webSocketPhases.map((phase) => ({ ...phase, messages: webSocketPhases[0].messages / 2, runs: longRuns }));
-// 1 shard against 1 worker only: the scenario costs 4-8 minutes as it is, and the default run must fit in 20.
+// 1 shard against 1 worker only: the scenario took 4.5 minutes on the busy machine (9 with the 2-shard pair), and the
+// default run must fit in 20.
 await runIfSelected('websocket', async () => {
   for (const spec of [muxgate1, nchan1, pushpinSpec]) {
     log(`websocket: ${spec.label}`);
@@ -225,6 +218,15 @@ await runIfSelected('websocket', async () => {
   log('websocket: messages to php-fpm');
   results.webSocket.messages = await attempt('websocket, messages to php-fpm', () => runWebSocketMessages(webSocketMessages, attempt)) ?? [];
   for (const row of results.webSocket.messages) log(`websocket: messages: ${row.label}: ${Math.round(row.median.messagesPerSecond)} messages/s, p99 ${row.median.p99} ms`);
+});
+await runIfSelected('scaling', async () => {
+  for (const shards of scalingShards) {
+    log(`scaling: ${shards} shard(s)`);
+    const row = await attempt(`scaling, ${shards} shard(s)`, () => runScaling(shards, fanOut, requestPath));
+    if (row === undefined) continue;
+    log(`scaling: ${shards} shard(s): ${Math.round(row.fanOut.median.rate)} deliveries/s, ${Math.round(row.requestPath.requestsPerSecond)} req/s`);
+    results.scaling.push(row);
+  }
 });
 results.durations.unshift(['setup', setupSeconds]);
 
