@@ -1,9 +1,9 @@
 /*
  * Subscriber process for the bench (spawned by bench/subscriber-pool.ts): holds N streams or WebSockets on raw
  * sockets (muxgate, Nchan, Pushpin: the request is the caller's) and counts the `@T=<µs>;` markers they receive,
- * whatever the framing around them (a WebSocket's: in its messages' payloads). Single-threaded, one epoll loop, so that the load client costs the machine little: what
- * it still costs is nearly all the kernel's (on loopback each delivery is a segment read and an ACK sent, whose
- * processing on the server's socket is charged here too).
+ * whatever the framing around them (a WebSocket's: in its messages' payloads). Single-threaded, one epoll loop, so
+ * that the load client costs the machine little: what it still costs is nearly all the kernel's (on loopback each
+ * delivery is a segment read and an ACK sent, whose processing on the server's socket is charged here too).
  *
  * Protocol: one command per line on stdin, one report per line on stdout. Strings that may hold spaces or CRLF
  * (request, channel, tokens, status lines) are percent-encoded (encodeURIComponent on the Node side); fields are
@@ -409,7 +409,6 @@ static void scan(Subscription *s, const unsigned char *chunk, size_t length, int
     }
   }
 }
-
 
 /* --- WebSocket frames --- */
 
