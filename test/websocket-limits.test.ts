@@ -74,21 +74,23 @@ class Client {
     return { client, token };
   }
 
+  /** Resolves once the predicate holds; rejects after `timeoutMs`, or when the connection closed before. */
   waitFor(predicate: () => boolean, timeoutMs = WAIT_MS, what = 'the expected messages'): Promise<void> {
-    if (predicate()) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#waiters.delete(check);
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; messages ${JSON.stringify(this.messages.slice(-5))}, `
-          + `pings ${this.pings}, closed ${JSON.stringify(this.closed)}`));
-      }, timeoutMs);
-      const check = () => {
-        if (!predicate()) return;
+      const state = () => `messages ${JSON.stringify(this.messages.slice(-5))}, pings ${this.pings}, closed ${JSON.stringify(this.closed)}`;
+      const timer = setTimeout(() => done(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; ${state()}`)), timeoutMs);
+      const done = (error?: Error) => {
         clearTimeout(timer);
         this.#waiters.delete(check);
-        resolve();
+        if (error === undefined) resolve();
+        else reject(error);
+      };
+      const check = () => {
+        if (predicate()) done();
+        else if (this.closed !== null) done(new Error(`connection closed while waiting for ${what}; ${state()}`));
       };
       this.#waiters.add(check);
+      check();
     });
   }
 
@@ -161,11 +163,13 @@ describe('WebSocket limits and bad input', () => {
       test(`an opening with ${refusal.name}: ${refusal.status}, and the backend never sees it`, async () => {
         const openings = () => events.lines().filter((line) => line.startsWith('open '));
         const openedBefore = openings().length;
+        const refusedBefore = await metricValue(mux.metricsUrl, 'muxgate_requests_total{listener="public",class="4xx"}') ?? 0;
         const client = await RawHttp.get(`${mux.url}/websocket.php`, refusal.version ?? '1.1', ['Upgrade: websocket', 'Connection: Upgrade', ...refusal.headers]);
         try {
           const text = await client.waitForClose(WAIT_MS);
           assert.match(text, new RegExp(`^HTTP/1\\.1 ${refusal.status} `), text);
           if (refusal.extra !== undefined) assert.match(text, refusal.extra, text);
+          await waitForMetric(mux.metricsUrl, 'muxgate_requests_total{listener="public",class="4xx"}', (n) => n === refusedBefore + 1, WAIT_MS);
           // A valid opening after it reaches the backend (the tests run one at a time): had the refused one reached it,
           // its line would be there too.
           const { client: marker, token } = await Client.open(mux.url);
