@@ -311,6 +311,24 @@ describe('WebSocket limits and bad input', () => {
     assert.deepEqual(numbers, Array.from({ length: delivered }, (_, i) => i));
   });
 
+  test('a ping flood from a client that does not read: cut off, the pongs owed never pile up', async () => {
+    const { raw, token } = await openRaw(mux.url);
+    try {
+      raw.socket.pause();
+      // 2,000 pings owe 254 KB of pongs that cannot leave: ws cuts the connection at 60 pending.
+      const ping = clientFrame({ opcode: OPCODE_PING, payload: Buffer.alloc(125, 0x70) });
+      raw.send(Buffer.concat(Array.from({ length: 2000 }, () => ping)));
+      assert.deepEqual(await closeEvent(token), { reason: 'client', code: 1006 });
+      assert.deepEqual(messagesSeenBy(token), []);
+    } finally {
+      raw.close();
+    }
+    const { client } = await Client.open(mux.url);
+    client.ws.send('after the flood');
+    await client.waitFor(() => client.messages.includes('echo: after the flood'));
+    client.ws.close();
+  });
+
   test('a client that never answers pings is cut off without a close frame: reason timeout, code 1006', async () => {
     const before = await closesCounted(1006);
     const { client, token } = await Client.open(mux.url, 'ping=1', { autoPong: false });
