@@ -31,6 +31,25 @@ export interface WebSocketClientsContext {
   warnings: RepeatedWarnings;
 }
 
+/**
+ * The close code ws sends for each client error it reports (its documented WS_ERR_* codes): the code the close event
+ * and the metric tell. An error not listed here sent no close frame (the connection failed).
+ */
+const CLOSE_CODE_OF_ERROR: Readonly<Record<string, number>> = {
+  WS_ERR_INVALID_UTF8: 1007,
+  WS_ERR_UNSUPPORTED_MESSAGE_LENGTH: 1009,
+  WS_ERR_UNSUPPORTED_DATA_PAYLOAD_LENGTH: 1009,
+  WS_ERR_TOO_MANY_BUFFERED_PARTS: 1008,
+  WS_ERR_EXPECTED_FIN: 1002,
+  WS_ERR_EXPECTED_MASK: 1002,
+  WS_ERR_INVALID_CLOSE_CODE: 1002,
+  WS_ERR_INVALID_CONTROL_PAYLOAD_LENGTH: 1002,
+  WS_ERR_INVALID_OPCODE: 1002,
+  WS_ERR_UNEXPECTED_MASK: 1002,
+  WS_ERR_UNEXPECTED_RSV_1: 1002,
+  WS_ERR_UNEXPECTED_RSV_2_3: 1002,
+};
+
 /** What the backend's answer to a message did (the label of muxgate_websocket_messages_in_total). */
 type Answer = 'routed' | 'ignored' | 'refused' | 'failed';
 
@@ -42,7 +61,7 @@ export class WebSocketClients {
   readonly #onMessage: (this: WebSocket, data: Buffer, isBinary: boolean) => void;
   readonly #onPong: (this: WebSocket) => void;
   readonly #onClose: (this: WebSocket, code: number) => void;
-  readonly #onError: (error: Error) => void;
+  readonly #onError: (this: WebSocket, error: Error) => void;
 
   constructor(ctx: WebSocketClientsContext) {
     this.#ctx = ctx;
@@ -62,8 +81,14 @@ export class WebSocketClients {
       // The messages the client sent before it left still reach the backend, and its close event comes after them.
       if (state.messages.length === 0) ctx.streams.end(stream, 'client');
     };
-    // A protocol error (ws closes the connection with its code: 1002, 1007, 1009), or the connection failing.
-    this.#onError = (error: Error) => ctx.log.debug({ err: error.message }, 'WebSocket closed on a client error');
+    // A protocol error (ws closes the connection with its code: 1002, 1007, 1009), or the connection failing. ws's close
+    // event then tells 1006: the client's close frame is never read after a protocol error.
+    this.#onError = function (this: WebSocket, error: Error) {
+      const state = clients.#streams.get(this)?.webSocket ?? null;
+      const code = CLOSE_CODE_OF_ERROR[(error as NodeJS.ErrnoException).code ?? ''];
+      if (state !== null && state.closeCode === 0 && code !== undefined) state.closeCode = code;
+      ctx.log.debug({ err: error.message }, 'WebSocket closed on a client error');
+    };
   }
 
   /** Listens to the client of a WebSocket just opened. */

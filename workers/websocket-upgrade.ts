@@ -115,6 +115,7 @@ export class WebSocketUpgrade {
 
   #refuse(socket: Socket, status: number, reason: string, extraHeaders = ''): void {
     this.#metrics.requests.inc({ listener: 'public', class: '4xx' });
+    this.#log.debug({ status, reason }, 'WebSocket opening refused');
     const body = `${status} ${http.STATUS_CODES[status]}: ${reason}\n`;
     socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\n${extraHeaders}`
       + `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);

@@ -4,7 +4,8 @@ import { fileURLToPath } from 'node:url';
 import { waitUntil } from './wait.ts';
 
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
-const START_TIMEOUT_MS = 15_000;
+/** Generous: a busy CI machine has taken more than 15 s to start it. */
+const START_TIMEOUT_MS = 30_000;
 
 export interface Muxgate {
   url: string;
@@ -83,12 +84,20 @@ export async function startMuxgate(env: Record<string, string>, options: Muxgate
     });
   };
 
-  const listening = await Promise.race([
-    waitForLog((line) => String(line.msg).startsWith('muxgate listening'), START_TIMEOUT_MS),
-    exited.then((code) => {
-      throw new Error(`muxgate exited with code ${code} before listening: ${stderr}`);
-    }),
-  ]);
+  let listening: Record<string, unknown>;
+  try {
+    listening = await Promise.race([
+      waitForLog((line) => String(line.msg).startsWith('muxgate listening'), START_TIMEOUT_MS),
+      exited.then((code) => {
+        throw new Error(`muxgate exited with code ${code} before listening: ${stderr}`);
+      }),
+    ]);
+  } catch (error) {
+    // A child left running would keep the test process alive after the failure.
+    child.kill('SIGKILL');
+    await exited;
+    throw error;
+  }
   return {
     url: String(listening.public),
     pushUrl: String(listening.push),
