@@ -206,12 +206,13 @@ function webSocketDeliveryTable(rows: DeliveryResult[]): string[] {
 function webSocketIdleTable(r: BenchResults): string[] {
   const sse = (label: string, streams: number) => r.idle.find((row) => row.label === label && row.median.streams === streams)?.median;
   return [
-    '| system | held WebSockets | server processes | connect all s | WebSockets/s | RSS before MiB | RSS after MiB | KiB per WebSocket | KiB per SSE stream (same count) | ratio | CPU % while connecting: server / subscribers / machine |',
+    '| system | held WebSockets | server processes | connect all s | WebSockets/s | RSS before MiB | RSS after MiB | KiB per WebSocket | SSE streams (same count): KiB per stream; connect all s | ratio: KiB; connect | CPU % while connecting: server / subscribers / machine |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...r.webSocket.idle.map(({ label, processes, median: m }) => {
       const stream = sse(label, m.streams);
       return `| ${label} | ${fixed(m.streams)} | ${processes} | ${fixed(m.connectSeconds, 2)} | ${fixed(m.streams / m.connectSeconds)} | ${fixed(m.beforeKiB / 1024, 1)} | ` +
-        `${fixed(m.afterKiB / 1024, 1)} | ${fixed(m.kiBPerStream, 2)} | ${fixed(stream?.kiBPerStream, 2)} | ${times(m.kiBPerStream, stream?.kiBPerStream)} | ` +
+        `${fixed(m.afterKiB / 1024, 1)} | ${fixed(m.kiBPerStream, 2)} | ${fixed(stream?.kiBPerStream, 2)}; ${fixed(stream?.connectSeconds, 2)} | ` +
+        `${times(m.kiBPerStream, stream?.kiBPerStream)}; ${times(m.connectSeconds, stream?.connectSeconds)} | ` +
         `${fixed(m.serverCpu)} / ${fixed(m.subscriberCpu)} / ${fixed(m.machineCpu)} |`;
     }),
   ];
@@ -503,15 +504,16 @@ export function renderReport(r: BenchResults): string {
       'until the delayed ACK: 180 req/s for nginx and muxgate alike; the bench\'s php-fpm therefore keeps php.ini\'s output ' +
       'buffering, and the README tells users the same.',
     '- **WebSocket** (issue 18): muxgate frames a part once as a WebSocket frame and writes the same bytes to every ' +
-      'WebSocket that gets it, through the same corked writes as its streams, so a WebSocket delivery costs it what an SSE one ' +
-      'does; Nchan\'s WebSocket subscribers cost it about what its EventSource ones do. Pushpin with WebSocket-over-HTTP ' +
+      'WebSocket that gets it, through the same corked writes as its streams, so a WebSocket delivery should cost it about ' +
+      'what an SSE one does (compare scenario 2); opening 10,000 took it 1.3–1.9× the time of as many SSE subscribes in ' +
+      'this work\'s runs (node:http\'s upgrade and `ws`\'s handshake on top of the same FastCGI request; not profiled); Nchan\'s WebSocket subscribers cost it about what its EventSource ones do. Pushpin with WebSocket-over-HTTP ' +
       'passes each message through its handler, proxy and condure per connection, and each opening is an HTTP request to ' +
       'the origin through zurl (502s in a burst, retried, as for its streams): its CPU per delivery and its connect time ' +
       'are an order of magnitude above the others; opening 2,000 of each apart, zurl spent ≈3.7 ms of CPU per WebSocket ' +
       'opening against ≈0.3 ms per stream opening, most of Pushpin\'s connect time. A message from a client is a FastCGI request with a body, as a POST ' +
       'would be: `MUX_FASTCGI_KEEPALIVE` keeps connections for requests without a body only (README), so the messages get a ' +
-      'connection each while the kept ones, idle, hold php-fpm children (6 of 8 here): the kept-connections row shows that ' +
-      'cost, not a gain. Paired on the busy machine (same muxgate and php-fpm, wrk GETs and WebSocket messages alternated, ' +
+      'connection each while the kept ones, idle, hold php-fpm children (6 of 8 here): the kept-connections row gains nothing ' +
+      'from them (0.36–1.29× the other row\'s messages/s from run to run on the busy machine). Paired on the busy machine (same muxgate and php-fpm, wrk GETs and WebSocket messages alternated, ' +
       '32 connections each), a message cost muxgate about what a GET does with a connection per request (0.99–1.09× the ' +
       'GETs/s, 207–269 µs per message against 197–291 per GET).',
     '');
