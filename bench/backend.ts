@@ -27,7 +27,7 @@ function answer(req: IncomingMessage, res: ServerResponse): void {
     'Multiplex-Hold': 'stream',
     'X-Token': params.MULTIPLEX_TOKEN ?? '',
   };
-  // A WebSocket's messages are framed by muxgate: Multiplex-Content-Type does not apply to it.
+  // A WebSocket's messages are the bare parts, as the peers' are: not SSE events (protocol §7.1).
   if (params.MULTIPLEX_TRANSPORT !== 'websocket') headers['Multiplex-Content-Type'] = channel === null ? 'text/plain' : 'text/event-stream';
   if (channel !== null) headers['Multiplex-Channel'] = channel;
   res.writeHead(200, headers);
