@@ -17,6 +17,9 @@ import { TestCa, type Leaf } from './helpers/tls-certs.ts';
 import { TestWebSocket, wsUrl } from './helpers/websocket-client.ts';
 import { waitUntil } from './helpers/wait.ts';
 import { eventParams, messageParams } from '../workers/cgi-params.ts';
+import { loadConfig } from '../src/config.ts';
+import { createLogger } from '../src/log.ts';
+import { startServer } from '../src/server.ts';
 
 const MAIN = fileURLToPath(new URL('../src/main.ts', import.meta.url));
 /** The handshake timeout is MUX_HEADERS_TIMEOUT: short here, for the client that never says hello. */
@@ -67,8 +70,8 @@ function httpsGet(url: string): Promise<{ status: number; body: string; serialNu
 }
 
 /** The serial number of the certificate a new TLS connection is shown (the handshake verified against the test CA). */
-async function servedSerial(): Promise<string> {
-  const { hostname, port } = new URL(mux.url);
+async function servedSerial(url = mux.url): Promise<string> {
+  const { hostname, port } = new URL(url);
   const socket = tls.connect({ host: hostname, port: Number(port), ca: ca.pem, servername: 'localhost' });
   try {
     await new Promise<void>((resolve, reject) => {
@@ -271,5 +274,43 @@ test('bad TLS files stop muxgate at start with exit 2, naming the variable and w
     const { status, stderr } = start(env);
     assert.equal(status, 2, `${JSON.stringify(env)}: exit ${status}, ${stderr}`);
     assert.match(stderr, expected);
+  }
+});
+
+test('a shard restarted after a reload serves the reloaded certificate', async () => {
+  const files = { certFile: ca.file('restart.pem', ''), keyFile: ca.file('restart.key', '') };
+  copyFileSync(first.certFile, files.certFile);
+  copyFileSync(first.keyFile, files.keyFile);
+  const config = loadConfig({
+    ...phpBackend(fpm), MUX_SHARDS: '1', MUX_TLS_CERT: files.certFile, MUX_TLS_KEY: files.keyFile,
+    MUX_LISTEN: '127.0.0.1:0', MUX_PUSH_LISTEN: '127.0.0.1:0', MUX_METRICS_LISTEN: '127.0.0.1:0', MUX_SHUTDOWN_GRACE: '1',
+  });
+  const server = await startServer(config, createLogger('silent'));
+  const url = `https://127.0.0.1:${server.public.port}`;
+  const metricsUrl = `http://127.0.0.1:${server.metrics.port}/metrics`;
+  try {
+    assert.equal(await servedSerial(url), first.serialNumber);
+    copyFileSync(second.certFile, files.certFile);
+    copyFileSync(second.keyFile, files.keyFile);
+    assert.equal(server.reloadTls(), true);
+    assert.equal(await servedSerial(url), second.serialNumber);
+    await server.shards.threadOf(0)!.terminate();
+    await waitUntil(async () => await metricValue(metricsUrl, 'muxgate_shard_restarts_total') === 1, 5000, 'the shard\'s restart');
+    await waitUntil(() => server.shards.isUp(0), 5000, 'shard 0 to come back', 20);
+    assert.equal(await servedSerial(url), second.serialNumber);
+  } finally {
+    await server.stop();
+  }
+});
+
+test('without TLS, SIGHUP is logged and muxgate goes on', async () => {
+  const plain = await startMuxgate({ ...phpBackend(fpm), MUX_SHARDS: '1' });
+  try {
+    plain.child.kill('SIGHUP');
+    await plain.waitForLog((l) => l.msg === 'SIGHUP: nothing to reload (no MUX_TLS_CERT and MUX_TLS_KEY)');
+    assert.equal((await fetch(`${plain.url}/echo.php`)).status, 200);
+    assert.equal(plain.child.exitCode, null);
+  } finally {
+    await plain.stop();
   }
 });
