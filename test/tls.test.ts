@@ -140,6 +140,26 @@ test('a held SSE stream over TLS receives pushes; once it ends, its keep-alive c
   }
 });
 
+test('a TLS client that stops reading is dropped as a slow consumer: what TLS holds for it counts as unsent', async () => {
+  const { client, token } = await openStream(mux.url, 'hold=stream', { secure: secure() });
+  try {
+    client.socket.pause();
+    const big = 'x'.repeat(512 * 1024);
+    let pushes = 0;
+    while (pushes < 40 && !mux.logs.some((l) => l.msg === 'slow consumer dropped')) {
+      await push(mux.pushUrl, [{ tokens: [token], body: big }]);
+      pushes++;
+    }
+    await mux.waitForLog((l) => l.msg === 'slow consumer dropped');
+    // MUX_MAX_BUFFERED_BYTES is 1 MiB: a few pushes beyond what the kernel's buffers take, not 40.
+    assert.ok(pushes < 40, `still not dropped after ${pushes} pushes of 512 KiB`);
+    client.socket.resume();
+    await client.waitForClose(10_000);
+  } finally {
+    client.close();
+  }
+});
+
 test('a WebSocket over wss:// is opened by the backend, echoes, and receives pushes', async () => {
   const ws = await TestWebSocket.open(wsUrl(mux.url, '/websocket.php?room=tls'), { ca: ca.pem });
   try {
