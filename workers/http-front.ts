@@ -154,7 +154,7 @@ export class HttpFront {
     this.#metrics.connections.tlsHttp1--;
   };
 
-  /** A handshake that failed, timed out or was left: the TLS socket is destroyed (and the connection with it) by tls. */
+  /** A handshake that failed, timed out or was left: counted, logged (bounded), and the connection closed unanswered. */
   #onHandshakeFailed(error: NodeJS.ErrnoException, socket: TLSSocket): void {
     this.#metrics.connections.tlsHandshaking--;
     const isTimeout = error.code === 'ERR_TLS_HANDSHAKE_TIMEOUT';
