@@ -3,7 +3,7 @@
 // streams, the checks at start, and clients that never finish a handshake or send no TLS at all.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { copyFileSync } from 'node:fs';
 import https from 'node:https';
 import net from 'node:net';
@@ -84,9 +84,12 @@ async function servedSerial(url = mux.url): Promise<string> {
   }
 }
 
-/** The sum of a metric's samples whose labels include these (`protocol="http1_tls"`), over every shard. */
+/** The sum of a metric's samples whose labels include this one (`protocol="http1_tls"`), over every shard. */
 async function sampleSum(name: string, label: string): Promise<number> {
-  const text = await (await fetch(mux.metricsUrl)).text();
+  return sumOf(await (await fetch(mux.metricsUrl)).text(), name, label);
+}
+
+function sumOf(text: string, name: string, label: string): number {
   let sum = 0;
   for (const match of text.matchAll(new RegExp(`^${name}\\{([^}]*)\\} (\\S+)$`, 'gm'))) {
     if (match[1].split(',').includes(label)) sum += Number(match[2]);
@@ -113,6 +116,13 @@ test('an HTTPS GET reaches php-fpm with HTTPS=on, REQUEST_SCHEME=https and the l
   assert.equal(server.SERVER_PORT, new URL(mux.url).port);
   assert.equal(server.REMOTE_ADDR, '127.0.0.1');
   assert.equal(server.QUERY_STRING, 'x=1');
+  // Another TLS client: curl offers h2 and http/1.1 by ALPN, and gets HTTP/1.1.
+  const { port } = new URL(mux.url);
+  const curled = execFileSync('curl', ['-sS', '--cacert', ca.certFile, '--resolve', `localhost:${port}:127.0.0.1`, '-w', '\n%{http_version}',
+    `https://localhost:${port}/echo.php?by=curl`], { encoding: 'utf8', timeout: 10_000 });
+  const [json, version] = curled.split('\n');
+  assert.equal(version, '1.1');
+  assert.equal((JSON.parse(json) as { server: Record<string, string> }).server.HTTPS, 'on');
 });
 
 test('a held SSE stream over TLS receives pushes; once it ends, its keep-alive connection serves the next request', async () => {
@@ -268,6 +278,14 @@ test('plain HTTP, or garbage, instead of a ClientHello: a failed handshake, coun
   assert.ok((await metricValue(mux.metricsUrl, 'muxgate_tls_handshakes_total{result="ok"}'))! >= 1);
   assert.equal(await metricValue(mux.metricsUrl, 'muxgate_shard_restarts_total'), 0);
   assert.equal((await httpsGet(`${mux.url}/echo.php`)).status, 200);
+});
+
+test('once its clients have gone, no TLS connection is left counted (handshaking or open)', async () => {
+  await waitForSample('muxgate_connections_by_protocol', 'protocol="tls_handshake"', (n) => n === 0);
+  await waitForSample('muxgate_connections_by_protocol', 'protocol="http1_tls"', (n) => n === 0);
+  // What is left is plain (the pushers' kept connections to the push listener), in the same scrape.
+  const text = await (await fetch(mux.metricsUrl)).text();
+  assert.equal(sumOf(text, 'muxgate_connections_by_protocol', 'protocol="http1"'), sumOf(text, 'muxgate_open_connections', 'shard="0"') + sumOf(text, 'muxgate_open_connections', 'shard="1"'));
 });
 
 test('bad TLS files stop muxgate at start with exit 2, naming the variable and what is wrong', () => {
