@@ -170,6 +170,28 @@ test('a TLS client that stops reading is dropped as a slow consumer: what TLS ho
   }
 });
 
+test('a TLS session resumes on every shard: the shards share their session-ticket keys', async () => {
+  const { hostname, port } = new URL(mux.url);
+  const firstConnection = tls.connect({ ...secure(), host: hostname, port: Number(port) });
+  firstConnection.on('error', () => {});
+  const session = await new Promise<Buffer>((resolve, reject) => {
+    firstConnection.once('session', resolve);
+    setTimeout(() => reject(new Error('no session ticket within 5 s')), 5000);
+  });
+  firstConnection.destroy();
+  // Held at once, the connections spread over both shards (the acceptor picks the least loaded).
+  const held = await Promise.all(Array.from({ length: 6 }, () => openStream(mux.url, 'hold=stream', { secure: { ...secure(), session } })));
+  try {
+    const shards = new Set(held.map(({ token }) => token.split('.')[1]));
+    assert.deepEqual([...shards].sort(), ['0', '1'], 'the connections reached both shards');
+    for (const { client, token } of held) {
+      assert.equal((client.socket as tls.TLSSocket).isSessionReused(), true, `the session was not resumed on shard ${token.split('.')[1]}`);
+    }
+  } finally {
+    for (const { client } of held) client.close();
+  }
+});
+
 test('a WebSocket over wss:// is opened by the backend, echoes, and receives pushes', async () => {
   const ws = await TestWebSocket.open(wsUrl(mux.url, '/websocket.php?room=tls'), { ca: ca.pem });
   try {
