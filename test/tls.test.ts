@@ -175,8 +175,11 @@ test('a TLS session resumes on every shard: the shards share their session-ticke
   const firstConnection = tls.connect({ ...secure(), host: hostname, port: Number(port) });
   firstConnection.on('error', () => {});
   const session = await new Promise<Buffer>((resolve, reject) => {
-    firstConnection.once('session', resolve);
-    setTimeout(() => reject(new Error('no session ticket within 5 s')), 5000);
+    const timer = setTimeout(() => reject(new Error('no session ticket within 5 s')), 5000);
+    firstConnection.once('session', (ticket: Buffer) => {
+      clearTimeout(timer);
+      resolve(ticket);
+    });
   });
   firstConnection.destroy();
   // Held at once, the connections spread over both shards (the acceptor picks the least loaded).
