@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ConfigError } from './errors.ts';
 import { NODE_ID_PATTERN, MAX_SHARDS } from './protocol/token.ts';
+import type { TlsFiles } from './tls-pair.ts';
 
 export interface ListenAddress {
   host: string;
@@ -59,6 +60,8 @@ export interface Config {
   redisUrl: string | null;
   logLevel: LogLevel;
   logPretty: boolean;
+  /** MUX_TLS_CERT and MUX_TLS_KEY: the public listener speaks HTTPS (src/tls-pair.ts reads them); null: plain HTTP. */
+  tls: TlsFiles | null;
 }
 
 export interface ConnectionBudget {
@@ -144,6 +147,16 @@ function parseRequestTimeouts(env: Env): { headersTimeoutMs: number; requestTime
     throw new ConfigError('MUX_REQUEST_TIMEOUT', env.MUX_REQUEST_TIMEOUT!, `seconds, at least MUX_HEADERS_TIMEOUT (${headersTimeoutMs / 1000})`);
   }
   return { headersTimeoutMs, requestTimeoutMs };
+}
+
+/** Both files or neither; what they hold is checked by loadTlsPair (src/tls-pair.ts). */
+function parseTlsFiles(env: Env): TlsFiles | null {
+  const certFile = env.MUX_TLS_CERT || null;
+  const keyFile = env.MUX_TLS_KEY || null;
+  if (certFile === null && keyFile === null) return null;
+  if (keyFile === null) throw new ConfigError('MUX_TLS_KEY', '', `set as well as MUX_TLS_CERT: the PEM file of its certificate's private key`);
+  if (certFile === null) throw new ConfigError('MUX_TLS_CERT', '', `set as well as MUX_TLS_KEY: the PEM file of the certificate (and its chain)`);
+  return { certFile, keyFile };
 }
 
 /** The default MUX_MAX_CONNECTIONS where the open-files limit cannot be read. */
@@ -254,5 +267,6 @@ export function loadConfig(env: Env, openFiles: number | null = readOpenFilesLim
     redisUrl,
     logLevel,
     logPretty: parseBoolean(env, 'MUX_LOG_PRETTY'),
+    tls: parseTlsFiles(env),
   });
 }

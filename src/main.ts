@@ -6,10 +6,13 @@ import { describeConnectionLimit, loadConfig, type Config } from './config.ts';
 import { ConfigError } from './errors.ts';
 import { createLogger } from './log.ts';
 import { startServer } from './server.ts';
+import { loadTlsPair, type TlsPair } from './tls-pair.ts';
 
-function readConfig(): Readonly<Config> {
+/** The configuration and, with MUX_TLS_CERT and MUX_TLS_KEY, the pair they name: either wrong stops muxgate with exit 2. */
+function readConfig(): { config: Readonly<Config>; tls: TlsPair | null } {
   try {
-    return loadConfig(process.env);
+    const config = loadConfig(process.env);
+    return { config, tls: config.tls === null ? null : loadTlsPair(config.tls) };
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     process.stderr.write(`muxgate: ${error.message}\n`);
@@ -30,12 +33,12 @@ function enableCompileCache(): string | null {
   return directory === undefined ? message ?? 'NODE_DISABLE_COMPILE_CACHE is set' : null;
 }
 
-function url(address: AddressInfo): string {
+function url(address: AddressInfo, scheme = 'http'): string {
   const host = address.address === '0.0.0.0' || address.address === '::' ? 'localhost' : address.address;
-  return `http://${host.includes(':') ? `[${host}]` : host}:${address.port}`;
+  return `${scheme}://${host.includes(':') ? `[${host}]` : host}:${address.port}`;
 }
 
-const config = readConfig();
+const { config, tls } = readConfig();
 const compileCacheOff = enableCompileCache();
 const log = createLogger(config.logLevel, {}, config.logPretty);
 log.info({ config, compileCache: compileCacheOff === null ? process.env.NODE_COMPILE_CACHE : null }, 'starting muxgate');
@@ -43,7 +46,7 @@ if (compileCacheOff !== null) log.info({ reason: compileCacheOff }, 'no compile 
 const connectionLimit = describeConnectionLimit(config);
 log[connectionLimit.isWarning ? 'warn' : 'info']({ maxConnections: config.maxConnections, ...config.connectionBudget }, connectionLimit.message);
 try {
-  const server = await startServer(config, log);
+  const server = await startServer(config, log, tls);
   let isStopping = false;
   const stop = async (signal: string) => {
     if (isStopping) return;
@@ -56,9 +59,11 @@ try {
   // Before the line that says it listens: a SIGTERM sent on reading it finds the handler, not the default (exit by signal).
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGTERM', () => void stop('SIGTERM'));
+  // As nginx: SIGHUP reloads (the certificate and key; nothing else is reloaded), it never stops muxgate.
+  process.on('SIGHUP', () => void server.reloadTls());
   log.info({
-    public: url(server.public), push: `${url(server.push)}/push`, metrics: `${url(server.metrics)}/metrics`, shards: config.shards,
-  }, `muxgate listening: open ${url(server.public)}`);
+    public: url(server.public, tls === null ? 'http' : 'https'), push: `${url(server.push)}/push`, metrics: `${url(server.metrics)}/metrics`, shards: config.shards,
+  }, `muxgate listening: open ${url(server.public, tls === null ? 'http' : 'https')}`);
 } catch (error) {
   log.fatal({ err: error }, 'failed to start');
   process.exit(1);

@@ -7,12 +7,18 @@ import { Acceptor } from './acceptor.ts';
 import { MetricsServer } from './metrics-server.ts';
 import { createMainMetrics } from './main-metrics.ts';
 import { startDemoBackend, type DemoBackend } from './demo-backend.ts';
+import { loadTlsPair, validityProblem, type TlsPair } from './tls-pair.ts';
 
 export interface RunningServer {
   shards: ShardPool;
   public: AddressInfo;
   push: AddressInfo;
   metrics: AddressInfo;
+  /**
+   * Reads MUX_TLS_CERT and MUX_TLS_KEY again (SIGHUP) and hands them to the shards; a pair that fails its checks is
+   * logged and the one in use kept. Returns whether a new pair is in use.
+   */
+  reloadTls(): boolean;
   /** Stops accepting, ends held streams, waits for in-flight requests (up to the grace period). */
   stop(): Promise<void>;
 }
@@ -20,7 +26,16 @@ export interface RunningServer {
 /** Channel parts the demo keeps for browsers that reconnect or reload, unless MUX_CHANNEL_HISTORY says otherwise. */
 const DEMO_HISTORY = 100;
 
-export async function startServer(configured: Readonly<Config>, log: Logger): Promise<RunningServer> {
+/** Logs the certificate now in use, and a warning when it is not valid today. */
+function logCertificate(log: Logger, pair: TlsPair, message: string): void {
+  log.info({ certificate: pair.summary }, message);
+  const problem = validityProblem(pair.summary);
+  if (problem !== null) log.warn({ certificate: pair.summary }, `${problem}: clients will refuse it`);
+}
+
+/** `tls`: the pair read from config.tls (main.ts reads it first, to stop with exit 2 when it is bad). */
+export async function startServer(configured: Readonly<Config>, log: Logger,
+  tls: TlsPair | null = configured.tls === null ? null : loadTlsPair(configured.tls)): Promise<RunningServer> {
   const metrics = createMainMetrics();
   let config = configured;
   let demo: DemoBackend | null = null;
@@ -31,7 +46,8 @@ export async function startServer(configured: Readonly<Config>, log: Logger): Pr
     log.info('no MUX_FASTCGI set: serving the bundled demo chat');
   }
   const backend = config.fastcgi ?? demo!.address;
-  const shards = new ShardPool(config, backend, log, metrics);
+  if (tls !== null) logCertificate(log, tls, 'serving HTTPS on the public listener');
+  const shards = new ShardPool(config, backend, log, metrics, tls);
   await shards.start();
   const publicListener = new Acceptor('public', shards, metrics, config.maxConnections);
   // The limit protects against clients: it must never lock out the pushers.
@@ -47,6 +63,22 @@ export async function startServer(configured: Readonly<Config>, log: Logger): Pr
     public: publicAddress,
     push: pushAddress,
     metrics: metricsAddress,
+    reloadTls() {
+      if (config.tls === null) {
+        log.info('SIGHUP: nothing to reload (no MUX_TLS_CERT and MUX_TLS_KEY)');
+        return false;
+      }
+      let pair: TlsPair;
+      try {
+        pair = loadTlsPair(config.tls);
+      } catch (error) {
+        log.error({ err: (error as Error).message }, 'TLS reload failed: the certificate and key in use are kept');
+        return false;
+      }
+      shards.setTls(pair);
+      logCertificate(log, pair, 'TLS certificate reloaded: new handshakes use it');
+      return true;
+    },
     async stop() {
       await Promise.all([publicListener.close(), pushListener.close()]);
       await shards.shutdown();

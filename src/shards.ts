@@ -7,6 +7,7 @@ import type { Config, BackendAddress } from './config.ts';
 import type { Logger } from './log.ts';
 import type { MainMetrics } from './main-metrics.ts';
 import type { ControlMessage, ListenerKind, ShardInit, ShardReport } from './shard-messages.ts';
+import type { TlsPair } from './tls-pair.ts';
 
 const SHARD_FILE = new URL('../workers/shard.ts', import.meta.url).href;
 const MAX_RESTART_DELAY_MS = 5000;
@@ -47,10 +48,13 @@ export class ShardPool {
   readonly #lastMetrics: (object[] | null)[];
   #nextMetricsId = 1;
   #isStopping = false;
+  /** The pair every shard serves, and a restarted one starts with. */
+  #tls: TlsPair | null;
   #readyWaiters: (() => void)[] = [];
 
-  constructor(config: Readonly<Config>, backend: BackendAddress, log: Logger, metrics: MainMetrics) {
+  constructor(config: Readonly<Config>, backend: BackendAddress, log: Logger, metrics: MainMetrics, tls: TlsPair | null) {
     this.#config = config;
+    this.#tls = tls;
     this.#backend = backend;
     this.#log = log;
     this.#metrics = metrics;
@@ -132,6 +136,15 @@ export class ShardPool {
     }
   }
 
+  /**
+   * Hands a new certificate and key to every shard: a connection transferred after this call is on the same control
+   * port behind it, so its handshake uses the new pair. A shard that is down gets it when it restarts.
+   */
+  setTls(pair: TlsPair): void {
+    this.#tls = pair;
+    for (const slot of this.#slots) slot.control?.postMessage({ type: 'tls', pair } satisfies ControlMessage);
+  }
+
   /** Blocks a shard's thread for ms, as a runaway computation would (tests of collection timeouts). */
   stall(index: number, ms: number): void {
     this.#slots[index].control?.postMessage({ type: 'stall', ms } satisfies ControlMessage);
@@ -181,6 +194,7 @@ export class ShardPool {
       backend: this.#backend,
       control: shardControl,
       connectionCounts: this.#connectionCountsBuffer,
+      tls: this.#tls,
     };
     // `as never`: piscina's TransferList type infers the options overload of postMessage.
     slot.task = this.#pool.run(init, { transferList: [shardControl] as never }).then(

@@ -28,6 +28,7 @@ test('defaults follow the design', () => {
   assert.equal(config.channelHistoryMs, 3_600_000);
   assert.equal(config.channelHistoryBytes, 67_108_864);
   assert.match(config.nodeId, /^[A-Za-z0-9_-]{1,16}$/);
+  assert.equal(config.tls, null, 'plain HTTP unless MUX_TLS_CERT and MUX_TLS_KEY are set');
   assert.ok(Object.isFrozen(config));
 });
 
@@ -47,6 +48,9 @@ test('accepted forms', () => {
   assert.deepEqual(loadConfig({ MUX_FASTCGI: 'php:9000' }).fastcgi, { kind: 'tcp', host: 'php', port: 9000 });
   assert.equal(loadConfig({ MUX_REDIS_URL: 'redis://:secret@10.0.0.5:6379/2' }).redisUrl, 'redis://:secret@10.0.0.5:6379/2');
   assert.equal(loadConfig({}).redisUrl, null);
+  // The files only: what they hold is read and checked by src/tls-pair.ts (test/tls.test.ts), and never logged.
+  assert.deepEqual(loadConfig({ MUX_TLS_CERT: '/etc/muxgate/cert.pem', MUX_TLS_KEY: '/etc/muxgate/key.pem' }).tls,
+    { certFile: '/etc/muxgate/cert.pem', keyFile: '/etc/muxgate/key.pem' });
   assert.equal(loadConfig({ MUX_REQUEST_TIMEOUT: '30' }).requestTimeoutMs, 30_000);
   assert.equal(loadConfig({ MUX_HEADERS_TIMEOUT: '300' }).requestTimeoutMs, 300_000, 'the default never undercuts the headers timeout');
   const history = loadConfig({ MUX_CHANNEL_HISTORY: '50', MUX_CHANNEL_HISTORY_SECONDS: '0', MUX_CHANNEL_HISTORY_BYTES: '1048576' });

@@ -6,12 +6,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
+import tls from 'node:tls';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { Worker, type Transferable } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import { detachFromHttp, returnToHttp } from '../workers/http-detach.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
 import type { RewrapReport } from './helpers/rewrap-worker.ts';
+import { TestCa } from './helpers/tls-certs.ts';
 
 const CHANGED = 'a Node internal that muxgate relies on changed:';
 
@@ -135,6 +138,49 @@ test('a held response leaves node:http: its listeners are gone, its parser freed
     await served.close();
   }
 });
+
+test('over TLS, detachFromHttp takes node:http\'s listeners only: tls\'s own stay (one of them frees OpenSSL\'s state on close)', async () => {
+  const ca = new TestCa();
+  const leaf = ca.leaf('internals', '1B01');
+  const held = Promise.withResolvers<{ req: http.IncomingMessage; res: http.ServerResponse }>();
+  const server = http.createServer((req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/plain' });
+    res.flushHeaders();
+    req.resume();
+    req.once('end', () => held.resolve({ req, res }));
+  });
+  server.emit('listening');
+  const sockets: tls.TLSSocket[] = [];
+  let tlsListeners: string[] = [];
+  const secure = tls.createServer({ cert: readFileSync(leaf.certFile), key: readFileSync(leaf.keyFile) }, (socket) => {
+    sockets.push(socket);
+    tlsListeners = listenerNames(socket);
+    server.emit('connection', socket);
+  });
+  secure.listen(0, '127.0.0.1');
+  await once(secure, 'listening');
+  const url = `https://localhost:${(secure.address() as net.AddressInfo).port}`;
+  const client = await RawHttp.open(url, 'GET /held HTTP/1.1\r\nHost: muxgate\r\n\r\n', { ca: ca.pem });
+  try {
+    const { req, res } = await withTimeout(held.promise, 'the held request over TLS');
+    assert.ok(tlsListeners.includes('close: onSocketCloseDestroySSL'), `${CHANGED} tls no longer frees a connection's OpenSSL state in a 'close' listener named onSocketCloseDestroySSL: ${tlsListeners.join(', ')}`);
+    assert.equal(detachFromHttp(req, res), sockets[0]);
+    assert.deepEqual(listenerNames(sockets[0]), tlsListeners,
+      'after detachFromHttp, the TLS connection has its own listeners and no others');
+    sockets[0].write('3\r\ntls\r\n');
+    await client.waitFor((t) => decodeChunked(t).body === 'tls', 5000, 'the chunk written on the detached TLS socket');
+  } finally {
+    client.close();
+    server.close();
+    secure.close();
+    for (const socket of sockets) socket.destroy();
+    ca.remove();
+  }
+});
+
+function listenerNames(socket: net.Socket): string[] {
+  return socket.eventNames().flatMap((event) => socket.listeners(event).map((listener) => `${String(event)}: ${listener.name || '(anonymous)'}`));
+}
 
 function withTimeout<T>(promise: Promise<T>, what: string, timeoutMs = 5000): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

@@ -110,9 +110,10 @@ test('every documented metric is exported and moves when what it counts happens'
   openStreams = await driveTraffic();
   await mux.waitForLog((l) => l.msg === 'slow consumer dropped');
   // Restarts are proven in shards.test.ts, refusals in limits.test.ts, Redis in redis.test.ts, FastCGI retries in
-  // fastcgi-keepalive.test.ts; the rest must all have moved.
+  // fastcgi-keepalive.test.ts, TLS handshakes (and connections by protocol over TLS) in tls.test.ts; the rest must all
+  // have moved.
   const provenElsewhere = ['muxgate_shard_restarts_total', 'muxgate_refused_connections_total', 'muxgate_shard_up', 'muxgate_event_loop_delay_seconds',
-    'muxgate_redis_up', 'muxgate_redis_parts_total', 'muxgate_redis_latency_seconds', 'muxgate_fastcgi_retries_total',
+    'muxgate_redis_up', 'muxgate_redis_parts_total', 'muxgate_redis_latency_seconds', 'muxgate_fastcgi_retries_total', 'muxgate_tls_handshakes_total',
     // A heap shrinks as well as grows: the heap test below checks their values.
     'muxgate_heap_used_bytes', 'muxgate_heap_total_bytes', 'muxgate_heap_young_used_bytes', 'muxgate_heap_young_total_bytes'];
   const unmovedIn = (values: Map<string, number>) => documented.filter((name) => !provenElsewhere.includes(name) && !(values.get(name)! > before.get(name)!));

@@ -1,6 +1,7 @@
 // A client request → the CGI/1.1 params of its FastCGI request, as nginx's fastcgi_params; and those of what muxgate
 // tells the backend itself: a stream's end, a WebSocket client's message.
 import type { IncomingMessage } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 
 export interface ScriptParams {
   scriptFilename: string;
@@ -21,16 +22,23 @@ function scriptFilename(script: ScriptParams, path: string): string {
   return script.scriptFilename || script.documentRoot + path;
 }
 
+/** The request came over TLS (the public listener with MUX_TLS_CERT). */
+export function isSecure(req: IncomingMessage): boolean {
+  return (req.socket as TLSSocket).encrypted === true;
+}
+
 export function cgiParams(req: IncomingMessage, token: string, script: ScriptParams, contentLength: number | null): Record<string, string> {
   const url = req.url ?? '/';
   const { path, query } = splitTarget(url);
   const socket = req.socket;
+  const secure = isSecure(req);
   const host = req.headers.host ?? '';
   const params: Record<string, string> = {
     GATEWAY_INTERFACE: 'CGI/1.1',
     SERVER_SOFTWARE: 'muxgate',
     SERVER_PROTOCOL: `HTTP/${req.httpVersion}`,
     REQUEST_METHOD: req.method ?? 'GET',
+    REQUEST_SCHEME: secure ? 'https' : 'http',
     REQUEST_URI: url,
     DOCUMENT_URI: path,
     QUERY_STRING: query,
@@ -45,6 +53,8 @@ export function cgiParams(req: IncomingMessage, token: string, script: ScriptPar
     REDIRECT_STATUS: '200',
     MULTIPLEX_TOKEN: token,
   };
+  // As nginx's fastcgi_params: HTTPS only over TLS.
+  if (secure) params.HTTPS = 'on';
   if (req.headers['content-type'] !== undefined) params.CONTENT_TYPE = req.headers['content-type'];
   if (contentLength !== null) params.CONTENT_LENGTH = String(contentLength);
   for (const name in req.headers) {
@@ -64,10 +74,12 @@ export interface StreamEvent {
   requestUri: string;
   /** A WebSocket's close code; 0 for an HTTP stream. */
   closeCode: number;
+  /** The stream's request came over TLS. */
+  isSecure: boolean;
 }
 
 export function eventParams(event: StreamEvent, script: ScriptParams): Record<string, string> {
-  const params = postParams(event.requestUri, event.token, script, 0);
+  const params = postParams(event.requestUri, event.token, script, 0, event.isSecure);
   params.MULTIPLEX_EVENT = 'close';
   params.MULTIPLEX_REASON = event.reason;
   if (event.closeCode !== 0) {
@@ -78,22 +90,27 @@ export function eventParams(event: StreamEvent, script: ScriptParams): Record<st
 }
 
 /** A WebSocket client's message, told to the backend as a POST to the script of the WebSocket's opening. */
-export function messageParams(requestUri: string, token: string, script: ScriptParams, length: number, isBinary: boolean): Record<string, string> {
-  const params = postParams(requestUri, token, script, length);
+export function messageParams(requestUri: string, token: string, script: ScriptParams, length: number, isBinary: boolean,
+  isSecure: boolean): Record<string, string> {
+  const params = postParams(requestUri, token, script, length, isSecure);
   params.CONTENT_TYPE = isBinary ? 'application/octet-stream' : 'text/plain; charset=utf-8';
   params.MULTIPLEX_EVENT = 'message';
   params.MULTIPLEX_TRANSPORT = 'websocket';
   return params;
 }
 
-/** What muxgate itself tells the backend about a token: a POST to the script of the token's request. */
-function postParams(requestUri: string, token: string, script: ScriptParams, contentLength: number): Record<string, string> {
+/**
+ * What muxgate itself tells the backend about a token: a POST to the script of the token's request, with its scheme (a
+ * backend that redirects plain HTTP to HTTPS must not redirect these).
+ */
+function postParams(requestUri: string, token: string, script: ScriptParams, contentLength: number, isSecure: boolean): Record<string, string> {
   const { path, query } = splitTarget(requestUri);
-  return {
+  const params: Record<string, string> = {
     GATEWAY_INTERFACE: 'CGI/1.1',
     SERVER_SOFTWARE: 'muxgate',
     SERVER_PROTOCOL: 'HTTP/1.1',
     REQUEST_METHOD: 'POST',
+    REQUEST_SCHEME: isSecure ? 'https' : 'http',
     REQUEST_URI: requestUri,
     DOCUMENT_URI: path,
     QUERY_STRING: query,
@@ -104,4 +121,6 @@ function postParams(requestUri: string, token: string, script: ScriptParams, con
     REDIRECT_STATUS: '200',
     MULTIPLEX_TOKEN: token,
   };
+  if (isSecure) params.HTTPS = 'on';
+  return params;
 }

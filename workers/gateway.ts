@@ -16,7 +16,7 @@ import { partLimits } from './part-limits.ts';
 import type { ResponsePartSink } from './response-part-sink.ts';
 import { ACK_TIMEOUT_MS } from './push-receipt.ts';
 import type { Backend, FastcgiRequest } from './backend.ts';
-import { cgiParams } from './cgi-params.ts';
+import { cgiParams, isSecure } from './cgi-params.ts';
 import { ConnectionTurns } from './connection-turns.ts';
 import { FastcgiExchange, type ExchangeFailure } from './fastcgi-exchange.ts';
 import type { HeldStream } from './held-stream.ts';
@@ -166,7 +166,7 @@ export class Gateway {
     if (ws !== null) {
       const { headers, keepAliveData, ...behaviour } = streamHead;
       // A WebSocket's heartbeat is a ping: no bytes of the backend's go between its frames.
-      stream = streams.openWebSocket(token, ws, req.socket, { ...behaviour, keepAliveData: null, requestUri: req.url ?? '/' });
+      stream = streams.openWebSocket(token, ws, req.socket, { ...behaviour, keepAliveData: null, requestUri: req.url ?? '/', isSecure: isSecure(req) });
       webSocketClients.attach(stream);
       router.resume(stream);
     }
@@ -217,7 +217,7 @@ export class Gateway {
     // From here on muxgate frames the chunks itself, once per part for every stream.
     if (streamHead.isChunked) res.chunkedEncoding = false;
     const { headers, ...behaviour } = streamHead;
-    const stream = this.#ctx.streams.open(token, req, res, { ...behaviour, requestUri: req.url ?? '/' });
+    const stream = this.#ctx.streams.open(token, req, res, { ...behaviour, requestUri: req.url ?? '/', isSecure: isSecure(req) });
     // A stream whose connection left node:http is over for it: the connection may carry the next request later.
     if (stream.res === null) this.#turns.release(req.socket);
     this.#ctx.router.resume(stream);

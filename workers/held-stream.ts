@@ -11,6 +11,8 @@ export type EndReason = 'client' | 'timeout' | 'closed' | 'shutdown' | 'overflow
 export interface StreamOptions extends Omit<StreamHead, 'headers'> {
   /** What a close event sent to the backend names as the stream's request. */
   requestUri: string;
+  /** The stream's request came over TLS: close events and WebSocket messages tell the backend so (HTTPS=on). */
+  isSecure: boolean;
 }
 
 /** A held stream's WebSocket: the connection ws speaks on, and what muxgate tracks of the client's side. */

@@ -12,8 +12,11 @@ const { freeParser } = createRequire(import.meta.url)('_http_common') as {
   freeParser(parser: unknown, req: IncomingMessage, socket: Socket): void;
 };
 
-/** node:http's listeners on a connection: socketOnData, socketOnError, onSocketResume, … (bound or not). */
-const HTTP_LISTENER = /^(?:bound )?(?:socketOn|onSocket)[A-Z]/;
+/**
+ * node:http's listeners on a connection (bound or not), by name: exactly these, for a TLS connection carries tls's own
+ * (onSocketClose, onSocketTLSError, onSocketCloseDestroySSL, which frees the connection's OpenSSL state), and they stay.
+ */
+const HTTP_LISTENER = /^(?:bound )?(?:socketOn(?:Data|Error|End|Close|Drain|Timeout)|onSocket(?:Resume|Pause))$/;
 const HTTP_EVENTS = ['data', 'end', 'close', 'drain', 'error', 'timeout', 'resume', 'pause'];
 
 interface HttpSocket extends Socket {

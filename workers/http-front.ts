@@ -1,12 +1,21 @@
-// node:http servers over the sockets the main thread transfers to this shard.
+// node:http servers over the sockets the main thread transfers to this shard; with TLS, the handshake of each public
+// connection first (a tls.Server that never listens), and the choice of the protocol it speaks.
 import http from 'node:http';
 import net, { type Socket } from 'node:net';
+import tls, { type TLSSocket } from 'node:tls';
 import type { Config } from '../src/config.ts';
 import type { ListenerKind } from '../src/shard-messages.ts';
+import type { Logger } from '../src/log.ts';
+import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
+import type { TlsPair } from '../src/tls-pair.ts';
 import type { ShardMetrics } from './metrics.ts';
 import { WebSocketUpgrade } from './websocket-upgrade.ts';
 
 const PUSH_KEEP_ALIVE_MS = 75_000;
+/** What TLS clients may pick (ALPN), in muxgate's order of preference: `h2` joins it with HTTP/2 (issue 19). */
+const ALPN_PROTOCOLS = ['http/1.1'];
+/** A handshake that ends in one of these was the client leaving, not a protocol failure: counted, logged at debug only. */
+const CLIENT_LEFT = new Set(['ECONNRESET', 'EPIPE']);
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
 
@@ -29,8 +38,24 @@ export function rewrap(transferred: Socket): Socket {
   return new net.Socket({ handle, allowHalfOpen: transferred.allowHalfOpen, readable: true, writable: true } as net.SocketConstructorOpts);
 }
 
+/** A TLS server's options for this pair: the shards share the session ticket keys (src/tls-pair.ts). */
+function secureOptions(pair: TlsPair): tls.SecureContextOptions & { ticketKeys: Buffer } {
+  return { cert: pair.cert, key: pair.key, ticketKeys: Buffer.from(pair.ticketKeys.buffer, pair.ticketKeys.byteOffset, pair.ticketKeys.byteLength) };
+}
+
+/** What the front reports to: failed handshakes are outside input, so their warnings are bounded (repeated-warnings.ts). */
+export interface FrontReporting {
+  metrics: ShardMetrics;
+  log: Logger;
+  warnings: RepeatedWarnings;
+}
+
 export class HttpFront {
   readonly #servers: Record<ListenerKind, http.Server>;
+  /** The public listener's handshakes, when it speaks TLS; it never listens: it is given each connection. */
+  readonly #tls: tls.Server | null = null;
+  readonly #log: Logger;
+  readonly #warnings: RepeatedWarnings;
   readonly #connectionCounts: Int32Array;
   readonly #shard: number;
   readonly #metrics: ShardMetrics;
@@ -39,9 +64,12 @@ export class HttpFront {
   /** One 'close' listener for every connection, called with the socket as `this`: no closure per connection. */
   readonly #onSocketClose: (this: Socket) => void;
 
-  constructor(config: Readonly<Config>, shard: number, connectionCounts: Int32Array, metrics: ShardMetrics,
-    handlers: Handlers) {
+  constructor(config: Readonly<Config>, shard: number, connectionCounts: Int32Array, reporting: FrontReporting,
+    tlsPair: TlsPair | null, handlers: Handlers) {
+    const { metrics } = reporting;
     this.#shard = shard;
+    this.#log = reporting.log;
+    this.#warnings = reporting.warnings;
     this.#connectionCounts = connectionCounts;
     this.#metrics = metrics;
     const front = this;
@@ -77,21 +105,71 @@ export class HttpFront {
         socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       });
     }
+    if (tlsPair !== null) {
+      this.#tls = tls.createServer({
+        ...secureOptions(tlsPair),
+        ALPNProtocols: ALPN_PROTOCOLS,
+        // A client gets as long to finish its handshake as to send a request head after it (slowloris, in TLS).
+        handshakeTimeout: config.headersTimeoutMs,
+      });
+      this.#tls.on('secureConnection', (socket: TLSSocket) => this.#onSecure(socket));
+      this.#tls.on('tlsClientError', (error: NodeJS.ErrnoException, socket: TLSSocket) => this.#onHandshakeFailed(error, socket));
+    }
   }
 
   adopt(transferred: Socket, kind: ListenerKind): void {
     const socket = rewrap(transferred);
     this.#sockets.add(socket);
-    this.#metrics.openConnections.inc();
+    this.#metrics.connections.all++;
     socket.on('close', this.#onSocketClose);
+    if (kind === 'public' && this.#tls !== null) {
+      // The handshake reads the connection from here (in C++: the thread's TLS wrap of the socket's handle).
+      this.#metrics.connections.tlsHandshaking++;
+      this.#tls.emit('connection', socket);
+      return;
+    }
     this.#servers[kind].emit('connection', socket);
     socket.resume();
+  }
+
+  /** A new certificate and key (SIGHUP): handshakes from now on use them; connections made, and held streams, keep theirs. */
+  setTls(pair: TlsPair): void {
+    this.#tls?.setSecureContext(secureOptions(pair));
+  }
+
+  /**
+   * A TLS connection whose handshake is done: the one place that picks what it speaks, by what ALPN settled on
+   * (`h2` will be handed to an HTTP/2 session here; anything else, or no ALPN at all, is HTTP/1.1).
+   */
+  #onSecure(socket: TLSSocket): void {
+    const { connections } = this.#metrics;
+    connections.tlsHandshaking--;
+    connections.tlsHttp1++;
+    this.#metrics.tlsHandshakes.inc({ result: 'ok' });
+    socket.once('close', this.#onTlsHttp1Close);
+    this.#servers.public.emit('connection', socket);
+  }
+
+  readonly #onTlsHttp1Close = (): void => {
+    this.#metrics.connections.tlsHttp1--;
+  };
+
+  /** A handshake that failed, timed out or was left: counted, logged (bounded), and the connection closed unanswered. */
+  #onHandshakeFailed(error: NodeJS.ErrnoException, socket: TLSSocket): void {
+    this.#metrics.connections.tlsHandshaking--;
+    const isTimeout = error.code === 'ERR_TLS_HANDSHAKE_TIMEOUT';
+    this.#metrics.tlsHandshakes.inc({ result: isTimeout ? 'timeout' : 'failed' });
+    const fields = { peer: socket.remoteAddress, err: error.message, code: error.code };
+    if (error.code !== undefined && CLIENT_LEFT.has(error.code)) this.#log.debug(fields, 'TLS client left during the handshake');
+    else if (isTimeout) this.#warnings.warn('tls_handshake_timeout', fields, 'TLS handshake timed out: connection closed');
+    else this.#warnings.warn('tls_handshake_failed', fields, 'TLS handshake failed: connection closed');
+    socket.destroy();
   }
 
   #forget(socket: Socket): void {
     this.#sockets.delete(socket);
     Atomics.sub(this.#connectionCounts, this.#shard, 1);
-    this.#metrics.openConnections.dec();
+    this.#metrics.connections.all--;
     if (this.#sockets.size === 0) for (const resolve of this.#emptyWaiters.splice(0)) resolve();
   }
 

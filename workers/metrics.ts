@@ -21,13 +21,37 @@ export function createShardMetrics(shard: number) {
   loopDelay.enable();
   // Counted per write on the hot path as plain numbers, added to the counters (or set on the gauge) when scraped.
   const hot = { deliveries: 0, deliveredBytes: 0, channelDeliveries: 0, historyBytes: 0, webSocketMessagesOut: 0 };
+  /**
+   * Connections by protocol, set as they change (http-front.ts): all of them, and those over TLS, handshaking or
+   * speaking HTTP/1.x. A plain connection costs nothing more than its place in `all`.
+   */
+  const connections = { all: 0, tlsHandshaking: 0, tlsHttp1: 0 };
   const metrics = {
     registry,
     hot,
+    connections,
     openConnections: new Gauge({
       name: 'muxgate_open_connections', help: 'Client connections owned by the shard.',
       labelNames: ['shard'], registers: [registry],
-    }).labels(shardLabel),
+      collect() {
+        this.set(shardLabel, connections.all);
+      },
+    }),
+    connectionsByProtocol: new Gauge({
+      name: 'muxgate_connections_by_protocol',
+      help: 'Client connections owned by the shard, by protocol: http1 (plain HTTP/1.x), http1_tls (HTTP/1.x over TLS), tls_handshake (TLS, handshake under way).',
+      labelNames: ['shard', 'protocol'], registers: [registry],
+      collect() {
+        this.set({ ...shardLabel, protocol: 'http1' }, connections.all - connections.tlsHandshaking - connections.tlsHttp1);
+        this.set({ ...shardLabel, protocol: 'http1_tls' }, connections.tlsHttp1);
+        this.set({ ...shardLabel, protocol: 'tls_handshake' }, connections.tlsHandshaking);
+      },
+    }),
+    tlsHandshakes: new Counter({
+      name: 'muxgate_tls_handshakes_total',
+      help: 'TLS handshakes on the public listener, by result: ok, failed (not TLS, refused by OpenSSL, or the client left), timeout.',
+      labelNames: ['result'], registers: [registry],
+    }),
     heldStreams: new Gauge({
       name: 'muxgate_held_streams', help: 'Live multiplexed responses (tokens that can receive parts).',
       labelNames: ['shard'], registers: [registry],
@@ -196,7 +220,7 @@ export function createShardMetrics(shard: number) {
   for (const result of ['hit', 'miss']) metrics.historyReplays.inc({ result }, 0);
   for (const reason of ['bytes', 'age']) metrics.historyEvictions.inc({ reason }, 0);
   metrics.subscriptions.set(0);
-  metrics.openConnections.set(0);
+  for (const result of ['ok', 'failed', 'timeout']) metrics.tlsHandshakes.inc({ result }, 0);
   metrics.heldStreams.set(0);
   metrics.webSockets.set(0);
   for (const result of ['routed', 'ignored', 'refused', 'failed', 'dropped']) metrics.webSocketMessagesIn.inc({ result }, 0);

@@ -51,7 +51,7 @@ export default async function runShard(init: ShardInit): Promise<string> {
   const gateway = new Gateway({ config, shard: index, backend, streams, router, partSink, webSocketClients, metrics, log, warnings });
   const upgrade = new WebSocketUpgrade({ maxMessageBytes: config.maxWebSocketMessageBytes }, metrics, log, (req, res, opening) => gateway.open(req, res, opening));
   const pushApi = new PushApi(router, metrics, warnings, { secret: config.pushSecret, limits: partLimits(config), maxBodyBytes: config.maxPushBytes });
-  const front = new HttpFront(config, index, new Int32Array(init.connectionCounts), metrics, {
+  const front = new HttpFront(config, index, new Int32Array(init.connectionCounts), { metrics, log, warnings }, init.tls, {
     public: (req, res) => gateway.handle(req, res),
     push: (req, res) => pushApi.handle(req, res),
     upgrade: (req, socket, head) => upgrade.handle(req, socket, head),
@@ -62,6 +62,10 @@ export default async function runShard(init: ShardInit): Promise<string> {
     switch (message.type) {
       case 'socket':
         front.adopt(message.socket, message.listener);
+        break;
+      case 'tls':
+        front.setTls(message.pair);
+        log.debug({ serialNumber: message.pair.summary.serialNumber }, 'TLS certificate reloaded');
         break;
       case 'peer':
         router.setPeer(message.shard, message.port);

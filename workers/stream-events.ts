@@ -36,18 +36,18 @@ export class StreamEvents {
     this.#warnings = warnings;
     this.#dropFields = { queueLimit: config.eventsQueue };
     streams.watchEnded((stream, reason) => {
-      if (stream.isHeld) this.close(stream.token, reason, stream.options.requestUri, stream.webSocket?.closeCode ?? 0);
+      if (stream.isHeld) this.close(stream.token, reason, stream.options.requestUri, stream.webSocket?.closeCode ?? 0, stream.options.isSecure);
     });
   }
 
-  close(token: string, reason: string, requestUri: string, closeCode: number): void {
+  close(token: string, reason: string, requestUri: string, closeCode: number, isSecure: boolean): void {
     if (this.#queue.length >= this.#config.eventsQueue) {
       this.#metrics.streamEvents.inc({ result: 'dropped' });
       // A mass disconnect drops thousands: one line per interval, with the count.
       this.#warnings.warn('close_events_dropped', this.#dropFields, 'close events dropped: the event queue was full (MUX_EVENTS_QUEUE)');
       return;
     }
-    this.#queue.push({ token, reason, requestUri, closeCode });
+    this.#queue.push({ token, reason, requestUri, closeCode, isSecure });
     this.#pump();
   }
 

@@ -118,7 +118,7 @@ export class WebSocketClients {
     const uri = stream.options.requestUri;
     let request: FastcgiRequest;
     try {
-      request = await backend.request(messageParams(uri, stream.token, config, data.length, isBinary), data.length > 0);
+      request = await backend.request(messageParams(uri, stream.token, config, data.length, isBinary, stream.options.isSecure), data.length > 0);
     } catch (error) {
       metrics.fastcgiErrors.inc({ kind: 'connect' });
       warnings.warn('backend_unavailable', { err: (error as Error).message }, 'backend unavailable');

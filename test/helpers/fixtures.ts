@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import type tls from 'node:tls';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { PhpFpm } from './php-fpm.ts';
@@ -57,6 +58,8 @@ export interface OpenStreamOptions {
   /** Request header lines to add. */
   headers?: string[];
   timeoutMs?: number;
+  /** The TLS client's options (its `ca`) for an https:// URL. */
+  secure?: tls.ConnectionOptions;
 }
 
 /**
@@ -68,7 +71,7 @@ export async function openStream(url: string, query: string, options: OpenStream
   const script = options.script ?? 'stream.php';
   const timeoutMs = options.timeoutMs ?? 5000;
   const what = `${script}?${query}`;
-  const client = await RawHttp.get(`${url}/${script}?${query}`, options.version, options.headers);
+  const client = await RawHttp.get(`${url}/${script}?${query}`, options.version, options.headers, options.secure);
   try {
     const head = await client.waitFor((t) => t.includes('\r\n\r\n'), timeoutMs, `the head of ${what}`);
     assert.match(head, /^HTTP\/1\.[01] 200 /, `${what} answered ${JSON.stringify(head.slice(0, 300))}`);

@@ -1,5 +1,7 @@
-// A raw TCP HTTP client: sends exact request bytes and collects exact response bytes; and the chunked decoder for them.
+// A raw TCP HTTP client (over TLS for an https:// URL): sends exact request bytes and collects exact response bytes; and
+// the chunked decoder for them.
 import net from 'node:net';
+import tls from 'node:tls';
 
 export class RawHttp {
   readonly socket: net.Socket;
@@ -20,11 +22,13 @@ export class RawHttp {
     socket.on('error', () => {});
   }
 
-  static async open(url: string, request: string): Promise<RawHttp> {
-    const { hostname, port } = new URL(url);
-    const socket = net.connect(Number(port), hostname);
+  /** `secure`: the TLS client's options (its `ca`, say) for an https:// URL. */
+  static async open(url: string, request: string, secure: tls.ConnectionOptions = {}): Promise<RawHttp> {
+    const { hostname, port, protocol } = new URL(url);
+    const isTls = protocol === 'https:';
+    const socket = isTls ? tls.connect({ ...secure, port: Number(port), host: hostname }) : net.connect(Number(port), hostname);
     await new Promise<void>((resolve, reject) => {
-      socket.once('connect', resolve);
+      socket.once(isTls ? 'secureConnect' : 'connect', resolve);
       socket.once('error', reject);
     });
     const client = new RawHttp(socket);
@@ -33,9 +37,9 @@ export class RawHttp {
   }
 
   /** Opens a GET with the given HTTP version and extra header lines. */
-  static get(url: string, version = '1.1', headers: string[] = []): Promise<RawHttp> {
+  static get(url: string, version = '1.1', headers: string[] = [], secure: tls.ConnectionOptions = {}): Promise<RawHttp> {
     const { host, pathname, search } = new URL(url);
-    return RawHttp.open(url, `GET ${pathname}${search} HTTP/${version}\r\nHost: ${host}\r\n${headers.map((h) => h + '\r\n').join('')}\r\n`);
+    return RawHttp.open(url, `GET ${pathname}${search} HTTP/${version}\r\nHost: ${host}\r\n${headers.map((h) => h + '\r\n').join('')}\r\n`, secure);
   }
 
   get text(): string {

@@ -84,7 +84,7 @@ export class StreamServer {
   async open(token: string, options: Partial<StreamOptions> = {}): Promise<StreamClient> {
     const full: StreamOptions = {
       hold: 'stream', isChunked: false, isEventStream: false, keepAliveMs: 0, keepAliveData: null, timeoutMs: 0, channels: [],
-      requestUri: '/', ...options,
+      requestUri: '/', isSecure: false, ...options,
     };
     const { promise, resolve } = Promise.withResolvers<HeldStream>();
     this.#opening = { token, options: full, resolve };
