@@ -17,7 +17,7 @@ export interface WebSocketOpening {
   accept(protocol: string | null, headers: readonly string[]): WebSocket | null;
 }
 
-/** ws's own protocol checks; what it does not check is checked before (see #isRefused). */
+/** The limits ws enforces on a client's frames (the handshake checks ws does not make are in #handle). */
 export interface UpgradeLimits {
   /** MUX_WS_MAX_MESSAGE_BYTES: a larger message closes the connection with 1009. */
   maxMessageBytes: number;
