@@ -23,6 +23,8 @@ if ($event === 'message') {
     // The first 32 bytes name a message well enough; the length tells the rest.
     if ($log) file_put_contents($log, "message $token $kind " . strlen($message) . ' ' . bin2hex(substr($message, 0, 32)) . "\n", FILE_APPEND | LOCK_EX);
     if (isset($query['slow'])) usleep((int) $query['slow'] * 1000);
+    // Taken without a word: the sender is not sent an echo of everything it floods.
+    if (isset($query['quiet'])) { http_response_code(204); exit; }
     if ($message === 'refuse') { http_response_code(403); echo "go away\n"; exit; }
     if ($message === 'fail') { http_response_code(500); echo "broken\n"; exit; }
     if ($message === 'plain') { echo "not multiplexed\n"; exit; }
