@@ -22,14 +22,8 @@ import {
   encodeRecords,
 } from '../src/protocol/fastcgi-records.ts';
 import { BadCgiHeadError, BadHeaderValueError, MalformedFastcgiError, MuxError } from '../src/errors.ts';
+import { envInteger } from './helpers/env.ts';
 
-function envInteger(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text === '') return fallback;
-  const value = Number(text);
-  if (!Number.isSafeInteger(value) || value < 1) throw new Error(`${name}=${JSON.stringify(text)} is invalid: expected an integer >= 1`);
-  return value;
-}
 
 const RUNS = envInteger('FUZZ_RUNS', 150);
 const RUN_BUDGET_MS = envInteger('FUZZ_RUN_MS', 1000);

@@ -17,14 +17,8 @@ import {
   OPCODE_BINARY, OPCODE_CLOSE, OPCODE_PING, OPCODE_PONG, OPCODE_TEXT, RawWebSocket, clientFrame, closePayload, type ClientFrameOptions,
 } from './helpers/raw-websocket.ts';
 import { waitUntil } from './helpers/wait.ts';
+import { envInteger } from './helpers/env.ts';
 
-function envInteger(name: string, fallback: number): number {
-  const text = process.env[name];
-  if (text === undefined || text === '') return fallback;
-  const value = Number(text);
-  if (!Number.isSafeInteger(value) || value < 1) throw new Error(`${name}=${JSON.stringify(text)} is invalid: expected an integer >= 1`);
-  return value;
-}
 
 const FUZZ_RUNS = envInteger('FUZZ_RUNS', 200);
 /** MUX_WS_MAX_MESSAGE_BYTES here: small, so that the fuzz's lengths cross it too. */
