@@ -8,11 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const SCRIPT = join(import.meta.dirname, 'setup', 'system-deps.sh');
-const ON_PATH = ['php', 'prometheus', 'promtool', 'redis-server', 'redis-cli', 'curl', 'ss'];
+const ON_PATH = ['php', 'prometheus', 'promtool', 'redis-server', 'redis-cli', 'curl', 'ss', 'openssl'];
 const EVERYTHING_APT_INSTALLS: Record<string, string[]> = {
   'php-fpm': ['usr/sbin/php-fpm8.2'], 'php-cli': ['bin/php'], prometheus: ['bin/prometheus', 'bin/promtool'],
   'redis-server': ['bin/redis-server'], 'redis-tools': ['bin/redis-cli'], chromium: ['usr/bin/chromium'],
-  curl: ['bin/curl'], iproute2: ['bin/ss'],
+  curl: ['bin/curl'], iproute2: ['bin/ss'], openssl: ['bin/openssl'],
 };
 
 interface Machine {
@@ -124,15 +124,15 @@ test('without apt-get it stops with exit 1 and names the Debian packages to find
 
 test('as root it installs the missing packages non-interactively, in one line saying what and why, and goes on', () => {
   withMachine({ uid: 0 }, (machine) => {
-    machine.remove('usr/bin/chromium', 'bin/redis-server', 'bin/redis-cli');
+    machine.remove('usr/bin/chromium', 'bin/redis-server', 'bin/redis-cli', 'bin/openssl');
     const result = machine.run();
     assert.equal(result.status, 0, result.stderr);
-    assert.equal(result.stdout, 'muxgate tests: installing redis-server redis-tools chromium with apt-get: ' +
-      'the tests run redis-server, redis-cli, /usr/bin/chromium for real, and they are missing\n');
+    assert.equal(result.stdout, 'muxgate tests: installing redis-server redis-tools chromium openssl with apt-get: ' +
+      'the tests run redis-server, redis-cli, /usr/bin/chromium, openssl for real, and they are missing\n');
     assert.equal(result.stderr, '');
     assert.deepEqual(result.aptCalls, [
       'DEBIAN_FRONTEND=noninteractive -qq update',
-      'DEBIAN_FRONTEND=noninteractive -qq install -y --no-install-recommends redis-server redis-tools chromium',
+      'DEBIAN_FRONTEND=noninteractive -qq install -y --no-install-recommends redis-server redis-tools chromium openssl',
     ]);
     assert.deepEqual(machine.run(), { status: 0, stdout: '', stderr: '', aptCalls: result.aptCalls });
   });

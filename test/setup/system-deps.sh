@@ -40,6 +40,8 @@ check() {
   # examples/push-from-cron/push.sh posts with curl; ss counts FastCGI connections.
   command -v curl >/dev/null 2>&1 || need curl curl
   command -v ss >/dev/null 2>&1 || need ss iproute2
+  # The TLS tests make their certificates with openssl.
+  command -v openssl >/dev/null 2>&1 || need openssl openssl
 }
 
 check
