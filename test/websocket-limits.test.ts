@@ -18,6 +18,7 @@ import {
 } from './helpers/raw-websocket.ts';
 import { waitUntil } from './helpers/wait.ts';
 import { envInteger } from './helpers/env.ts';
+import { Waiters } from './helpers/waiters.ts';
 
 
 const FUZZ_RUNS = envInteger('FUZZ_RUNS', 200);
@@ -34,7 +35,8 @@ class Client {
   pings = 0;
   /** The close code and reason it saw, once closed (1006: the connection dropped without a close frame). */
   closed: { code: number; reason: string } | null = null;
-  readonly #waiters = new Set<() => void>();
+  readonly #waiters = new Waiters(() => this.closed !== null,
+    () => `messages ${JSON.stringify(this.messages.slice(-5))}, pings ${this.pings}, closed ${JSON.stringify(this.closed)}`);
 
   private constructor(ws: WebSocket) {
     this.ws = ws;
@@ -70,22 +72,7 @@ class Client {
 
   /** Resolves once the predicate holds; rejects after `timeoutMs`, or when the connection closed before. */
   waitFor(predicate: () => boolean, timeoutMs = WAIT_MS, what = 'the expected messages'): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const state = () => `messages ${JSON.stringify(this.messages.slice(-5))}, pings ${this.pings}, closed ${JSON.stringify(this.closed)}`;
-      const timer = setTimeout(() => done(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; ${state()}`)), timeoutMs);
-      const done = (error?: Error) => {
-        clearTimeout(timer);
-        this.#waiters.delete(check);
-        if (error === undefined) resolve();
-        else reject(error);
-      };
-      const check = () => {
-        if (predicate()) done();
-        else if (this.closed !== null) done(new Error(`connection closed while waiting for ${what}; ${state()}`));
-      };
-      this.#waiters.add(check);
-      check();
-    });
+    return this.#waiters.waitFor(predicate, timeoutMs, what);
   }
 
   /** Resolves with the close code and reason once the connection has closed. */
@@ -95,7 +82,7 @@ class Client {
   }
 
   #wake(): void {
-    for (const waiter of this.#waiters) waiter();
+    this.#waiters.wake();
   }
 }
 

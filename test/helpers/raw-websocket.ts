@@ -2,6 +2,7 @@
 // reserved bits, bad opcodes, random bytes), and the server's frames as they arrive, decoded strictly.
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
+import { Waiters } from './waiters.ts';
 
 /** A frame the server sent: server frames are never masked (RFC 6455 §5.1). */
 export interface ServerFrame {
@@ -66,7 +67,7 @@ export class RawWebSocket {
   badFraming: string | null = null;
   hasClosed = false;
   #pending: Buffer;
-  readonly #waiters = new Set<() => void>();
+  readonly #waiters = new Waiters(() => this.hasClosed, () => this.describe());
 
   private constructor(socket: net.Socket, head: string, rest: Buffer) {
     this.socket = socket;
@@ -150,21 +151,7 @@ export class RawWebSocket {
 
   /** Resolves once the predicate holds; rejects after `timeoutMs`, or when the connection closed before. */
   waitFor(predicate: () => boolean, timeoutMs = 10_000, what = 'the expected frames'): Promise<void> {
-    if (predicate()) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => done(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; ${this.describe()}`)), timeoutMs);
-      const done = (error?: Error) => {
-        clearTimeout(timer);
-        this.#waiters.delete(check);
-        if (error === undefined) resolve();
-        else reject(error);
-      };
-      const check = () => {
-        if (predicate()) done();
-        else if (this.hasClosed) done(new Error(`connection closed while waiting for ${what}; ${this.describe()}`));
-      };
-      this.#waiters.add(check);
-    });
+    return this.#waiters.waitFor(predicate, timeoutMs, what);
   }
 
   waitForClose(timeoutMs = 10_000): Promise<void> {
@@ -186,17 +173,21 @@ export class RawWebSocket {
     if (this.hasClosed) return Promise.resolve(true);
     return new Promise((resolve) => {
       let timer = setTimeout(() => done(false), idleMs);
+      let isDone = false;
       const done = (hasClosed: boolean) => {
         clearTimeout(timer);
-        this.#waiters.delete(onChange);
+        isDone = true;
         resolve(hasClosed);
       };
-      const onChange = () => {
-        if (this.hasClosed) return done(true);
-        clearTimeout(timer);
-        timer = setTimeout(() => done(false), idleMs);
-      };
-      this.#waiters.add(onChange);
+      this.#waiters.watch(() => {
+        if (isDone) return true;
+        if (this.hasClosed) done(true);
+        else {
+          clearTimeout(timer);
+          timer = setTimeout(() => done(false), idleMs);
+        }
+        return isDone;
+      });
     });
   }
 
@@ -210,7 +201,7 @@ export class RawWebSocket {
   }
 
   #wake(): void {
-    for (const waiter of this.#waiters) waiter();
+    this.#waiters.wake();
   }
 
   #decode(): void {
