@@ -61,9 +61,9 @@ try {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   // As nginx: SIGHUP reloads (the certificate and key; nothing else is reloaded), it never stops muxgate.
   process.on('SIGHUP', () => void server.reloadTls());
-  log.info({
-    public: url(server.public, tls === null ? 'http' : 'https'), push: `${url(server.push)}/push`, metrics: `${url(server.metrics)}/metrics`, shards: config.shards,
-  }, `muxgate listening: open ${url(server.public, tls === null ? 'http' : 'https')}`);
+  const publicUrl = url(server.public, tls === null ? 'http' : 'https');
+  log.info({ public: publicUrl, push: `${url(server.push)}/push`, metrics: `${url(server.metrics)}/metrics`, shards: config.shards },
+    `muxgate listening: open ${publicUrl}`);
 } catch (error) {
   log.fatal({ err: error }, 'failed to start');
   process.exit(1);
