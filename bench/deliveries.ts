@@ -228,7 +228,7 @@ function report(deliveries: DeliveryRow[], rss: RssRow): string {
     `- command: \`node bench/deliveries.ts\``,
     `- date: ${new Date().toISOString()}`,
     `- machine: ${execFileSync('nproc', { encoding: 'utf8' }).trim()} CPUs (\`nproc\`), ${cpuModel}, Node ${process.version}; load average at start ${LOAD_AT_START}`,
-    `- muxgate alone on 127.0.0.1, backend \`bench/backend.ts\` (node-fastcgi) on a unix socket; ${STREAMS.toLocaleString('en')} held streams` +
+    `- muxgate alone on 127.0.0.1, backend \`bench/backend.ts\` (a FastCGI responder on muxgate's record codec) on a unix socket; ${STREAMS.toLocaleString('en')} held streams` +
       ` in ${SUBSCRIBER_PROCESSES} subscriber processes (raw sockets); pushes to \`POST /push\` over ${PUSH_CONCURRENCY} keep-alive connections, flat out`,
     '- deliveries/s = deliveries received / (last delivery received − first push sent); latency = push sent → subscriber read;' +
       ' process CPU % = 100 per core, from /proc/<pid>/stat; machine busy % = all CPUs, from /proc/stat; both over the push-and-deliver window',

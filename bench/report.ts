@@ -352,7 +352,7 @@ export function renderReport(r: BenchResults): string {
   if (r.idle.some((row) => row.label.includes('php-fpm'))) {
     lines.push(`## Connection storm: ${fixed(s.idleStreams[0])} subscribers connecting at once`, '',
       `Scenario 1's connect-all time: each subscribe is a FastCGI request, to the bench's backend (\`bench/backend.ts\`, ` +
-      `Node, a Unix socket) or to php-fpm (\`bench/peers/subscribe.php\`, ${s.stormPhpChildren} static children, TCP on loopback); ` +
+      `a FastCGI responder in Node on muxgate's record codec, a Unix socket) or to php-fpm (\`bench/peers/subscribe.php\`, ${s.stormPhpChildren} static children, TCP on loopback); ` +
       'Nchan subscribes without a backend. 2 subscriber processes open the streams as fast as the server accepts them.', '',
       ...stormTable(r.idle, s.idleStreams[0]), '');
   }
