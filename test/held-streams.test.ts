@@ -12,7 +12,7 @@ import { closing, StreamServer, channels, heldStreams, type StreamClient } from 
 const channelPart = (id: number, isClose = false) => new Delivery(Buffer.from(`<${id}>`), isClose, Date.now(), id, false);
 const tokenPart = (body: string, isClose = false) => new Delivery(Buffer.from(body), isClose, Date.now(), 0, false);
 
-async function setup(options: { flushSliceMs?: number } = {}) {
+async function setup(options: { flushSliceMs?: number; backlogFlushIntervalMs?: number } = {}) {
   const metrics = createShardMetrics(0);
   const ended: Array<[HeldStream, EndReason]> = [];
   let onEnd = () => {};
@@ -136,6 +136,33 @@ test('a flush to many sockets gives the event loop back between slices; parts wr
     assert.ok(clients[199].stream.socket.writableCorked > 0);
     shard.streams.deliverToChannel('room', channelPart(2), { written: 0 });
     for (const client of clients) assert.equal(await client.waitForBody('<1><2>'), '<1><2>');
+  }));
+
+test('under a backlog (two parts per socket in a flush), a part waits for company longer than after a single part',
+  () => closing(setup({ flushSliceMs: 10_000, backlogFlushIntervalMs: 1000 }), async (shard) => {
+    const room = await roomOfThousand(shard);
+    room.deliver(1, 2);
+    await room.untilFlushed();
+    // Past the wait after a flush of single parts (2 ms), well within the backlog's (1 s here).
+    await sleep(5);
+    room.deliver(3);
+    await nextTurn();
+    assert.equal(room.corkedCount(), 1000);
+    await room.bodiesAre('<1><2><3>');
+  }));
+
+test('a flood on a few sockets (a short flush, so a short spacing) still waits as long as a backlog',
+  () => closing(setup({ backlogFlushIntervalMs: 1000 }), async (shard) => {
+    const clients = [await shard.server.open('t1', { channels: channels('room') }), await shard.server.open('t2', { channels: channels('room') })];
+    const corkedCount = () => clients.filter((client) => client.stream.socket.writableCorked > 0).length;
+    for (const id of [1, 2, 3]) shard.streams.deliverToChannel('room', channelPart(id), { written: 0 });
+    while (corkedCount() > 0) await nextTurn();
+    // Past the longest a flood's spacing can be (50 ms), well within the backlog's wait (1 s here).
+    await sleep(60);
+    shard.streams.deliverToChannel('room', channelPart(4), { written: 0 });
+    await nextTurn();
+    assert.equal(corkedCount(), 2);
+    for (const client of clients) assert.equal(await client.waitForBody('<1><2><3><4>'), '<1><2><3><4>');
   }));
 
 test('in a flood (several parts per socket in a flush), the next flush waits for more parts to share its writes',

@@ -22,6 +22,8 @@ export interface HeldStreamsOptions {
   hasEventIds: boolean;
   /** How long a flush runs before it gives the event loop back (tests make it 0: 64 sockets per turn). */
   flushSliceMs?: number;
+  /** How long a part waits for company under a backlog (see #cork; tests make it long). */
+  backlogFlushIntervalMs?: number;
 }
 
 type EndedListener = (stream: HeldStream, reason: EndReason) => void;
@@ -33,6 +35,13 @@ const MAX_HELD_BACK = 10_000;
 const MAX_CORKED_BYTES = 65_536;
 /** A flush starts at least this long after the previous one started (see #cork): the most a part waits for company. */
 const MIN_FLUSH_INTERVAL_MS = 2;
+/**
+ * A backlog: on average, each socket of a flush had at least this many parts to write (they come faster than every
+ * MIN_FLUSH_INTERVAL_MS). The next flush then starts BACKLOG_FLUSH_INTERVAL_MS after this one started: a part waits a
+ * little longer for company, and a busy room's subscribers get a few parts per write instead of two.
+ */
+const BACKLOG_PARTS_PER_SOCKET = 2;
+const BACKLOG_FLUSH_INTERVAL_MS = 5;
 /**
  * A flood: on average, each socket of a flush had this many parts to write. The next flush then waits until FLUSH_SPACING
  * × the last flush's duration has passed (at most MAX_FLUSH_DELAY_MS), so that more parts share each system call.
@@ -80,6 +89,7 @@ export class HeldStreams {
   /** The flush under way: when it started, and whether it is a flood's (see #cork). */
   #flushStartedAt = 0;
   #isFlood = false;
+  #hasBacklog = false;
   /** Writes to corked sockets since the last flush started. */
   #corkedWrites = 0;
   /** performance.now() before which the next flush waits (see #cork). */
@@ -91,6 +101,7 @@ export class HeldStreams {
   readonly #maxBufferedBytes: number;
   readonly #hasEventIds: boolean;
   readonly #flushSliceMs: number;
+  readonly #backlogFlushIntervalMs: number;
   /** Told of every stream that ends (stream-events.ts sends close events). */
   readonly #endedListeners: EndedListener[] = [];
   readonly #ticker: NodeJS.Timeout;
@@ -104,6 +115,7 @@ export class HeldStreams {
     this.#maxBufferedBytes = options.maxBufferedBytes;
     this.#hasEventIds = options.hasEventIds;
     this.#flushSliceMs = options.flushSliceMs ?? FLUSH_SLICE_MS;
+    this.#backlogFlushIntervalMs = options.backlogFlushIntervalMs ?? BACKLOG_FLUSH_INTERVAL_MS;
     this.#ticker = setInterval(() => this.#tick(), TICK_MS).unref();
     const held = this;
     this.#onDetachedClose = function (this: Socket) {
@@ -343,10 +355,12 @@ export class HeldStreams {
   /**
    * Holds a socket's writes until the next flush, so that the parts written meanwhile leave in one writev per socket
    * instead of one write each. A flush runs at the end of the turn that wrote, unless the last one started less than
-   * MIN_FLUSH_INTERVAL_MS ago: a part waits at most that long for company, so a moderate rate is written at once and a
-   * busy one in twos and threes. The parts that arrive while a long flush runs share the next one. In a flood (several
-   * parts per socket in each flush), flushes are spaced: writing then takes at most a fifth of the shard's time, and
-   * as many parts as arrive meanwhile share each system call.
+   * MIN_FLUSH_INTERVAL_MS ago: a part waits at most that long for company, so a moderate rate is written at once. Under
+   * a backlog (two parts or more per socket in the last flush: a busy room, 1,000 msg/s) a part waits up to
+   * BACKLOG_FLUSH_INTERVAL_MS, so that about five share each write; the backlog ends when a flush finds fewer. The
+   * parts that arrive while a long flush runs share the next one. In a flood (several parts per socket in each
+   * flush), flushes are spaced: writing then takes at most a fifth of the shard's time, and as many parts as arrive
+   * meanwhile share each system call.
    */
   #cork(socket: Socket): void {
     socket.cork();
@@ -368,6 +382,7 @@ export class HeldStreams {
       // After a flood's flush comes a spaced one, whose parts piled up because of the spacing: only a flush that was not
       // held back tells whether parts arrive faster than flushes write them. So a flood that ends is noticed at once.
       this.#isFlood = !this.#isFlood && this.#corkedWrites >= FLOOD_PARTS_PER_SOCKET * this.#corked.length;
+      this.#hasBacklog = this.#corkedWrites >= BACKLOG_PARTS_PER_SOCKET * this.#corked.length;
       this.#corkedWrites = 0;
     }
     const corked = this.#corked;
@@ -384,9 +399,11 @@ export class HeldStreams {
     this.#corked = [];
     this.#isFlushing = false;
     const endedAt = performance.now();
+    // A short flood's spacing (a flush to a few sockets) is no shorter than a backlog's.
+    const interval = this.#flushStartedAt + (this.#hasBacklog ? this.#backlogFlushIntervalMs : MIN_FLUSH_INTERVAL_MS);
     this.#nextFlushAt = this.#isFlood
-      ? endedAt + Math.min(MAX_FLUSH_DELAY_MS, FLUSH_SPACING * (endedAt - this.#flushStartedAt))
-      : this.#flushStartedAt + MIN_FLUSH_INTERVAL_MS;
+      ? Math.max(interval, endedAt + Math.min(MAX_FLUSH_DELAY_MS, FLUSH_SPACING * (endedAt - this.#flushStartedAt)))
+      : interval;
   };
 
   /** Multiplex-Keep-Alive on a WebSocket: a ping, or the end of a client that did not answer the last one in time. */

@@ -110,7 +110,7 @@ export async function closing<T extends { close(): void }>(start: Promise<T>, bo
 }
 
 export function heldStreams(
-  metrics: ShardMetrics, onEnded: (stream: HeldStream, reason: EndReason) => void = () => {}, options: { flushSliceMs?: number } = {},
+  metrics: ShardMetrics, onEnded: (stream: HeldStream, reason: EndReason) => void = () => {}, options: { flushSliceMs?: number; backlogFlushIntervalMs?: number } = {},
 ): HeldStreams {
   const streams = new HeldStreams({ metrics, log: silentLog, warnings: silentWarnings, maxBufferedBytes: 1 << 20, hasEventIds: true, ...options });
   streams.watchEnded(onEnded);
