@@ -1,6 +1,7 @@
 // One part on its way to this shard's streams: framed at most once per kind of stream.
-import { isUtf8 } from 'node:buffer';
-import { createRequire } from 'node:module';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const { isUtf8 } = process.getBuiltinModule('node:buffer');
+const { createRequire } = process.getBuiltinModule('node:module');
 
 /** ws's frame writer (not in its type declarations): a server's frame is the header and the payload, unmasked. */
 const { Sender } = createRequire(import.meta.url)('ws') as {

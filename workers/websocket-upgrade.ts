@@ -1,13 +1,15 @@
 // A WebSocket opening (RFC 6455 §4.2): ws checks the handshake, the backend decides (gateway.ts), ws completes it.
 // Until the backend has answered, the connection is an HTTP exchange whose refusal is relayed as any response.
-import http, { type IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from '../src/log.ts';
 import type { ShardMetrics } from './metrics.ts';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const http = process.getBuiltinModule('node:http');
 
 /** What the gateway does with an opening the handshake checks let through. */
-export type OpeningHandler = (req: IncomingMessage, res: http.ServerResponse, opening: WebSocketOpening) => void;
+export type OpeningHandler = (req: IncomingMessage, res: ServerResponse, opening: WebSocketOpening) => void;
 
 /** An opening waiting for its backend: accepted (101) or answered as an ordinary request through `res`. */
 export interface WebSocketOpening {
@@ -72,7 +74,7 @@ export class WebSocketUpgrade {
 
   #handle(req: IncomingMessage, socket: Socket, head: Buffer): void {
     // Pipelined behind a request whose response is still going out: the opening waits for it, as any request would.
-    const inProgress = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    const inProgress = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
     if (inProgress) return void inProgress.once('close', () => this.#handleWhenOpen(req, socket, head));
     if (req.httpVersion !== '1.1') return this.#refuse(socket, 400, 'a WebSocket opening must be HTTP/1.1');
     // RFC 6455 §4.4: another version gets 426 and the versions spoken (ws would also accept the draft version 8).
