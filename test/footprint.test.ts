@@ -41,6 +41,13 @@ test('the main thread does not load ioredis', async () => {
   assert.deepEqual(files.filter((file) => file.includes('/node_modules/ioredis/')), []);
 });
 
+test('a shard loads ws, and node:tls with it, only for its first WebSocket', async () => {
+  const { files, builtins } = await loadedBy('../workers/shard.ts');
+  assert.ok(files.some((file) => file.includes('/node_modules/pino/')), 'the shard thread was seen loading its logger');
+  assert.deepEqual(files.filter((file) => file.includes('/node_modules/ws/')), []);
+  assert.deepEqual(builtins.filter((name) => name === 'NativeModule tls'), []);
+});
+
 // An ES import of a built-in reads every export, and some are getters that load a module on first read: node:http's
 // WebSocket loads undici (with web streams and zlib), node:crypto's webcrypto, node:fs's promises, node:tls's root
 // certificates. muxgate takes built-ins with process.getBuiltinModule, which reads none: 10 MiB less with 2 shards.
