@@ -1,6 +1,7 @@
 // Is the FastCGI backend accepting connections? For /readyz.
-import net from 'node:net';
 import type { BackendAddress } from './config.ts';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const net = process.getBuiltinModule('node:net');
 
 /** Resolves null when a connection could be opened within timeoutMs, else the reason. */
 export function probeBackend(address: BackendAddress, timeoutMs: number): Promise<string | null> {

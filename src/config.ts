@@ -1,10 +1,11 @@
 // MUX_* environment → one frozen, typed Config; every error names the variable, the value and what is expected.
-import { availableParallelism } from 'node:os';
-import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { ConfigError } from './errors.ts';
 import { NODE_ID_PATTERN, MAX_SHARDS } from './protocol/token.ts';
 import type { TlsFiles } from './tls-pair.ts';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const { availableParallelism } = process.getBuiltinModule('node:os');
+const { randomBytes } = process.getBuiltinModule('node:crypto');
+const { readFileSync } = process.getBuiltinModule('node:fs');
 
 export interface ListenAddress {
   host: string;

@@ -1,9 +1,11 @@
 // The bundled demo chat (examples/demo-chat), run as a child process when no MUX_FASTCGI is set.
-import { fork, type ChildProcess } from 'node:child_process';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
 import type { BackendAddress } from './config.ts';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const { fork } = process.getBuiltinModule('node:child_process');
+const { tmpdir } = process.getBuiltinModule('node:os');
+const { join } = process.getBuiltinModule('node:path');
+const { fileURLToPath } = process.getBuiltinModule('node:url');
 
 const SERVER = fileURLToPath(new URL('../examples/demo-chat/server.ts', import.meta.url));
 const START_TIMEOUT_MS = 10_000;

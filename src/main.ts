@@ -1,12 +1,13 @@
 // Entry: read the config, start the server, stop it on SIGINT/SIGTERM.
-import module from 'node:module';
 import type { AddressInfo } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { describeConnectionLimit, loadConfig, type Config } from './config.ts';
 import { ConfigError } from './errors.ts';
 import { createLogger } from './log.ts';
 import { startServer } from './server.ts';
 import { loadTlsPair, type TlsPair } from './tls-pair.ts';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const module = process.getBuiltinModule('node:module');
+const { fileURLToPath } = process.getBuiltinModule('node:url');
 
 /** The configuration and, with MUX_TLS_CERT and MUX_TLS_KEY, the pair they name: either wrong stops muxgate with exit 2. */
 function readConfig(): { config: Readonly<Config>; tls: TlsPair | null } {

@@ -1,5 +1,5 @@
 // /metrics, /healthz and /readyz: the shards' registries aggregated with the main thread's.
-import http from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { AggregatorRegistry, Registry, openMetricsContentType } from 'prom-client';
 import type { BackendAddress, ListenAddress } from './config.ts';
 import { probeBackend } from './backend-probe.ts';
@@ -7,11 +7,13 @@ import { probeRedis } from './redis-probe.ts';
 import type { ShardPool } from './shards.ts';
 import type { MainMetrics } from './main-metrics.ts';
 import type { AddressInfo } from 'node:net';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const http = process.getBuiltinModule('node:http');
 
 const SHARD_TIMEOUT_MS = 1000;
 
 export class MetricsServer {
-  readonly #server: http.Server;
+  readonly #server: Server;
   readonly #shards: ShardPool;
   readonly #metrics: MainMetrics;
   readonly #backend: BackendAddress;
@@ -42,7 +44,7 @@ export class MetricsServer {
     return new Promise((resolve) => this.#server.close(() => resolve()));
   }
 
-  async #handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?', 1)[0];
     if (path === '/healthz') return text(res, 200, 'ok\n');
     if (path === '/readyz') {
@@ -81,7 +83,7 @@ function asOpenMetricsCounter(metric: MetricJson): MetricJson {
   return metric.type === 'counter' ? { ...metric, name: metric.name.replace(/_total$/, '') } : metric;
 }
 
-function text(res: http.ServerResponse, status: number, body: string): void {
+function text(res: ServerResponse, status: number, body: string): void {
   res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8' });
   res.end(body);
 }

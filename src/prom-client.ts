@@ -2,8 +2,9 @@
 // gateway (https, zlib), the cluster aggregator, Summary and the default metrics (with @opentelemetry/api), about
 // 2.3 MiB of every shard's memory for code a shard never runs. The main thread, which uses those, imports the index.
 // test/footprint.test.ts checks that these are the classes the index exports.
-import { createRequire } from 'node:module';
 import type * as PromClient from 'prom-client';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const { createRequire } = process.getBuiltinModule('node:module');
 
 const require = createRequire(import.meta.url);
 

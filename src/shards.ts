@@ -1,13 +1,15 @@
 // The piscina pool of shard threads: their control ports, the router mesh between them, restarts.
-import { MessageChannel, type MessagePort, type Transferable, type Worker } from 'node:worker_threads';
+import type { MessagePort, Transferable, Worker } from 'node:worker_threads';
 import type { Socket } from 'node:net';
 import { Piscina } from 'piscina';
-import v8 from 'node:v8';
 import type { Config, BackendAddress } from './config.ts';
 import type { Logger } from './log.ts';
 import type { MainMetrics } from './main-metrics.ts';
 import type { ControlMessage, ListenerKind, ShardInit, ShardReport } from './shard-messages.ts';
 import type { TlsPair } from './tls-pair.ts';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const { MessageChannel } = process.getBuiltinModule('node:worker_threads');
+const v8 = process.getBuiltinModule('node:v8');
 
 const SHARD_FILE = new URL('../workers/shard.ts', import.meta.url).href;
 const MAX_RESTART_DELAY_MS = 5000;

@@ -1,9 +1,11 @@
 // MUX_TLS_CERT and MUX_TLS_KEY → the certificate chain and key the shards serve, checked as a pair: read at start (a
 // bad pair stops muxgate) and again on SIGHUP (a bad pair is logged and the one in use kept).
-import { X509Certificate, createPrivateKey, randomBytes, type KeyObject } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import tls from 'node:tls';
+import type { KeyObject, X509Certificate } from 'node:crypto';
 import { ConfigError } from './errors.ts';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const crypto = process.getBuiltinModule('node:crypto');
+const { readFileSync } = process.getBuiltinModule('node:fs');
+const tls = process.getBuiltinModule('node:tls');
 
 /** Where the pair is read from (the configuration names the files, never their contents: it is logged). */
 export interface TlsFiles {
@@ -56,7 +58,7 @@ function parseChain(path: string, text: string): X509Certificate[] {
   if (blocks === null) throw new ConfigError('MUX_TLS_CERT', path, `${expected}: the file holds no PEM certificate`);
   return blocks.map((block, i) => {
     try {
-      return new X509Certificate(block);
+      return new crypto.X509Certificate(block);
     } catch (error) {
       throw new ConfigError('MUX_TLS_CERT', path, `${expected}: certificate ${i + 1} of the file cannot be read (${(error as Error).message})`);
     }
@@ -67,7 +69,7 @@ function parseKey(path: string, text: string): KeyObject {
   const expected = 'an unencrypted PEM private key (-----BEGIN PRIVATE KEY-----)';
   if (!PEM_PRIVATE_KEY.test(text)) throw new ConfigError('MUX_TLS_KEY', path, `${expected}: the file holds no PEM private key`);
   try {
-    return createPrivateKey({ key: text, format: 'pem' });
+    return crypto.createPrivateKey({ key: text, format: 'pem' });
   } catch (error) {
     throw new ConfigError('MUX_TLS_KEY', path, `${expected}: ${(error as Error).message}`);
   }
@@ -94,7 +96,7 @@ export function loadTlsPair(files: TlsFiles): TlsPair {
   return {
     cert,
     key: pem,
-    ticketKeys: randomBytes(48),
+    ticketKeys: crypto.randomBytes(48),
     summary: {
       subject: leaf.subject.replaceAll('\n', ', '),
       issuer: leaf.issuer.replaceAll('\n', ', '),

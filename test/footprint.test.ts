@@ -9,12 +9,23 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { startMuxgate } from './helpers/muxgate.ts';
 
-/** The CommonJS files a fresh thread has loaded once it has imported `module` (relative to test/). */
-async function filesLoadedBy(module: string): Promise<string[]> {
+interface Loaded {
+  /** CommonJS files. */
+  files: string[];
+  /** Node's own modules and bindings (process.moduleLoadList): `NativeModule http2`, `Internal Binding zlib`. */
+  builtins: string[];
+}
+
+/** What a fresh thread has loaded once it has imported `module` (relative to test/). */
+async function loadedBy(module: string): Promise<Loaded> {
   const worker = new Worker(new URL('./helpers/loaded-packages-worker.ts', import.meta.url), { workerData: new URL(module, import.meta.url).href });
-  const [files] = await once(worker, 'message') as [string[]];
+  const [loaded] = await once(worker, 'message') as [Loaded];
   await worker.terminate();
-  return files;
+  return loaded;
+}
+
+async function filesLoadedBy(module: string): Promise<string[]> {
+  return (await loadedBy(module)).files;
 }
 
 test('a shard loads neither ioredis, which only a node with MUX_REDIS_URL uses, nor the whole of prom-client', async () => {
@@ -29,6 +40,25 @@ test('the main thread does not load ioredis', async () => {
   assert.ok(files.some((file) => file.includes('/node_modules/piscina/')), 'the main thread was seen loading its shard pool');
   assert.deepEqual(files.filter((file) => file.includes('/node_modules/ioredis/')), []);
 });
+
+test('a shard loads ws, and node:tls with it, only for its first WebSocket', async () => {
+  const { files, builtins } = await loadedBy('../workers/shard.ts');
+  assert.ok(files.some((file) => file.includes('/node_modules/pino/')), 'the shard thread was seen loading its logger');
+  assert.deepEqual(files.filter((file) => file.includes('/node_modules/ws/')), []);
+  assert.deepEqual(builtins.filter((name) => name === 'NativeModule tls'), []);
+});
+
+// An ES import of a built-in reads every export, and some are getters that load a module on first read: node:http's
+// WebSocket loads undici (with web streams and zlib), node:crypto's webcrypto, node:fs's promises, node:tls's root
+// certificates. muxgate takes built-ins with process.getBuiltinModule, which reads none: 10 MiB less with 2 shards.
+for (const [thread, module] of [['a shard', '../workers/shard.ts'], ['the main thread', '../src/server.ts']]) {
+  test(`${thread} loads none of the modules behind the built-ins' lazy exports (undici, http2, webcrypto)`, async () => {
+    const { builtins } = await loadedBy(module);
+    assert.ok(builtins.includes('NativeModule http'), 'the thread was seen loading node:http');
+    const lazy = ['NativeModule internal/deps/undici/undici', 'NativeModule http2', 'NativeModule internal/crypto/webcrypto', 'NativeModule internal/fs/promises', 'NativeModule internal/readline/interface'];
+    assert.deepEqual(builtins.filter((name) => lazy.includes(name)), []);
+  });
+}
 
 test('prom-client\'s classes loaded from their files are the ones its index exports', async () => {
   const own = await import('../src/prom-client.ts');

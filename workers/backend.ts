@@ -1,9 +1,10 @@
 // FastCGI requests to the backend through fastcgi-client.
-import { createRequire } from 'node:module';
 import type { EventEmitter } from 'node:events';
 import type { Writable } from 'node:stream';
 import type { BackendAddress } from '../src/config.ts';
 import { BackendUnavailableError } from '../src/errors.ts';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const { createRequire } = process.getBuiltinModule('node:module');
 
 /**
  * stdout or stderr: 'data' and 'end' events, as a Readable's. Paused, the request's connection (its own) stops being

@@ -1,11 +1,14 @@
 // One part on its way to this shard's streams: framed at most once per kind of stream.
-import { isUtf8 } from 'node:buffer';
-import { createRequire } from 'node:module';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const { isUtf8 } = process.getBuiltinModule('node:buffer');
+const { createRequire } = process.getBuiltinModule('node:module');
 
 /** ws's frame writer (not in its type declarations): a server's frame is the header and the payload, unmasked. */
-const { Sender } = createRequire(import.meta.url)('ws') as {
-  Sender: { frame(data: Buffer, options: { fin: boolean; opcode: number; mask: boolean; readOnly: boolean; rsv1: boolean }): Buffer[] };
-};
+interface Sender {
+  frame(data: Buffer, options: { fin: boolean; opcode: number; mask: boolean; readOnly: boolean; rsv1: boolean }): Buffer[];
+}
+/** Loaded with the first WebSocket frame: ws (with node:tls and zlib) is 2 MiB of a shard that serves none. */
+let sender: Sender | null = null;
 const OPCODE_TEXT = 0x1;
 const OPCODE_BINARY = 0x2;
 
@@ -70,5 +73,6 @@ export const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 
 export function webSocketFrame(payload: Buffer, isBinary: boolean): Buffer {
   const opcode = isBinary ? OPCODE_BINARY : OPCODE_TEXT;
-  return Buffer.concat(Sender.frame(payload, { fin: true, opcode, mask: false, readOnly: true, rsv1: false }));
+  sender ??= (createRequire(import.meta.url)('ws') as { Sender: Sender }).Sender;
+  return Buffer.concat(sender.frame(payload, { fin: true, opcode, mask: false, readOnly: true, rsv1: false }));
 }

@@ -1,12 +1,12 @@
 // token → live multiplexed response: writes, hold modes, channels, heartbeats, timeouts, slow consumers.
 // (Over 300 lines: the writes, their coalescing and the connections of detached streams share the hot path's state.)
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { WebSocket } from 'ws';
 import type { Socket } from 'node:net';
 import type { Logger } from '../src/log.ts';
 import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
 import type { ShardMetrics } from './metrics.ts';
 import { ChannelIndex } from './channel-index.ts';
-import { WebSocket } from 'ws';
 import { type Delivery, LAST_CHUNK, frameChunk, webSocketFrame } from './delivery.ts';
 import { HeldStream, WebSocketState, type EndReason, type StreamOptions } from './held-stream.ts';
 import { detachFromHttp, returnToHttp } from './http-detach.ts';
@@ -56,7 +56,8 @@ const SOCKETS_PER_CLOCK_READ = 64;
 /** What a client may send behind a held stream's request before it is cut off. */
 const MAX_UNREAD_BYTES = 65_536;
 
-const { OPEN } = WebSocket;
+/** ws's `WebSocket.OPEN` (the WHATWG readyState), not imported: ws loads with a shard's first WebSocket. */
+const OPEN = 1;
 
 /** node:http marks the response that currently owns a socket. */
 interface SocketWithMessage {

@@ -5,7 +5,8 @@
 // upgraded connection would, for its next request.
 import type { IncomingMessage, ServerResponse, Server } from 'node:http';
 import type { Socket } from 'node:net';
-import { createRequire } from 'node:module';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const { createRequire } = process.getBuiltinModule('node:module');
 
 /** node:http's own release of a parser (what it does for an upgrade): unconsume, forget the request, back to the pool. */
 const { freeParser } = createRequire(import.meta.url)('_http_common') as {

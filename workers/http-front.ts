@@ -1,8 +1,8 @@
 // node:http servers over the sockets the main thread transfers to this shard; with TLS, the handshake of each public
 // connection first (a tls.Server that never listens), and the choice of the protocol it speaks.
-import http from 'node:http';
-import net, { type Socket } from 'node:net';
-import tls, { type TLSSocket } from 'node:tls';
+import type { Socket, SocketConstructorOpts } from 'node:net';
+import type { IncomingMessage, Server, ServerOptions, ServerResponse } from 'node:http';
+import type { SecureContextOptions, Server as TlsServer, TLSSocket } from 'node:tls';
 import type { Config } from '../src/config.ts';
 import type { ListenerKind } from '../src/shard-messages.ts';
 import type { Logger } from '../src/log.ts';
@@ -10,6 +10,9 @@ import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
 import type { TlsPair } from '../src/tls-pair.ts';
 import type { ShardMetrics } from './metrics.ts';
 import { WebSocketUpgrade } from './websocket-upgrade.ts';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const http = process.getBuiltinModule('node:http');
+const net = process.getBuiltinModule('node:net');
 
 const PUSH_KEEP_ALIVE_MS = 75_000;
 /** What TLS clients may pick (ALPN), in muxgate's order of preference: `h2` joins it with HTTP/2 (issue 19). */
@@ -17,13 +20,13 @@ const ALPN_PROTOCOLS = ['http/1.1'];
 /** A handshake that ends in one of these was the client leaving, not a protocol failure: counted, logged at debug only. */
 const CLIENT_LEFT = new Set(['ECONNRESET', 'EPIPE']);
 
-type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
+type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
 export interface Handlers {
   public: Handler;
   push: Handler;
   /** A WebSocket opening on the public listener, with the bytes the client sent after it (websocket-upgrade.ts). */
-  upgrade: (req: http.IncomingMessage, socket: Socket, head: Buffer) => void;
+  upgrade: (req: IncomingMessage, socket: Socket, head: Buffer) => void;
 }
 
 /**
@@ -35,11 +38,11 @@ export function rewrap(transferred: Socket): Socket {
   const source = transferred as unknown as { _handle: unknown };
   const handle = source._handle;
   source._handle = null;
-  return new net.Socket({ handle, allowHalfOpen: transferred.allowHalfOpen, readable: true, writable: true } as net.SocketConstructorOpts);
+  return new net.Socket({ handle, allowHalfOpen: transferred.allowHalfOpen, readable: true, writable: true } as SocketConstructorOpts);
 }
 
 /** A TLS server's options for this pair: the shards share the session ticket keys (src/tls-pair.ts). */
-function secureOptions(pair: TlsPair): tls.SecureContextOptions & { ticketKeys: Buffer } {
+function secureOptions(pair: TlsPair): SecureContextOptions & { ticketKeys: Buffer } {
   return { cert: pair.cert, key: pair.key, ticketKeys: Buffer.from(pair.ticketKeys.buffer, pair.ticketKeys.byteOffset, pair.ticketKeys.byteLength) };
 }
 
@@ -51,9 +54,9 @@ export interface FrontReporting {
 }
 
 export class HttpFront {
-  readonly #servers: Record<ListenerKind, http.Server>;
+  readonly #servers: Record<ListenerKind, Server>;
   /** The public listener's handshakes, when it speaks TLS; it never listens: it is given each connection. */
-  readonly #tls: tls.Server | null = null;
+  readonly #tls: TlsServer | null = null;
   readonly #log: Logger;
   readonly #warnings: RepeatedWarnings;
   readonly #connectionCounts: Int32Array;
@@ -76,7 +79,7 @@ export class HttpFront {
     this.#onSocketClose = function (this: Socket) {
       front.#forget(this);
     };
-    const options: http.ServerOptions = {
+    const options: ServerOptions = {
       maxHeaderSize: config.maxRequestHeadBytes,
       headersTimeout: config.headersTimeoutMs,
       requestTimeout: config.requestTimeoutMs,
@@ -98,7 +101,7 @@ export class HttpFront {
       server.emit('listening');
       server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
         // Garbage behind a response in progress (a held stream) cannot be answered inside it.
-        const inProgress = (socket as { _httpMessage?: http.ServerResponse })._httpMessage;
+        const inProgress = (socket as { _httpMessage?: ServerResponse })._httpMessage;
         if (!socket.writable || error.code === 'ECONNRESET' || inProgress?.headersSent) return socket.destroy();
         const status = error.code === 'HPE_HEADER_OVERFLOW' ? 431 : error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
         this.#metrics.requests.inc({ listener: server === this.#servers.public ? 'public' : 'push', class: `${status / 100 | 0}xx` });
@@ -106,6 +109,8 @@ export class HttpFront {
       });
     }
     if (tlsPair !== null) {
+      // Loaded only here: node:tls is 1.5 MiB of each shard's memory that a plain-HTTP muxgate never uses.
+      const tls = process.getBuiltinModule('node:tls');
       this.#tls = tls.createServer({
         ...secureOptions(tlsPair),
         ALPNProtocols: ALPN_PROTOCOLS,
@@ -176,7 +181,7 @@ export class HttpFront {
   /** Closes idle keep-alive connections now and the rest as their responses finish; all of them after graceMs. */
   async close(graceMs: number): Promise<void> {
     for (const server of Object.values(this.#servers)) {
-      server.on('request', (_req, res: http.ServerResponse) => res.setHeader('Connection', 'close'));
+      server.on('request', (_req, res: ServerResponse) => res.setHeader('Connection', 'close'));
       server.closeIdleConnections();
     }
     const poll = setInterval(() => {

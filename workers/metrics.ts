@@ -1,8 +1,10 @@
 // This shard's prom-client registry; the main thread aggregates every shard's JSON.
+import type { HeapSpaceInfo } from 'node:v8';
 import { Registry, Counter, Gauge, Histogram } from '../src/prom-client.ts';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
-import v8 from 'node:v8';
 import { ERR_MALFORMED_MULTIPLEX, ERR_PART_HEADERS_TOO_LARGE, ERR_PART_TOO_LARGE, ERR_PUSH_TOO_LARGE } from '../src/errors.ts';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const { monitorEventLoopDelay } = process.getBuiltinModule('node:perf_hooks');
+const v8 = process.getBuiltinModule('node:v8');
 
 export type ShardMetrics = ReturnType<typeof createShardMetrics>;
 
@@ -228,7 +230,7 @@ export function createShardMetrics(shard: number) {
   return metrics;
 }
 
-function newSpace(): v8.HeapSpaceInfo {
+function newSpace(): HeapSpaceInfo {
   return v8.getHeapSpaceStatistics().find((space) => space.space_name === 'new_space')!;
 }
 

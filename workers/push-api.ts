@@ -1,6 +1,5 @@
 // POST /push: an application/x-multiplex body from any process, routed like a backend's.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
 import { ERR_PART_TOO_LARGE, ERR_PUSH_TOO_LARGE, PushTooLargeError, type MuxError } from '../src/errors.ts';
 import { MultiplexParser, type MultiplexParserLimits, type MultiplexParserSink, type Part } from '../src/protocol/multiplex-parser.ts';
@@ -9,6 +8,8 @@ import type { Router } from './router.ts';
 import { ACK_TIMEOUT_MS, type PushReceipt } from './push-receipt.ts';
 import type { ShardMetrics } from './metrics.ts';
 import { statusClass } from './metrics.ts';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const { createHash, timingSafeEqual } = process.getBuiltinModule('node:crypto');
 
 export interface PushApiOptions {
   secret: string | null;

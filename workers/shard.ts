@@ -1,7 +1,5 @@
 // The shard task: one per thread, owns its sockets and tokens for life; builds the parts below in dependency order
 // (each one subscribes to what it depends on as it is built) and serves the main thread's control messages.
-import module from 'node:module';
-import { threadId } from 'node:worker_threads';
 import type { ControlMessage, ShardInit, ShardReport } from '../src/shard-messages.ts';
 import { createLogger } from '../src/log.ts';
 import { RepeatedWarnings } from '../src/repeated-warnings.ts';
@@ -20,6 +18,9 @@ import { WebSocketClients } from './websocket-clients.ts';
 import { WebSocketUpgrade } from './websocket-upgrade.ts';
 import { ResponsePartSink } from './response-part-sink.ts';
 import type { RedisLink } from './redis-link.ts';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const module = process.getBuiltinModule('node:module');
+const { threadId } = process.getBuiltinModule('node:worker_threads');
 
 /** Warnings outside input can repeat are logged at most once per kind per interval, with a count (repeated-warnings.ts). */
 const WARNING_INTERVAL_MS = 10_000;

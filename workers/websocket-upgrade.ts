@@ -1,13 +1,16 @@
 // A WebSocket opening (RFC 6455 §4.2): ws checks the handshake, the backend decides (gateway.ts), ws completes it.
 // Until the backend has answered, the connection is an HTTP exchange whose refusal is relayed as any response.
-import http, { type IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { WebSocketServer, type WebSocket } from 'ws';
+import type { WebSocketServer, WebSocket } from 'ws';
 import type { Logger } from '../src/log.ts';
 import type { ShardMetrics } from './metrics.ts';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const http = process.getBuiltinModule('node:http');
+const { createRequire } = process.getBuiltinModule('node:module');
 
 /** What the gateway does with an opening the handshake checks let through. */
-export type OpeningHandler = (req: IncomingMessage, res: http.ServerResponse, opening: WebSocketOpening) => void;
+export type OpeningHandler = (req: IncomingMessage, res: ServerResponse, opening: WebSocketOpening) => void;
 
 /** An opening waiting for its backend: accepted (101) or answered as an ordinary request through `res`. */
 export interface WebSocketOpening {
@@ -27,7 +30,9 @@ export interface UpgradeLimits {
 const MAX_FRAGMENTS = 1024;
 
 export class WebSocketUpgrade {
-  readonly #server: WebSocketServer;
+  readonly #limits: UpgradeLimits;
+  /** Made on the first opening: ws (with node:tls and zlib) is 2 MiB of each shard, which a shard without WebSockets spares. */
+  #server: WebSocketServer | null = null;
   readonly #onOpening: OpeningHandler;
   readonly #metrics: ShardMetrics;
   readonly #log: Logger;
@@ -38,20 +43,28 @@ export class WebSocketUpgrade {
     this.#onOpening = onOpening;
     this.#metrics = metrics;
     this.#log = log;
-    this.#server = new WebSocketServer({
+    this.#limits = limits;
+  }
+
+  #serverOnFirstUse(): WebSocketServer {
+    if (this.#server !== null) return this.#server;
+    const { WebSocketServer } = createRequire(import.meta.url)('ws') as typeof import('ws');
+    const server = new WebSocketServer({
       noServer: true,
       clientTracking: false,
       perMessageDeflate: false,
-      maxPayload: limits.maxMessageBytes,
+      maxPayload: this.#limits.maxMessageBytes,
       maxFragments: MAX_FRAGMENTS,
       verifyClient: ({ req }, done) => this.#open(req, done),
       handleProtocols: () => this.#accepting?.protocol ?? false,
     });
-    this.#server.on('headers', (headers: string[]) => {
+    server.on('headers', (headers: string[]) => {
       const extra = this.#accepting!.headers;
       for (let i = 0; i < extra.length; i += 2) headers.push(`${extra[i]}: ${extra[i + 1]}`);
     });
-    this.#server.on('wsClientError', (error: Error, socket: Socket) => this.#refuse(socket, 400, error.message));
+    server.on('wsClientError', (error: Error, socket: Socket) => this.#refuse(socket, 400, error.message));
+    this.#server = server;
+    return server;
   }
 
   /** Tells whether a request asks for a WebSocket: other upgrades (h2c, say) are served as ordinary requests. */
@@ -72,14 +85,14 @@ export class WebSocketUpgrade {
 
   #handle(req: IncomingMessage, socket: Socket, head: Buffer): void {
     // Pipelined behind a request whose response is still going out: the opening waits for it, as any request would.
-    const inProgress = (socket as { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    const inProgress = (socket as { _httpMessage?: ServerResponse | null })._httpMessage;
     if (inProgress) return void inProgress.once('close', () => this.#handleWhenOpen(req, socket, head));
     if (req.httpVersion !== '1.1') return this.#refuse(socket, 400, 'a WebSocket opening must be HTTP/1.1');
     // RFC 6455 §4.4: another version gets 426 and the versions spoken (ws would also accept the draft version 8).
     if (req.headers['sec-websocket-version'] !== '13') {
       return this.#refuse(socket, 426, 'Sec-WebSocket-Version must be 13', 'Sec-WebSocket-Version: 13\r\n');
     }
-    this.#server.handleUpgrade(req, socket, head, (ws) => {
+    this.#serverOnFirstUse().handleUpgrade(req, socket, head, (ws) => {
       this.#accepting!.ws = ws;
     });
   }

@@ -1,8 +1,9 @@
 // The parser of a CGI response head (Status, headers, blank line) at the start of a backend's stdout.
 
-import { STATUS_CODES } from 'node:http';
 import { BadCgiHeadError } from '../errors.ts';
 import { quote, redact } from '../redact.ts';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const { STATUS_CODES } = process.getBuiltinModule('node:http');
 
 export interface CgiHead {
   status: number;

@@ -1,5 +1,6 @@
 // Tokens: `<node>.<shard>.<secret>`; the route is readable, the secret is 128 random bits.
-import { randomFillSync } from 'node:crypto';
+// Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
+const { randomFillSync } = process.getBuiltinModule('node:crypto');
 
 export const NODE_ID_PATTERN = /^[A-Za-z0-9_-]{1,16}$/;
 export const MAX_SHARDS = 1024;
