@@ -83,6 +83,17 @@ class Exchange {
   }
 }
 
+/** The promise's value, or a clear failure after timeoutMs. */
+async function within<T>(promise: Promise<T>, what: string, timeoutMs = 5000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)), timeoutMs); });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function get(session: ClientHttp2Session, path: string): Exchange {
   return new Exchange(session, { ':path': path });
 }
@@ -149,7 +160,7 @@ test('a held SSE stream over HTTP/2 gets parts pushed to its token and its chann
     // No chunk framing: the parts are the DATA frames' payloads, byte for byte.
     assert.equal(held.text, `token=${token}\ndata: by-token\n\ndata: by-channel\n\n`);
     await push(mux.pushUrl, [{ tokens: [token], close: true, body: 'data: bye\n\n' }]);
-    assert.equal(await held.closed, 0, 'ended with END_STREAM, not reset');
+    assert.equal(await within(held.closed, 'the stream closed'), 0, 'ended with END_STREAM, not reset');
     assert.ok(held.hasEnded);
     assert.ok(held.text.endsWith('data: bye\n\n'));
     await eventLog.waitForLine((line) => line.startsWith(`close ${token} closed `), 5000, 'the close event');
@@ -177,7 +188,7 @@ test('two held streams share one HTTP/2 connection: both get a channel part; met
   }
 });
 
-test('the stream cap: muxgate tells the client MUX_H2_MAX_STREAMS concurrent streams, and refuses one more', async () => {
+test('the stream cap: muxgate announces MUX_H2_MAX_STREAMS concurrent streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS)', async () => {
   const session = await connect();
   try {
     assert.equal(session.remoteSettings.maxConcurrentStreams, MAX_STREAMS);
@@ -197,7 +208,7 @@ test('a slow consumer over HTTP/2 (a window it never opens) loses its stream, RS
     const drops = await metricValue(mux.metricsUrl, 'muxgate_slow_consumer_drops_total') ?? 0;
     const part = 'x'.repeat(MAX_BUFFERED_BYTES / 4);
     for (let i = 0; i < 6; i++) await push(mux.pushUrl, [{ tokens: [stuckToken], body: part }]);
-    assert.equal(await stuck.closed, NGHTTP2_CANCEL);
+    assert.equal(await within(stuck.closed, 'the slow stream reset'), NGHTTP2_CANCEL);
     await waitForMetric(mux.metricsUrl, 'muxgate_slow_consumer_drops_total', (value) => value > drops);
     await push(mux.pushUrl, [{ tokens: [readerToken], body: 'still here' }]);
     await reader.waitFor((text) => text.endsWith('still here'), 'the healthy stream\'s part');
@@ -216,8 +227,11 @@ test('a connection whose held streams together hold too much unsent loses them a
     // Each stream stays under MUX_MAX_BUFFERED_BYTES, the four together do not.
     const part = 'y'.repeat(MAX_BUFFERED_BYTES / 2 - 1024);
     for (let i = 0; i < 2; i++) await push(mux.pushUrl, [{ tokens, body: part }]);
-    assert.equal(await goaway, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
-    for (const stream of streams) await stream.closed;
+    const code = await within(goaway, 'GOAWAY').catch((error: Error) => {
+      throw new Error(`${error.message}; logs: ${JSON.stringify(mux.logs.filter((line) => line.level as number >= 40).slice(-5))}`);
+    });
+    assert.equal(code, http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    for (const stream of streams) await within(stream.closed, 'each stream closed');
   } finally {
     slow.destroy();
   }
@@ -251,10 +265,10 @@ test('shutdown sends GOAWAY; a held HTTP/2 stream ends as an HTTP/1.1 one does, 
     await held.token();
     const goaway = new Promise<number>((resolve) => session.once('goaway', resolve));
     const stopped = own.stop('SIGTERM');
-    assert.equal(await goaway, http2.constants.NGHTTP2_NO_ERROR);
-    assert.equal(await held.closed, 0);
+    assert.equal(await within(goaway, 'GOAWAY at shutdown'), http2.constants.NGHTTP2_NO_ERROR);
+    assert.equal(await within(held.closed, 'the held stream closed'), 0);
     assert.ok(held.hasEnded);
-    assert.equal(await stopped, 0);
+    assert.equal(await within(stopped, 'muxgate stopped', 15_000), 0);
   } finally {
     session.destroy();
     await own.stop();

@@ -93,6 +93,8 @@ export class HeldStreams {
   readonly #log: Logger;
   readonly #warnings: RepeatedWarnings;
   readonly #maxBufferedBytes: number;
+  /** An HTTP/2 stream with more unsent than this has its connection's streams counted together (#checkHttp2Session). */
+  readonly #http2SessionCheckBytes: number;
   readonly #hasEventIds: boolean;
   readonly #flushSliceMs: number;
   /** Told of every stream that ends (stream-events.ts sends close events). */
@@ -106,6 +108,7 @@ export class HeldStreams {
     this.#log = options.log;
     this.#warnings = options.warnings;
     this.#maxBufferedBytes = options.maxBufferedBytes;
+    this.#http2SessionCheckBytes = Math.min(MAX_CORKED_BYTES, options.maxBufferedBytes >> 4);
     this.#hasEventIds = options.hasEventIds;
     this.#flushSliceMs = options.flushSliceMs ?? FLUSH_SLICE_MS;
     this.#ticker = setInterval(() => this.#tick(), TICK_MS).unref();
@@ -339,7 +342,7 @@ export class HeldStreams {
   /**
    * A connection whose held streams together have more unsent than MUX_MAX_BUFFERED_BYTES (a client that opens its
    * connection's flow-control window to none of them): all of them end as slow consumers, and the connection with
-   * GOAWAY. Only looked at when a stream has more than MAX_CORKED_BYTES unsent, which a client that reads seldom has.
+   * GOAWAY. Only looked at when a stream has more than a sixteenth of the limit (at most MAX_CORKED_BYTES) unsent.
    */
   #checkHttp2Session(h2: ServerHttp2Stream): void {
     const session = h2.session;
@@ -353,8 +356,9 @@ export class HeldStreams {
       this.#metrics.slowConsumerDrops.inc();
       this.end(stream, 'overflow');
     }
+    // GOAWAY now; the connection closes once the streams' resets are out.
     session!.goaway(NGHTTP2_ENHANCE_YOUR_CALM);
-    session!.destroy();
+    session!.close();
   }
 
   /** Ends a detached stream: its connection goes back to node:http when it can carry another request. */
@@ -405,7 +409,7 @@ export class HeldStreams {
       this.#metrics.slowConsumerDrops.inc();
       this.#warnings.warn('slow_consumer', { unsentBytes: unsent, limit: this.#maxBufferedBytes }, 'slow consumer dropped: HTTP/2 stream');
       this.end(stream, 'overflow');
-    } else if (unsent > MAX_CORKED_BYTES) {
+    } else if (unsent > this.#http2SessionCheckBytes) {
       this.#checkHttp2Session(h2);
     }
   }
