@@ -42,6 +42,9 @@ async function connect(url = mux.url, settings: http2.Settings = {}): Promise<Cl
   await new Promise<void>((resolve, reject) => {
     session.once('remoteSettings', () => resolve());
     session.once('error', reject);
+  }).catch((error: unknown) => {
+    session.destroy();
+    throw error;
   });
   assert.equal(session.alpnProtocol, 'h2');
   return session;
