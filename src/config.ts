@@ -19,6 +19,8 @@ const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debu
 export interface Config {
   listen: ListenAddress;
   pushListen: ListenAddress;
+  /** MUX_H2C_LISTEN: HTTP/2 with prior knowledge, without TLS, for a proxy in front that speaks it; null: none. */
+  h2cListen: ListenAddress | null;
   metricsListen: ListenAddress;
   shards: number;
   /** null: start the bundled demo app and use it. */
@@ -243,6 +245,7 @@ export function loadConfig(env: Env, openFiles: number | null = readOpenFilesLim
   return Object.freeze({
     listen: parseListen(env, 'MUX_LISTEN', '0.0.0.0:8080'),
     pushListen: parseListen(env, 'MUX_PUSH_LISTEN', '127.0.0.1:8081'),
+    h2cListen: env.MUX_H2C_LISTEN === undefined || env.MUX_H2C_LISTEN === '' ? null : parseListen(env, 'MUX_H2C_LISTEN', ''),
     metricsListen: parseListen(env, 'MUX_METRICS_LISTEN', '127.0.0.1:9464'),
     shards,
     fastcgi: parseBackend(env),

@@ -277,3 +277,26 @@ test('shutdown sends GOAWAY; a held HTTP/2 stream ends as an HTTP/1.1 one does, 
     await own.stop();
   }
 });
+
+test('h2c with prior knowledge on MUX_H2C_LISTEN: a GET (no HTTPS) and a held stream that gets a push', async () => {
+  const own = await startMuxgate({ ...phpBackend(fpm), MUX_SHARDS: '1', MUX_H2C_LISTEN: '127.0.0.1:0' });
+  assert.ok(own.h2cUrl !== undefined, 'the listening line names the h2c URL');
+  const session = http2.connect(own.h2cUrl);
+  session.on('error', () => {});
+  try {
+    const { server } = await json(get(session, '/echo.php?over=h2c'));
+    assert.equal(server.SERVER_PROTOCOL, 'HTTP/2.0');
+    assert.equal(server.REQUEST_SCHEME, 'http');
+    assert.equal(server.HTTPS, undefined);
+    assert.equal(server.HTTP_HOST, new URL(own.h2cUrl).host);
+    const held = get(session, '/stream.php?hold=stream');
+    const token = await held.token();
+    await push(own.pushUrl, [{ tokens: [token], body: 'over h2c' }]);
+    await held.waitFor((text) => text.endsWith('over h2c'), 'the part pushed over h2c');
+    const text = await (await fetch(own.metricsUrl)).text();
+    assert.match(text, /^muxgate_connections_by_protocol\{[^}]*protocol="h2"[^}]*\} 1$/m);
+  } finally {
+    session.destroy();
+    await own.stop();
+  }
+});

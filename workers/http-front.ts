@@ -54,10 +54,10 @@ export interface FrontReporting {
 }
 
 export class HttpFront {
-  readonly #servers: Record<ListenerKind, http.Server>;
+  readonly #servers: Record<Exclude<ListenerKind, 'h2c'>, http.Server>;
   /** The public listener's handshakes, when it speaks TLS; it never listens: it is given each connection. */
   readonly #tls: tls.Server | null = null;
-  /** The HTTP/2 sessions of the TLS connections that picked `h2`. */
+  /** The HTTP/2 sessions of the TLS connections that picked `h2`, and of MUX_H2C_LISTEN's. */
   readonly #http2: Http2Front | null = null;
   readonly #log: Logger;
   readonly #warnings: RepeatedWarnings;
@@ -110,6 +110,7 @@ export class HttpFront {
         socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       });
     }
+    if (tlsPair !== null || config.h2cListen !== null) this.#http2 = new Http2Front(config, metrics, reporting.log, handlers.http2);
     if (tlsPair !== null) {
       this.#tls = tls.createServer({
         ...secureOptions(tlsPair),
@@ -117,7 +118,6 @@ export class HttpFront {
         // A client gets as long to finish its handshake as to send a request head after it (slowloris, in TLS).
         handshakeTimeout: config.headersTimeoutMs,
       });
-      this.#http2 = new Http2Front(config, metrics, reporting.log, handlers.http2);
       this.#tls.on('secureConnection', (socket: TLSSocket) => this.#onSecure(socket));
       this.#tls.on('tlsClientError', (error: NodeJS.ErrnoException, socket: TLSSocket) => this.#onHandshakeFailed(error, socket));
     }
@@ -128,6 +128,8 @@ export class HttpFront {
     this.#sockets.add(socket);
     this.#metrics.connections.all++;
     socket.on('close', this.#onSocketClose);
+    // HTTP/2 with prior knowledge: the session reads the connection's preface itself.
+    if (kind === 'h2c') return this.#http2!.adopt(socket);
     if (kind === 'public' && this.#tls !== null) {
       // The handshake reads the connection from here (in C++: the thread's TLS wrap of the socket's handle).
       this.#metrics.connections.tlsHandshaking++;

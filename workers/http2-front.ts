@@ -1,5 +1,5 @@
-// HTTP/2 sessions over the TLS connections whose ALPN settled on `h2`: a node:http2 server that never listens, the
-// limits that bound what one client can make the shard hold, and GOAWAY at shutdown.
+// HTTP/2 sessions over the TLS connections whose ALPN settled on `h2`, and over MUX_H2C_LISTEN's: a node:http2 server
+// that never listens, the limits that bound what one client can make the shard hold, and GOAWAY at shutdown.
 import http2, { type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Config } from '../src/config.ts';
@@ -67,7 +67,7 @@ export class Http2Front {
     });
   }
 
-  /** A connection that speaks HTTP/2 from its first byte on (a TLS socket whose ALPN is `h2`). */
+  /** A connection that speaks HTTP/2 from its first byte on (a TLS socket whose ALPN is `h2`, or an h2c one). */
   adopt(socket: Socket): void {
     this.#metrics.connections.http2++;
     socket.once('close', this.#onSocketClose);

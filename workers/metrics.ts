@@ -40,7 +40,7 @@ export function createShardMetrics(shard: number) {
     }),
     connectionsByProtocol: new Gauge({
       name: 'muxgate_connections_by_protocol',
-      help: 'Client connections owned by the shard, by protocol: http1 (plain HTTP/1.x), http1_tls (HTTP/1.x over TLS), h2 (HTTP/2 over TLS), tls_handshake (TLS, handshake under way).',
+      help: 'Client connections owned by the shard, by protocol: http1 (plain HTTP/1.x), http1_tls (HTTP/1.x over TLS), h2 (HTTP/2, over TLS or h2c), tls_handshake (TLS, handshake under way).',
       labelNames: ['shard', 'protocol'], registers: [registry],
       collect() {
         this.set({ ...shardLabel, protocol: 'http1' }, connections.all - connections.tlsHandshaking - connections.tlsHttp1 - connections.http2);
