@@ -280,10 +280,11 @@ test('shutdown sends GOAWAY; a held HTTP/2 stream ends as an HTTP/1.1 one does, 
 
 test('h2c with prior knowledge on MUX_H2C_LISTEN: a GET (no HTTPS) and a held stream that gets a push', async () => {
   const own = await startMuxgate({ ...phpBackend(fpm), MUX_SHARDS: '1', MUX_H2C_LISTEN: '127.0.0.1:0' });
-  assert.ok(own.h2cUrl !== undefined, 'the listening line names the h2c URL');
-  const session = http2.connect(own.h2cUrl);
-  session.on('error', () => {});
+  let session: ClientHttp2Session | undefined;
   try {
+    assert.ok(own.h2cUrl !== undefined, 'the listening line names the h2c URL');
+    session = http2.connect(own.h2cUrl);
+    session.on('error', () => {});
     const { server } = await json(get(session, '/echo.php?over=h2c'));
     assert.equal(server.SERVER_PROTOCOL, 'HTTP/2.0');
     assert.equal(server.REQUEST_SCHEME, 'http');
@@ -296,7 +297,7 @@ test('h2c with prior knowledge on MUX_H2C_LISTEN: a GET (no HTTPS) and a held st
     const text = await (await fetch(own.metricsUrl)).text();
     assert.match(text, /^muxgate_connections_by_protocol\{[^}]*protocol="h2"[^}]*\} 1$/m);
   } finally {
-    session.destroy();
+    session?.destroy();
     await own.stop();
   }
 });
