@@ -63,7 +63,8 @@ try {
   // As nginx: SIGHUP reloads (the certificate and key; nothing else is reloaded), it never stops muxgate.
   process.on('SIGHUP', () => void server.reloadTls());
   const publicUrl = url(server.public, tls === null ? 'http' : 'https');
-  log.info({ public: publicUrl, push: `${url(server.push)}/push`, metrics: `${url(server.metrics)}/metrics`, shards: config.shards },
+  const h2c = server.h2c === null ? undefined : url(server.h2c);
+  log.info({ public: publicUrl, push: `${url(server.push)}/push`, metrics: `${url(server.metrics)}/metrics`, h2c, shards: config.shards },
     `muxgate listening: open ${publicUrl}`);
 } catch (error) {
   log.fatal({ err: error }, 'failed to start');

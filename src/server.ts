@@ -13,6 +13,8 @@ export interface RunningServer {
   shards: ShardPool;
   public: AddressInfo;
   push: AddressInfo;
+  /** MUX_H2C_LISTEN's address; null when it is not set. */
+  h2c: AddressInfo | null;
   metrics: AddressInfo;
   /**
    * Reads MUX_TLS_CERT and MUX_TLS_KEY again (SIGHUP) and hands them to the shards; a pair that fails its checks is
@@ -52,16 +54,20 @@ export async function startServer(configured: Readonly<Config>, log: Logger,
   const publicListener = new Acceptor('public', shards, metrics, config.maxConnections);
   // The limit protects against clients: it must never lock out the pushers.
   const pushListener = new Acceptor('push', shards, metrics, 0);
+  // A client's connection, whatever it speaks: counted against the same limit as the public listener's.
+  const h2cListener = config.h2cListen === null ? null : new Acceptor('h2c', shards, metrics, config.maxConnections);
   const metricsServer = new MetricsServer(shards, metrics, backend, config.redisUrl);
-  const [publicAddress, pushAddress, metricsAddress] = await Promise.all([
+  const [publicAddress, pushAddress, metricsAddress, h2cAddress] = await Promise.all([
     publicListener.listen(config.listen),
     pushListener.listen(config.pushListen),
     metricsServer.listen(config.metricsListen),
+    h2cListener === null ? null : h2cListener.listen(config.h2cListen!),
   ]);
   return {
     shards,
     public: publicAddress,
     push: pushAddress,
+    h2c: h2cAddress,
     metrics: metricsAddress,
     reloadTls() {
       if (config.tls === null) {
@@ -80,7 +86,7 @@ export async function startServer(configured: Readonly<Config>, log: Logger,
       return true;
     },
     async stop() {
-      await Promise.all([publicListener.close(), pushListener.close()]);
+      await Promise.all([publicListener.close(), pushListener.close(), h2cListener?.close()]);
       await shards.shutdown();
       await metricsServer.close();
       await demo?.stop();

@@ -4,8 +4,8 @@ import type { Socket } from 'node:net';
 import type { BackendAddress, Config } from './config.ts';
 import type { TlsPair } from './tls-pair.ts';
 
-/** Which listener accepted a connection: the shard serves it with that listener's HTTP server. */
-export type ListenerKind = 'public' | 'push';
+/** Which listener accepted a connection: the shard serves it with that listener's HTTP server (h2c: MUX_H2C_LISTEN). */
+export type ListenerKind = 'public' | 'push' | 'h2c';
 
 /** What the main thread gives a shard task (piscina's task argument). */
 export interface ShardInit {

@@ -37,7 +37,10 @@ export class Delivery {
     this.isBinary = isBinary;
   }
 
-  /** The bytes for a stream: chunked or raw, with an SSE `id:` line for event streams that resume. */
+  /**
+   * The bytes for a stream: chunked (HTTP/1.1) or raw (HTTP/1.0, and HTTP/2, where they are the payload of DATA frames),
+   * with an SSE `id:` line for event streams that resume. The same buffer goes to every stream of its kind.
+   */
   frame(isChunked: boolean, hasEventIds: boolean): Buffer {
     if (hasEventIds && this.channelId > 0) {
       if (!isChunked) return (this.#event ??= Buffer.concat([Buffer.from(`id: ${this.channelId}\n`), this.body]));

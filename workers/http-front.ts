@@ -1,5 +1,5 @@
 // node:http servers over the sockets the main thread transfers to this shard; with TLS, the handshake of each public
-// connection first (a tls.Server that never listens), and the choice of the protocol it speaks.
+// connection first (a tls.Server that never listens), and the choice of the protocol it speaks (HTTP/2: http2-front.ts).
 import type { Socket, SocketConstructorOpts } from 'node:net';
 import type { IncomingMessage, Server, ServerOptions, ServerResponse } from 'node:http';
 import type { SecureContextOptions, Server as TlsServer, TLSSocket } from 'node:tls';
@@ -10,13 +10,14 @@ import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
 import type { TlsPair } from '../src/tls-pair.ts';
 import type { ShardMetrics } from './metrics.ts';
 import { WebSocketUpgrade } from './websocket-upgrade.ts';
+import { Http2Front, type Http2Handler } from './http2-front.ts';
 // Built-ins by getBuiltinModule: an import would load what their lazy exports hide (docs/memory.md).
 const http = process.getBuiltinModule('node:http');
 const net = process.getBuiltinModule('node:net');
 
 const PUSH_KEEP_ALIVE_MS = 75_000;
-/** What TLS clients may pick (ALPN), in muxgate's order of preference: `h2` joins it with HTTP/2 (issue 19). */
-const ALPN_PROTOCOLS = ['http/1.1'];
+/** What TLS clients may pick (ALPN), in muxgate's order of preference. */
+const ALPN_PROTOCOLS = ['h2', 'http/1.1'];
 /** A handshake that ends in one of these was the client leaving, not a protocol failure: counted, logged at debug only. */
 const CLIENT_LEFT = new Set(['ECONNRESET', 'EPIPE']);
 
@@ -27,6 +28,8 @@ export interface Handlers {
   push: Handler;
   /** A WebSocket opening on the public listener, with the bytes the client sent after it (websocket-upgrade.ts). */
   upgrade: (req: IncomingMessage, socket: Socket, head: Buffer) => void;
+  /** A request stream of an HTTP/2 connection on the public listener. */
+  http2: Http2Handler;
 }
 
 /**
@@ -54,9 +57,11 @@ export interface FrontReporting {
 }
 
 export class HttpFront {
-  readonly #servers: Record<ListenerKind, Server>;
+  readonly #servers: Record<Exclude<ListenerKind, 'h2c'>, Server>;
   /** The public listener's handshakes, when it speaks TLS; it never listens: it is given each connection. */
   readonly #tls: TlsServer | null = null;
+  /** The HTTP/2 sessions of the TLS connections that picked `h2`, and of MUX_H2C_LISTEN's. */
+  readonly #http2: Http2Front | null = null;
   readonly #log: Logger;
   readonly #warnings: RepeatedWarnings;
   readonly #connectionCounts: Int32Array;
@@ -108,6 +113,7 @@ export class HttpFront {
         socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       });
     }
+    if (tlsPair !== null || config.h2cListen !== null) this.#http2 = new Http2Front(config, metrics, reporting.log, handlers.http2);
     if (tlsPair !== null) {
       // Loaded only here: node:tls is 1.5 MiB of each shard's memory that a plain-HTTP muxgate never uses.
       const tls = process.getBuiltinModule('node:tls');
@@ -127,6 +133,8 @@ export class HttpFront {
     this.#sockets.add(socket);
     this.#metrics.connections.all++;
     socket.on('close', this.#onSocketClose);
+    // HTTP/2 with prior knowledge: the session reads the connection's preface itself.
+    if (kind === 'h2c') return this.#http2!.adopt(socket);
     if (kind === 'public' && this.#tls !== null) {
       // The handshake reads the connection from here (in C++: the thread's TLS wrap of the socket's handle).
       this.#metrics.connections.tlsHandshaking++;
@@ -144,13 +152,14 @@ export class HttpFront {
 
   /**
    * A TLS connection whose handshake is done: the one place that picks what it speaks, by what ALPN settled on
-   * (`h2` will be handed to an HTTP/2 session here; anything else, or no ALPN at all, is HTTP/1.1).
+   * (`h2`: an HTTP/2 session; anything else, or no ALPN at all, is HTTP/1.1).
    */
   #onSecure(socket: TLSSocket): void {
     const { connections } = this.#metrics;
     connections.tlsHandshaking--;
-    connections.tlsHttp1++;
     this.#metrics.tlsHandshakes.inc({ result: 'ok' });
+    if (socket.alpnProtocol === 'h2') return this.#http2!.adopt(socket);
+    connections.tlsHttp1++;
     socket.once('close', this.#onTlsHttp1Close);
     this.#servers.public.emit('connection', socket);
   }
@@ -180,6 +189,7 @@ export class HttpFront {
 
   /** Closes idle keep-alive connections now and the rest as their responses finish; all of them after graceMs. */
   async close(graceMs: number): Promise<void> {
+    this.#http2?.close();
     for (const server of Object.values(this.#servers)) {
       server.on('request', (_req, res: ServerResponse) => res.setHeader('Connection', 'close'));
       server.closeIdleConnections();

@@ -10,6 +10,8 @@ const START_TIMEOUT_MS = 30_000;
 export interface Muxgate {
   url: string;
   pushUrl: string;
+  /** MUX_H2C_LISTEN's http:// URL, when it is set. */
+  h2cUrl: string | undefined;
   metricsUrl: string;
   child: ChildProcess;
   /** Every JSON log line so far. */
@@ -101,6 +103,7 @@ export async function startMuxgate(env: Record<string, string>, options: Muxgate
   return {
     url: String(listening.public),
     pushUrl: String(listening.push),
+    h2cUrl: listening.h2c === undefined ? undefined : String(listening.h2c),
     metricsUrl: String(listening.metrics),
     child,
     logs,
