@@ -187,7 +187,7 @@ export class RawHttp2 {
 
   /** Resolves once the socket's buffer has drained (or it closed): a flood writes at the pace the server reads. */
   drained(): Promise<void> {
-    if (this.socket.destroyed || this.socket.writableLength === 0) return Promise.resolve();
+    if (this.socket.destroyed || !this.socket.writableNeedDrain) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         this.socket.off('drain', done);
@@ -211,6 +211,18 @@ export class RawHttp2 {
     const streamId = this.newStreamId();
     this.send(frame(FRAME_HEADERS, FLAG_END_STREAM | FLAG_END_HEADERS, streamId, requestBlock(this.authority, path, extra)));
     return streamId;
+  }
+
+  /**
+   * Sends a header block on the stream: one HEADERS frame, then CONTINUATION frames, each at most `maxFrameBytes` (the
+   * default SETTINGS_MAX_FRAME_SIZE), END_HEADERS on the last; END_STREAM unless `isEndStream` is false.
+   */
+  sendHeaders(streamId: number, block: Buffer, isEndStream = true, maxFrameBytes = 16_384): void {
+    for (let offset = 0; offset === 0 || offset < block.length; offset += maxFrameBytes) {
+      const isLast = offset + maxFrameBytes >= block.length;
+      const flags = (isLast ? FLAG_END_HEADERS : 0) | (offset === 0 && isEndStream ? FLAG_END_STREAM : 0);
+      this.send(frame(offset === 0 ? FRAME_HEADERS : FRAME_CONTINUATION, flags, streamId, block.subarray(offset, offset + maxFrameBytes)));
+    }
   }
 
   /** Stops reading: the server's frames (SETTINGS and PING ACKs, DATA) pile up in its send buffers. */
