@@ -100,6 +100,7 @@ test(`${TABS} tabs of one browser chat over SSE on ONE HTTP/2 connection; all re
       return value >= TABS ? value : 0;
     }, 10_000, `${TABS} held streams`);
     assert.ok(held >= TABS, `${held} held streams`);
+    assert.ok(await sampleSum('muxgate_http2_streams', 'shard="0"') >= TABS, `at least ${TABS} HTTP/2 streams open`);
     assert.deepEqual(await connectionsByProtocol(), { h2: 1, http1: 0, http1_tls: 0, tls_handshake: 0 },
       `the ${TABS} tabs' pages, EventSources and messages went over one HTTP/2 connection`);
 

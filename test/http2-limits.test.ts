@@ -14,6 +14,8 @@ import {
 } from './helpers/raw-http2.ts';
 import { TestCa } from './helpers/tls-certs.ts';
 
+/** MUX_H2_MAX_STREAMS: small, so that the cap is reached with few FastCGI requests. */
+const MAX_STREAMS = 20;
 /** Small, so that the slow consumer is dropped after a few pushes. */
 const MAX_BUFFERED_BYTES = 65_536;
 /** Generous: a shard's resident memory may grow by this much over an attack, not by what the attack sends. */
@@ -29,7 +31,7 @@ before(async () => {
   fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 8, env: { REQUEST_LOG: requestLog.path } });
   mux = await startMuxgate({
     ...phpBackend(fpm), MUX_SHARDS: '1', MUX_LOG_LEVEL: 'info', MUX_MAX_BUFFERED_BYTES: String(MAX_BUFFERED_BYTES),
-    MUX_TLS_CERT: leaf.certFile, MUX_TLS_KEY: leaf.keyFile,
+    MUX_H2_MAX_STREAMS: String(MAX_STREAMS), MUX_TLS_CERT: leaf.certFile, MUX_TLS_KEY: leaf.keyFile,
   });
 });
 
@@ -92,7 +94,7 @@ async function endOf(client: RawHttp2): Promise<number | null> {
   return client.goaway()?.errorCode ?? null;
 }
 
-test('the server\'s SETTINGS cap concurrent streams; a stream beyond the cap is refused, the others are served', async () => {
+test('the server\'s SETTINGS cap concurrent streams at MUX_H2_MAX_STREAMS; a stream beyond the cap is refused, the others are served', async () => {
   const client = await RawHttp2.connect(mux.url);
   try {
     await client.waitFor(() => client.framesOf(FRAME_SETTINGS).some((f) => (f.flags & FLAG_ACK) === 0), 5000, 'the server\'s SETTINGS');
@@ -101,16 +103,17 @@ test('the server\'s SETTINGS cap concurrent streams; a stream beyond the cap is 
     for (let offset = 0; offset < settings.length; offset += 6) {
       if (settings.readUInt16BE(offset) === SETTING.MAX_CONCURRENT_STREAMS) cap = settings.readUInt32BE(offset + 2);
     }
-    assert.ok(cap !== undefined && cap >= 10 && cap <= 1000, `SETTINGS_MAX_CONCURRENT_STREAMS is ${cap}: a documented cap, at least 10 (a browser's tabs), at most 1000`);
-    const held = Array.from({ length: cap + 3 }, () => client.get('/stream.php?hold=stream&silent=1'));
-    const beyond = held.slice(cap);
+    assert.equal(cap, MAX_STREAMS, 'SETTINGS_MAX_CONCURRENT_STREAMS is MUX_H2_MAX_STREAMS');
+    const held = Array.from({ length: MAX_STREAMS + 3 }, () => client.get('/stream.php?hold=stream&silent=1'));
+    const beyond = held.slice(MAX_STREAMS);
     await client.waitFor(() => beyond.every((id) => client.rstCode(id) !== undefined), 20_000, 'the streams beyond the cap refused');
     for (const id of beyond) {
       assert.ok([H2_ERROR.REFUSED_STREAM, H2_ERROR.PROTOCOL_ERROR].includes(client.rstCode(id) as 7 | 1), `stream ${id} reset with ${client.rstCode(id)}`);
     }
-    await client.waitFor(() => held.slice(0, cap).every((id) => client.status(id) === 200), 30_000, `the ${cap} streams within the cap answered 200`);
+    await client.waitFor(() => held.slice(0, MAX_STREAMS).every((id) => client.status(id) === 200), 30_000, `the ${MAX_STREAMS} streams within the cap answered 200`);
     assert.equal(client.goaway(), undefined, 'the connection lives on');
-    await waitForMetric(mux.metricsUrl, 'muxgate_held_streams', (n) => n >= cap!);
+    await waitForMetric(mux.metricsUrl, 'muxgate_held_streams', (n) => n >= MAX_STREAMS);
+    assert.equal(await metricValue(mux.metricsUrl, 'muxgate_http2_streams'), MAX_STREAMS);
   } finally {
     client.close();
   }
