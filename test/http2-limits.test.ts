@@ -51,26 +51,38 @@ async function assertServed(what: string): Promise<void> {
   session.on('error', () => {});
   try {
     const stream = session.request({ ':path': '/stream.php?hold=stream' });
-    stream.setEncoding('utf8');
     let text = '';
     let status = 0;
+    let hasClosed = false;
+    // One listener for the stream's life: bytes that came between two waits would be lost to a listener per wait.
+    const waits = new Set<() => void>();
+    const wake = () => {
+      for (const check of waits) check();
+    };
+    stream.on('response', (headers) => { status = Number(headers[':status']); });
+    stream.setEncoding('utf8').on('data', (chunk: string) => {
+      text += chunk;
+      wake();
+    });
+    stream.once('close', () => {
+      hasClosed = true;
+      wake();
+    });
     const received = (predicate: (t: string) => boolean, step: string) => new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`after ${what}: no ${step} within 10 s; status ${status}, received ${JSON.stringify(text.slice(0, 300))}`)), 10_000);
-      const check = () => {
-        if (!predicate(text)) return;
+      const done = (error?: Error) => {
         clearTimeout(timer);
-        stream.off('data', onData);
-        resolve();
+        waits.delete(check);
+        if (error === undefined) resolve();
+        else reject(error);
       };
-      const onData = (chunk: string) => {
-        text += chunk;
-        check();
+      const timer = setTimeout(() => done(new Error(`after ${what}: no ${step} within 10 s; status ${status}, received ${JSON.stringify(text.slice(0, 300))}`)), 10_000);
+      const check = () => {
+        if (predicate(text)) done();
+        else if (hasClosed) done(new Error(`after ${what}: the stream closed before its ${step}; status ${status}, received ${JSON.stringify(text)}`));
       };
-      stream.on('data', onData);
-      stream.once('close', () => reject(new Error(`after ${what}: the stream closed before its ${step}; status ${status}, received ${JSON.stringify(text)}`)));
+      waits.add(check);
       check();
     });
-    stream.on('response', (headers) => { status = Number(headers[':status']); });
     await received((t) => /token=\S+\n/.test(t), 'token');
     assert.equal(status, 200);
     const token = /token=(\S+)\n/.exec(text)![1];
@@ -104,16 +116,21 @@ test('the server\'s SETTINGS cap concurrent streams at MUX_H2_MAX_STREAMS; a str
       if (settings.readUInt16BE(offset) === SETTING.MAX_CONCURRENT_STREAMS) cap = settings.readUInt32BE(offset + 2);
     }
     assert.equal(cap, MAX_STREAMS, 'SETTINGS_MAX_CONCURRENT_STREAMS is MUX_H2_MAX_STREAMS');
-    const held = Array.from({ length: MAX_STREAMS + 3 }, () => client.get('/stream.php?hold=stream&silent=1'));
-    const beyond = held.slice(MAX_STREAMS);
-    await client.waitFor(() => beyond.every((id) => client.rstCode(id) !== undefined), 20_000, 'the streams beyond the cap refused');
-    for (const id of beyond) {
-      assert.ok([H2_ERROR.REFUSED_STREAM, H2_ERROR.PROTOCOL_ERROR].includes(client.rstCode(id) as 7 | 1), `stream ${id} reset with ${client.rstCode(id)}`);
+    const held = Array.from({ length: MAX_STREAMS }, () => client.get('/stream.php?hold=stream&silent=1'));
+    await client.waitFor(() => held.every((id) => client.status(id) === 200), 30_000, `the ${MAX_STREAMS} streams within the cap answered 200`);
+    await waitForMetric(mux.metricsUrl, 'muxgate_http2_streams', (n) => n === MAX_STREAMS);
+    // One more than the client was told: refused alone (RST_STREAM), or, as nghttp2 does once the client has
+    // acknowledged the SETTINGS, the connection ended with GOAWAY PROTOCOL_ERROR (RFC 9113 §5.1.2 allows either).
+    const beyond = client.get('/stream.php?hold=stream&silent=1');
+    await client.waitFor(() => client.rstCode(beyond) !== undefined || client.goaway() !== undefined, 10_000, 'the stream beyond the cap refused');
+    const goaway = client.goaway();
+    if (goaway === undefined) {
+      assert.ok([H2_ERROR.REFUSED_STREAM, H2_ERROR.PROTOCOL_ERROR].includes(client.rstCode(beyond) as 7 | 1), `stream ${beyond} reset with ${client.rstCode(beyond)}`);
+    } else {
+      assert.equal(goaway.errorCode, H2_ERROR.PROTOCOL_ERROR);
+      assert.ok(goaway.lastStreamId < beyond, `GOAWAY's last stream ${goaway.lastStreamId} excludes stream ${beyond}`);
     }
-    await client.waitFor(() => held.slice(0, MAX_STREAMS).every((id) => client.status(id) === 200), 30_000, `the ${MAX_STREAMS} streams within the cap answered 200`);
-    assert.equal(client.goaway(), undefined, 'the connection lives on');
-    await waitForMetric(mux.metricsUrl, 'muxgate_held_streams', (n) => n >= MAX_STREAMS);
-    assert.equal(await metricValue(mux.metricsUrl, 'muxgate_http2_streams'), MAX_STREAMS);
+    assert.equal(client.status(beyond), null, 'the stream beyond the cap was never answered');
   } finally {
     client.close();
   }
@@ -121,27 +138,29 @@ test('the server\'s SETTINGS cap concurrent streams at MUX_H2_MAX_STREAMS; a str
   await assertServed('the streams beyond the cap');
 });
 
-test('rapid reset (CVE-2023-44487): streams opened and reset in a loop get a GOAWAY long before 20000, the backend sees few of them', async () => {
+test('rapid reset (CVE-2023-44487): streams opened and reset in a loop end the connection after a burst; few reach php-fpm', async () => {
   const rssBefore = await rss();
   requestLog.clear();
   const client = await RawHttp2.connect(mux.url);
-  let opened = 0;
   try {
-    for (; opened < 20_000 && !client.hasClosed && client.goaway() === undefined; opened++) {
+    // The client writes faster than the shard reads: it cannot see where it was cut off (its kernel drops the GOAWAY
+    // when the shard closes with bytes unread). What bounds the attack is what reached the backend.
+    for (let opened = 0; opened < 20_000 && client.isOpen && client.goaway() === undefined; opened++) {
       const id = client.get('/request-log.php?rapid-reset');
       client.send(rstStreamFrame(id, H2_ERROR.CANCEL));
       if (opened % 100 === 99) await client.drained();
     }
     const code = await endOf(client);
+    assert.ok(client.hasClosed, 'the connection was ended');
     assert.ok(code === null || [H2_ERROR.ENHANCE_YOUR_CALM, H2_ERROR.INTERNAL_ERROR, H2_ERROR.PROTOCOL_ERROR].includes(code as 11 | 2 | 1),
       `the connection ended with GOAWAY ${code}`);
-    assert.ok(opened < 20_000, `all ${opened} streams were opened and reset without the connection being cut`);
   } finally {
     client.close();
   }
   await assertServed('a rapid reset');
   const reachedBackend = requestLog.lines().filter((line) => line.includes('rapid-reset')).length;
-  assert.ok(reachedBackend < 5000, `${reachedBackend} of ${opened} reset streams reached php-fpm`);
+  // nghttp2's reset limit (a burst of 1000, then 33/s) ends the session after about 2000 streams.
+  assert.ok(reachedBackend <= 2000, `${reachedBackend} reset streams reached php-fpm`);
   const growth = (await rss()) - rssBefore;
   assert.ok(growth < RSS_GROWTH_LIMIT, `resident memory grew by ${growth} bytes`);
 });
@@ -153,7 +172,7 @@ test('a CONTINUATION flood (a header block that never ends) is cut off before 64
   client.send(frame(FRAME_HEADERS, FLAG_END_STREAM, id, requestBlock(client.authority, '/echo.php?continuation')));
   const filler = hpackLiteral('x-filler', 'v'.repeat(1000));
   try {
-    while (client.bytesSent < 64 * 1024 * 1024 && !client.hasClosed && client.goaway() === undefined) {
+    while (client.bytesSent < 64 * 1024 * 1024 && client.isOpen && client.goaway() === undefined) {
       client.send(frame(FRAME_CONTINUATION, 0, id, filler));
       await client.drained();
     }
@@ -198,7 +217,7 @@ for (const flood of ['SETTINGS', 'PING'] as const) {
     const batch = Buffer.concat(Array.from({ length: 100 }, () => flood === 'SETTINGS' ? settingsFrame([[SETTING.ENABLE_PUSH, 0]]) : pingFrame()));
     let frames = 0;
     try {
-      while (frames < 1_000_000 && !client.hasClosed) {
+      while (frames < 1_000_000 && client.isOpen) {
         client.send(batch);
         frames += 100;
         await client.drained();
@@ -224,7 +243,7 @@ test('a held stream whose flow-control window is never opened is dropped as a sl
     const token = /token=(\S+)\n/.exec(client.data(id).toString('latin1'))![1];
     const part = 'p'.repeat(16 * 1024);
     let pushed = 0;
-    while (pushed < 64 && client.rstCode(id) === undefined && client.goaway() === undefined && !client.hasClosed) {
+    while (pushed < 64 && client.rstCode(id) === undefined && client.goaway() === undefined && client.isOpen) {
       const answer = await push(mux.pushUrl, [{ tokens: [token], body: part }]);
       if (answer.deliveries === 0) break;
       pushed++;
@@ -254,7 +273,7 @@ test('many streams of one connection that never opens its window are dropped tog
     // Each part is 1/4 of the limit: 8 streams reach it together after 1 part per stream beyond the 64 KiB window.
     const part = 'q'.repeat(MAX_BUFFERED_BYTES / 4);
     let pushed = 0;
-    while (pushed < 64 && !client.hasClosed) {
+    while (pushed < 64 && client.isOpen) {
       const answer = await push(mux.pushUrl, [{ channels: [channel], body: part }]);
       if (answer.deliveries === 0) break;
       pushed++;

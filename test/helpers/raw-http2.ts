@@ -179,6 +179,11 @@ export class RawHttp2 {
     return client;
   }
 
+  /** Neither closed nor destroyed: a flood's loop stops at once when the server cut it (`close` comes a turn later). */
+  get isOpen(): boolean {
+    return !this.hasClosed && !this.socket.destroyed;
+  }
+
   send(bytes: Buffer): void {
     if (this.socket.destroyed) return;
     this.bytesSent += bytes.length;
