@@ -35,6 +35,8 @@ export interface Config {
   maxWebSocketMessageBytes: number;
   maxBufferedBytes: number;
   maxRequestHeadBytes: number;
+  /** MUX_H2_MAX_STREAMS: concurrent streams an HTTP/2 connection may open (its SETTINGS_MAX_CONCURRENT_STREAMS). */
+  http2MaxStreams: number;
   maxRequestBytes: number;
   maxPushBytes: number;
   /** Client connections across all shards; beyond, a new public connection gets a fast 503. 0: no limit. */
@@ -254,6 +256,7 @@ export function loadConfig(env: Env, openFiles: number | null = readOpenFilesLim
     maxWebSocketMessageBytes: parseInteger(env, 'MUX_WS_MAX_MESSAGE_BYTES', 65_536, 1, 1 << 30),
     maxBufferedBytes: parseInteger(env, 'MUX_MAX_BUFFERED_BYTES', 1_048_576, 1024, 1 << 30),
     maxRequestHeadBytes: parseInteger(env, 'MUX_MAX_REQUEST_HEAD_BYTES', 16_384, 1024, 1 << 20),
+    http2MaxStreams: parseInteger(env, 'MUX_H2_MAX_STREAMS', 100, 1, 10_000),
     maxRequestBytes: parseInteger(env, 'MUX_MAX_REQUEST_BYTES', 8_388_608, 0, 1 << 30),
     maxPushBytes: parseInteger(env, 'MUX_MAX_PUSH_BYTES', 67_108_864, 1024, 2 ** 40),
     ...parseConnections(env, openFiles, shards, fastcgiKeepalive),

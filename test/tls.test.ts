@@ -116,13 +116,22 @@ test('an HTTPS GET reaches php-fpm with HTTPS=on, REQUEST_SCHEME=https and the l
   assert.equal(server.SERVER_PORT, new URL(mux.url).port);
   assert.equal(server.REMOTE_ADDR, '127.0.0.1');
   assert.equal(server.QUERY_STRING, 'x=1');
-  // Another TLS client: curl offers h2 and http/1.1 by ALPN, and gets HTTP/1.1.
+  // Another TLS client: curl offers h2 and http/1.1 by ALPN, and gets HTTP/2; told to, HTTP/1.1.
   const { port } = new URL(mux.url);
-  const curled = execFileSync('curl', ['-sS', '--cacert', ca.certFile, '--resolve', `localhost:${port}:127.0.0.1`, '-w', '\n%{http_version}',
-    `https://localhost:${port}/echo.php?by=curl`], { encoding: 'utf8', timeout: 10_000 });
-  const [json, version] = curled.split('\n');
-  assert.equal(version, '1.1');
-  assert.equal((JSON.parse(json) as { server: Record<string, string> }).server.HTTPS, 'on');
+  const curl = (...args: string[]) => {
+    const curled = execFileSync('curl', ['-sS', '--cacert', ca.certFile, '--resolve', `localhost:${port}:127.0.0.1`, '-w', '\n%{http_version}',
+      ...args, `https://localhost:${port}/echo.php?by=curl`], { encoding: 'utf8', timeout: 10_000 });
+    const [json, version] = curled.split('\n');
+    return { version, server: (JSON.parse(json) as { server: Record<string, string> }).server };
+  };
+  const h2 = curl('--http2');
+  assert.equal(h2.version, '2');
+  assert.equal(h2.server.SERVER_PROTOCOL, 'HTTP/2.0');
+  assert.equal(h2.server.HTTPS, 'on');
+  const http1 = curl('--http1.1');
+  assert.equal(http1.version, '1.1');
+  assert.equal(http1.server.SERVER_PROTOCOL, 'HTTP/1.1');
+  assert.equal(http1.server.HTTPS, 'on');
 });
 
 test('a held SSE stream over TLS receives pushes; once it ends, its keep-alive connection serves the next request', async () => {

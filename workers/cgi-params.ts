@@ -11,6 +11,8 @@ export interface ScriptParams {
 // Hop-by-hop headers, and `Proxy` (httpoxy): never forwarded as HTTP_*.
 const SKIPPED_HEADERS = new Set(['content-type', 'content-length', 'connection', 'keep-alive', 'transfer-encoding', 'te', 'upgrade', 'proxy']);
 
+const COLON = 0x3a;
+
 /** A request target's path and query. */
 function splitTarget(url: string): { path: string; query: string } {
   const queryAt = url.indexOf('?');
@@ -60,7 +62,8 @@ export function cgiParams(req: IncomingMessage, token: string, script: ScriptPar
   for (const name in req.headers) {
     // Tokens come from muxgate only: a client's Multiplex-* header never reaches the backend.
     // Underscored names are dropped as nginx does: X_Foo must not pose as X-Foo.
-    if (SKIPPED_HEADERS.has(name) || name.startsWith('multiplex-') || name.includes('_')) continue;
+    // HTTP/2's pseudo-headers (:method, :path, :authority, :scheme) are the params above, not HTTP_* ones.
+    if (SKIPPED_HEADERS.has(name) || name.startsWith('multiplex-') || name.includes('_') || name.charCodeAt(0) === COLON) continue;
     const value = req.headers[name];
     params['HTTP_' + name.toUpperCase().replaceAll('-', '_')] = Array.isArray(value) ? value.join(', ') : (value ?? '');
   }

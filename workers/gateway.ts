@@ -1,6 +1,7 @@
 // A client request → a FastCGI exchange; its answer relayed as is (relay.ts), or multiplexed: the parts of its body
 // routed, and the response itself held as a stream when the backend says so.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Config } from '../src/config.ts';
 import type { Logger } from '../src/log.ts';
 import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
@@ -22,7 +23,7 @@ import { FastcgiExchange, type ExchangeFailure } from './fastcgi-exchange.ts';
 import type { HeldStream } from './held-stream.ts';
 import type { HeldStreams } from './held-streams.ts';
 import type { ShardMetrics } from './metrics.ts';
-import { relayFramed, relayHeadOnly, relayUnframed } from './relay.ts';
+import { relayFramed, relayHeadOnly, relayUnframed, writeHead } from './relay.ts';
 import type { Router } from './router.ts';
 import { statusClass } from './metrics.ts';
 import type { WebSocketClients } from './websocket-clients.ts';
@@ -41,6 +42,9 @@ export interface GatewayContext {
   /** Warnings a backend can repeat with every request, at most one line per kind per interval. */
   warnings: RepeatedWarnings;
 }
+
+const FAILURE_HEADERS = { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' };
+const FAILURE_HEADERS_HTTP2 = { 'Content-Type': 'text/plain; charset=utf-8' };
 
 /** What a failed exchange answers the client. */
 const FAILURE_STATUS: Record<ExchangeFailure, [number, string]> = {
@@ -63,6 +67,15 @@ export class Gateway {
   /** One request from a client: refused, or forwarded once the requests before it on its connection are answered. */
   handle(req: IncomingMessage, res: ServerResponse): void {
     this.#turns.take(req, res);
+  }
+
+  /**
+   * A request stream of an HTTP/2 connection: forwarded at once, for HTTP/1.1's one-at-a-time rule does not apply; the
+   * connection's stream cap (MUX_H2_MAX_STREAMS) bounds its FastCGI requests in progress.
+   */
+  handleHttp2(req: Http2ServerRequest, res: Http2ServerResponse): void {
+    // node:http2's compatibility API has the members of IncomingMessage and ServerResponse the gateway uses.
+    this.#start(req as unknown as IncomingMessage, res as unknown as ServerResponse);
   }
 
   /** A WebSocket opening whose handshake is valid: the backend accepts it, or answers it as an ordinary request. */
@@ -91,8 +104,9 @@ export class Gateway {
     const declared = req.headers['content-length'];
     let contentLength: number | null = declared === undefined ? null : Number(declared);
     let bufferedBody: Buffer | null = null;
-    if (contentLength === null && req.headers['transfer-encoding'] !== undefined) {
-      // PHP needs CONTENT_LENGTH: a chunked request body is read whole first, as nginx does.
+    if (contentLength === null && (req.headers['transfer-encoding'] !== undefined || hasUndeclaredHttp2Body(req))) {
+      // PHP needs CONTENT_LENGTH: a chunked request body (or an HTTP/2 one of undeclared length) is read whole first, as
+      // nginx does.
       bufferedBody = await readBody(req, config.maxRequestBytes);
       if (bufferedBody === null) return this.#fail(res, 413, 'Payload Too Large');
       contentLength = bufferedBody.length;
@@ -144,7 +158,7 @@ export class Gateway {
       streamHead.hold = 'none';
     }
     this.#ctx.metrics.requests.inc({ listener: 'public', class: statusClass(head.status) });
-    res.writeHead(head.status, head.statusText, streamHead.headers);
+    writeHead(res, head.status, head.statusText, streamHead.headers);
     // HEAD, 204, 304: the head alone, and no stream: the token never becomes live. The body still feeds other streams.
     const stream = hasNoBody(req.method, head.status) ? (res.end(), null) : this.#openStream(req, res, token, streamHead);
     this.#readParts(exchange, boundary, rest, stream);
@@ -230,7 +244,8 @@ export class Gateway {
       res.destroy();
       return;
     }
-    res.writeHead(status, { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' });
+    // HTTP/2 has no Connection header: the stream ends, not the connection.
+    res.writeHead(status, res.req.httpVersionMajor === 2 ? FAILURE_HEADERS_HTTP2 : FAILURE_HEADERS);
     res.end(`${status} ${message}\n`);
   }
 }
@@ -246,6 +261,11 @@ function requestProblem(req: IncomingMessage): { status: number; message: string
   }
   let hosts = 0;
   for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i].toLowerCase() === 'host') hosts++;
+  if (req.httpVersionMajor === 2 && req.headers.host === undefined) {
+    // As nginx: without a Host header, HTTP/2's :authority is the host (RFC 9113 §8.3.1), checked as a Host would be.
+    const authority = req.headers[':authority'];
+    if (typeof authority === 'string') req.headers.host = authority;
+  }
   const host = req.headers.host;
   if (hosts > 1 || (host !== undefined && !AUTHORITY.test(host))) return { status: 400, message: 'Bad Request: one valid Host header' };
   const target = parseRequestTarget(req.url ?? '', req.method ?? '');
@@ -256,6 +276,11 @@ function requestProblem(req: IncomingMessage): { status: number; message: string
     req.headers.host = target.authority;
   }
   return null;
+}
+
+/** An HTTP/2 request whose body has no Content-Length: only its END_STREAM flag tells there is none. */
+function hasUndeclaredHttp2Body(req: IncomingMessage): boolean {
+  return req.httpVersionMajor === 2 && !(req as unknown as Http2ServerRequest).stream.endAfterHeaders;
 }
 
 /** The whole request body, or null when it is larger than the limit. */

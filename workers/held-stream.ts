@@ -1,5 +1,6 @@
 // One held stream: a live multiplexed response, its token, its connection and what it has been written.
 import type { ServerResponse } from 'node:http';
+import type { ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 import type { StreamHead } from '../src/protocol/response-head.ts';
@@ -53,6 +54,8 @@ export class HeldStream {
   catchUp: Delivery[] | null = null;
   /** Null for an HTTP response. */
   webSocket: WebSocketState | null = null;
+  /** The HTTP/2 stream of a stream over HTTP/2 (`socket` is then its connection's): parts are its DATA frames. */
+  http2: ServerHttp2Stream | null = null;
 
   constructor(token: string, socket: Socket, res: ServerResponse | null, canKeepAlive: boolean, options: StreamOptions, now: number) {
     this.token = token;

@@ -1,6 +1,7 @@
 // token → live multiplexed response: writes, hold modes, channels, heartbeats, timeouts, slow consumers.
 // (Over 300 lines: the writes, their coalescing and the connections of detached streams share the hot path's state.)
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import http2, { type Http2ServerResponse, type Http2Session, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Logger } from '../src/log.ts';
 import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
@@ -48,6 +49,7 @@ const SOCKETS_PER_CLOCK_READ = 64;
 const MAX_UNREAD_BYTES = 65_536;
 
 const { OPEN } = WebSocket;
+const { NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM } = http2.constants;
 
 /** node:http marks the response that currently owns a socket. */
 interface SocketWithMessage {
@@ -73,6 +75,8 @@ export class HeldStreams {
   readonly #onDetachedClose: (this: Socket) => void;
   readonly #onDetachedError: (error: Error) => void;
   readonly #onDetachedData: (this: Socket, chunk: Buffer) => void;
+  /** Held HTTP/2 streams by session: the slow-consumer rule applies to a connection's streams together too. */
+  readonly #http2Sessions = new Map<Http2Session, Set<HeldStream>>();
   /** Sockets corked since the last flush (see #cork). */
   #corked: Socket[] = [];
   /** A flush is under way, in slices (see #uncorkSome). */
@@ -89,6 +93,8 @@ export class HeldStreams {
   readonly #log: Logger;
   readonly #warnings: RepeatedWarnings;
   readonly #maxBufferedBytes: number;
+  /** An HTTP/2 stream with more unsent than this has its connection's streams counted together (#checkHttp2Session). */
+  readonly #http2SessionCheckBytes: number;
   readonly #hasEventIds: boolean;
   readonly #flushSliceMs: number;
   /** Told of every stream that ends (stream-events.ts sends close events). */
@@ -102,6 +108,7 @@ export class HeldStreams {
     this.#log = options.log;
     this.#warnings = options.warnings;
     this.#maxBufferedBytes = options.maxBufferedBytes;
+    this.#http2SessionCheckBytes = Math.min(MAX_CORKED_BYTES, options.maxBufferedBytes >> 4);
     this.#hasEventIds = options.hasEventIds;
     this.#flushSliceMs = options.flushSliceMs ?? FLUSH_SLICE_MS;
     this.#ticker = setInterval(() => this.#tick(), TICK_MS).unref();
@@ -127,6 +134,7 @@ export class HeldStreams {
 
   /** Registers a stream whose head has been sent; parts for its token and channels are written from now on. */
   open(token: string, req: IncomingMessage, res: ServerResponse, options: StreamOptions): HeldStream {
+    if (req.httpVersionMajor === 2) return this.#openHttp2(token, (res as unknown as Http2ServerResponse).stream, options);
     const canKeepAlive = options.isChunked && res.shouldKeepAlive;
     const socket = detachFromHttp(req, res);
     const stream = socket === null
@@ -134,6 +142,21 @@ export class HeldStreams {
       : new HeldStream(token, socket, null, canKeepAlive, options, Date.now());
     if (socket === null) res.once('close', () => this.end(stream, 'client'));
     else this.#watch(stream, socket);
+    return this.#register(stream);
+  }
+
+  /** An HTTP/2 stream: written to directly, past the compatibility API; its RST_STREAM or its connection's end is the client leaving. */
+  #openHttp2(token: string, h2: ServerHttp2Stream, options: StreamOptions): HeldStream {
+    const session = h2.session!;
+    const stream = new HeldStream(token, session.socket as Socket, null, false, options, Date.now());
+    stream.http2 = h2;
+    let streams = this.#http2Sessions.get(session);
+    if (streams === undefined) {
+      this.#http2Sessions.set(session, streams = new Set());
+      session.once('close', () => this.#http2Sessions.delete(session));
+    }
+    streams.add(stream);
+    h2.once('close', () => this.end(stream, 'client'));
     return this.#register(stream);
   }
 
@@ -249,6 +272,7 @@ export class HeldStreams {
     this.#metrics.heldStreams.dec();
     this.#metrics.streamsEnded.inc({ reason });
     if (stream.webSocket !== null) this.#endWebSocket(stream.webSocket, reason);
+    else if (stream.http2 !== null) this.#endHttp2(stream, stream.http2, reason);
     else if (stream.res !== null) this.#endResponse(stream.res, stream.options.isChunked, reason);
     else this.#endDetached(stream, reason);
     this.#log.debug({ token: stream.token, reason }, 'stream ended');
@@ -306,6 +330,37 @@ export class HeldStreams {
     this.#metrics.webSocketCloses.inc({ code: String(state.closeCode) });
   }
 
+  /** Ends an HTTP/2 stream: END_STREAM, or RST_STREAM for a slow consumer (what is queued for it is dropped). */
+  #endHttp2(stream: HeldStream, h2: ServerHttp2Stream, reason: EndReason): void {
+    const session = h2.session;
+    if (session !== undefined) this.#http2Sessions.get(session)?.delete(stream);
+    if (h2.closed || h2.destroyed) return;
+    if (reason === 'overflow') h2.close(NGHTTP2_CANCEL);
+    else h2.end();
+  }
+
+  /**
+   * A connection whose held streams together have more unsent than MUX_MAX_BUFFERED_BYTES (a client that opens its
+   * connection's flow-control window to none of them): all of them end as slow consumers, and the connection with
+   * GOAWAY. Only looked at when a stream has more than a sixteenth of the limit (at most MAX_CORKED_BYTES) unsent.
+   */
+  #checkHttp2Session(h2: ServerHttp2Stream): void {
+    const session = h2.session;
+    const streams = session === undefined ? undefined : this.#http2Sessions.get(session);
+    if (streams === undefined) return;
+    let unsent = 0;
+    for (const stream of streams) unsent += stream.http2!.writableLength;
+    if (unsent <= this.#maxBufferedBytes) return;
+    this.#warnings.warn('slow_consumer', { unsentBytes: unsent, limit: this.#maxBufferedBytes, http2Streams: streams.size }, 'slow consumer dropped: HTTP/2 connection');
+    for (const stream of [...streams]) {
+      this.#metrics.slowConsumerDrops.inc();
+      this.end(stream, 'overflow');
+    }
+    // GOAWAY now; the connection closes once the streams' resets are out.
+    session!.goaway(NGHTTP2_ENHANCE_YOUR_CALM);
+    session!.close();
+  }
+
   /** Ends a detached stream: its connection goes back to node:http when it can carry another request. */
   #endDetached(stream: HeldStream, reason: EndReason): void {
     const socket = stream.socket;
@@ -319,6 +374,7 @@ export class HeldStreams {
   }
 
   #writeRaw(stream: HeldStream, bytes: Buffer): void {
+    if (stream.http2 !== null) return this.#writeHttp2(stream, stream.http2, bytes);
     const { res, socket } = stream;
     // Straight to the socket when the stream owns it (the head is out, framing is ours); through the
     // response while a pipelined request before it still has the socket.
@@ -337,6 +393,24 @@ export class HeldStreams {
       this.#metrics.slowConsumerDrops.inc();
       this.#warnings.warn('slow_consumer', { unsentBytes: unsent, limit: this.#maxBufferedBytes }, 'slow consumer dropped');
       this.end(stream, 'overflow');
+    }
+  }
+
+  /**
+   * One DATA frame's payload (nghttp2 splits it only at the peer's frame size). node:http2 coalesces a session's
+   * frames written in one turn into one socket write, so there is nothing to cork.
+   */
+  #writeHttp2(stream: HeldStream, h2: ServerHttp2Stream, bytes: Buffer): void {
+    if (h2.closed || h2.destroyed) return;
+    h2.write(bytes);
+    stream.lastWriteAt = Date.now();
+    const unsent = h2.writableLength;
+    if (unsent > this.#maxBufferedBytes) {
+      this.#metrics.slowConsumerDrops.inc();
+      this.#warnings.warn('slow_consumer', { unsentBytes: unsent, limit: this.#maxBufferedBytes }, 'slow consumer dropped: HTTP/2 stream');
+      this.end(stream, 'overflow');
+    } else if (unsent > this.#http2SessionCheckBytes) {
+      this.#checkHttp2Session(h2);
     }
   }
 

@@ -1,5 +1,5 @@
 // node:http servers over the sockets the main thread transfers to this shard; with TLS, the handshake of each public
-// connection first (a tls.Server that never listens), and the choice of the protocol it speaks.
+// connection first (a tls.Server that never listens), and the choice of the protocol it speaks (HTTP/2: http2-front.ts).
 import http from 'node:http';
 import net, { type Socket } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
@@ -10,10 +10,11 @@ import type { RepeatedWarnings } from '../src/repeated-warnings.ts';
 import type { TlsPair } from '../src/tls-pair.ts';
 import type { ShardMetrics } from './metrics.ts';
 import { WebSocketUpgrade } from './websocket-upgrade.ts';
+import { Http2Front, type Http2Handler } from './http2-front.ts';
 
 const PUSH_KEEP_ALIVE_MS = 75_000;
-/** What TLS clients may pick (ALPN), in muxgate's order of preference: `h2` joins it with HTTP/2 (issue 19). */
-const ALPN_PROTOCOLS = ['http/1.1'];
+/** What TLS clients may pick (ALPN), in muxgate's order of preference. */
+const ALPN_PROTOCOLS = ['h2', 'http/1.1'];
 /** A handshake that ends in one of these was the client leaving, not a protocol failure: counted, logged at debug only. */
 const CLIENT_LEFT = new Set(['ECONNRESET', 'EPIPE']);
 
@@ -24,6 +25,8 @@ export interface Handlers {
   push: Handler;
   /** A WebSocket opening on the public listener, with the bytes the client sent after it (websocket-upgrade.ts). */
   upgrade: (req: http.IncomingMessage, socket: Socket, head: Buffer) => void;
+  /** A request stream of an HTTP/2 connection on the public listener. */
+  http2: Http2Handler;
 }
 
 /**
@@ -54,6 +57,8 @@ export class HttpFront {
   readonly #servers: Record<ListenerKind, http.Server>;
   /** The public listener's handshakes, when it speaks TLS; it never listens: it is given each connection. */
   readonly #tls: tls.Server | null = null;
+  /** The HTTP/2 sessions of the TLS connections that picked `h2`. */
+  readonly #http2: Http2Front | null = null;
   readonly #log: Logger;
   readonly #warnings: RepeatedWarnings;
   readonly #connectionCounts: Int32Array;
@@ -112,6 +117,7 @@ export class HttpFront {
         // A client gets as long to finish its handshake as to send a request head after it (slowloris, in TLS).
         handshakeTimeout: config.headersTimeoutMs,
       });
+      this.#http2 = new Http2Front(config, metrics, reporting.log, handlers.http2);
       this.#tls.on('secureConnection', (socket: TLSSocket) => this.#onSecure(socket));
       this.#tls.on('tlsClientError', (error: NodeJS.ErrnoException, socket: TLSSocket) => this.#onHandshakeFailed(error, socket));
     }
@@ -139,13 +145,14 @@ export class HttpFront {
 
   /**
    * A TLS connection whose handshake is done: the one place that picks what it speaks, by what ALPN settled on
-   * (`h2` will be handed to an HTTP/2 session here; anything else, or no ALPN at all, is HTTP/1.1).
+   * (`h2`: an HTTP/2 session; anything else, or no ALPN at all, is HTTP/1.1).
    */
   #onSecure(socket: TLSSocket): void {
     const { connections } = this.#metrics;
     connections.tlsHandshaking--;
-    connections.tlsHttp1++;
     this.#metrics.tlsHandshakes.inc({ result: 'ok' });
+    if (socket.alpnProtocol === 'h2') return this.#http2!.adopt(socket);
+    connections.tlsHttp1++;
     socket.once('close', this.#onTlsHttp1Close);
     this.#servers.public.emit('connection', socket);
   }
@@ -175,6 +182,7 @@ export class HttpFront {
 
   /** Closes idle keep-alive connections now and the rest as their responses finish; all of them after graceMs. */
   async close(graceMs: number): Promise<void> {
+    this.#http2?.close();
     for (const server of Object.values(this.#servers)) {
       server.on('request', (_req, res: http.ServerResponse) => res.setHeader('Connection', 'close'));
       server.closeIdleConnections();

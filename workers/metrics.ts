@@ -23,9 +23,10 @@ export function createShardMetrics(shard: number) {
   const hot = { deliveries: 0, deliveredBytes: 0, channelDeliveries: 0, historyBytes: 0, webSocketMessagesOut: 0 };
   /**
    * Connections by protocol, set as they change (http-front.ts): all of them, and those over TLS, handshaking or
-   * speaking HTTP/1.x. A plain connection costs nothing more than its place in `all`.
+   * speaking HTTP/1.x or HTTP/2; and the HTTP/2 streams open on them. A plain connection costs nothing more than its
+   * place in `all`.
    */
-  const connections = { all: 0, tlsHandshaking: 0, tlsHttp1: 0 };
+  const connections = { all: 0, tlsHandshaking: 0, tlsHttp1: 0, http2: 0, http2Streams: 0 };
   const metrics = {
     registry,
     hot,
@@ -39,12 +40,21 @@ export function createShardMetrics(shard: number) {
     }),
     connectionsByProtocol: new Gauge({
       name: 'muxgate_connections_by_protocol',
-      help: 'Client connections owned by the shard, by protocol: http1 (plain HTTP/1.x), http1_tls (HTTP/1.x over TLS), tls_handshake (TLS, handshake under way).',
+      help: 'Client connections owned by the shard, by protocol: http1 (plain HTTP/1.x), http1_tls (HTTP/1.x over TLS), h2 (HTTP/2 over TLS), tls_handshake (TLS, handshake under way).',
       labelNames: ['shard', 'protocol'], registers: [registry],
       collect() {
-        this.set({ ...shardLabel, protocol: 'http1' }, connections.all - connections.tlsHandshaking - connections.tlsHttp1);
+        this.set({ ...shardLabel, protocol: 'http1' }, connections.all - connections.tlsHandshaking - connections.tlsHttp1 - connections.http2);
         this.set({ ...shardLabel, protocol: 'http1_tls' }, connections.tlsHttp1);
+        this.set({ ...shardLabel, protocol: 'h2' }, connections.http2);
         this.set({ ...shardLabel, protocol: 'tls_handshake' }, connections.tlsHandshaking);
+      },
+    }),
+    http2Streams: new Gauge({
+      name: 'muxgate_http2_streams',
+      help: 'HTTP/2 streams open on the shard\'s connections (requests in progress and held streams); over muxgate_connections_by_protocol{protocol="h2"}, the streams per connection.',
+      labelNames: ['shard'], registers: [registry],
+      collect() {
+        this.set(shardLabel, connections.http2Streams);
       },
     }),
     tlsHandshakes: new Counter({

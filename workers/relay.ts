@@ -6,12 +6,28 @@ import type { CgiHead } from '../src/protocol/cgi-response.ts';
 import type { RelayHead } from '../src/protocol/response-head.ts';
 import type { FastcgiExchange } from './fastcgi-exchange.ts';
 
+/** Connection-specific headers, which HTTP/2 forbids (RFC 9113 §8.2.2); the backend may send them for HTTP/1.1. */
+const CONNECTION_HEADERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade']);
+
+/**
+ * A response's head, for the client's HTTP version: HTTP/2 has no reason phrase (RFC 9113 §8.3.2) and no
+ * connection-specific headers, both left out there.
+ */
+export function writeHead(res: ServerResponse, status: number, statusText: string, headers: string[]): void {
+  if (res.req.httpVersionMajor !== 2) return void res.writeHead(status, statusText, headers);
+  const http2Headers: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    if (!CONNECTION_HEADERS.has(headers[i].toLowerCase())) http2Headers.push(headers[i], headers[i + 1]);
+  }
+  res.writeHead(status, http2Headers);
+}
+
 /** A body without Content-Length up to this size, complete within one turn of the event loop, is sent framed by one. */
 const MAX_HELD_BODY_BYTES = 65_536;
 
 /** The head alone: a response without a body by definition (a HEAD or 304 keeps the Content-Length it stands for). */
 export function relayHeadOnly(res: ServerResponse, exchange: FastcgiExchange, head: CgiHead, relayHead: RelayHead): void {
-  res.writeHead(head.status, head.statusText, relayHead.headers);
+  writeHead(res, head.status, head.statusText, relayHead.headers);
   res.end();
   exchange.discardBody();
 }
@@ -24,7 +40,7 @@ export function relayFramed(res: ServerResponse, exchange: FastcgiExchange, head
   warnings: RepeatedWarnings): void {
   const contentLength = relayHead.contentLength!;
   const tooLong = () => warnings.warn('backend_body_too_long', { contentLength }, 'backend body longer than its Content-Length: the excess is dropped');
-  res.writeHead(head.status, head.statusText, relayHead.headers);
+  writeHead(res, head.status, head.statusText, relayHead.headers);
   let remaining = contentLength;
   const relayChunk = (chunk: Buffer) => {
     if (remaining === 0) return;
@@ -65,7 +81,7 @@ export function relayUnframed(res: ServerResponse, exchange: FastcgiExchange, he
     isStreaming = true;
     clearImmediate(flush);
     stdout.removeListener('data', hold);
-    res.writeHead(head.status, head.statusText, headers);
+    writeHead(res, head.status, head.statusText, headers);
     for (const chunk of held) res.write(chunk);
     stdout.on('data', (chunk: Buffer) => writeWithBackpressure(res, exchange, chunk));
   };
@@ -88,7 +104,7 @@ export function relayUnframed(res: ServerResponse, exchange: FastcgiExchange, he
     clearImmediate(flush);
     stdout.removeListener('data', hold);
     headers.push('Content-Length', String(heldBytes));
-    res.writeHead(head.status, head.statusText, headers);
+    writeHead(res, head.status, head.statusText, headers);
     res.end(held.length === 1 ? held[0] : Buffer.concat(held, heldBytes));
   });
 }

@@ -55,6 +55,7 @@ export default async function runShard(init: ShardInit): Promise<string> {
     public: (req, res) => gateway.handle(req, res),
     push: (req, res) => pushApi.handle(req, res),
     upgrade: (req, socket, head) => upgrade.handle(req, socket, head),
+    http2: (req, res) => gateway.handleHttp2(req, res),
   });
 
   const { promise: shutdownRequested, resolve: requestShutdown } = Promise.withResolvers<void>();
