@@ -6,6 +6,16 @@ import type { IdleResult } from './scenarios/idle.ts';
 import { NODE_FLOOR_LABEL, PUSHPIN_LABEL, type RequestPathOptions, type RequestPathResult } from './scenarios/request-path.ts';
 import type { ScalingRow } from './scenarios/scaling.ts';
 import type { WebSocketMessagesOptions, WebSocketMessagesResult } from './scenarios/websocket-messages.ts';
+import type { HandshakeOptions, HandshakeResult } from './scenarios/tls.ts';
+
+/** Issue 19: TLS handshakes, SSE fan-out over TLS and HTTP/2, memory per held stream over it. */
+export interface TlsResults {
+  handshakes: HandshakeResult[];
+  /** Both phases (a moderate rate, then flat out) of each system. */
+  deliveries: DeliveryResult[];
+  /** Held streams: HTTP/1.1 plain, then over h2 at each number of streams per connection (null: HTTP/1.1). */
+  idle: Array<IdleResult & { streamsPerConnection: number | null }>;
+}
 
 export interface BenchResults {
   startedAt: Date;
@@ -27,6 +37,10 @@ export interface BenchResults {
     /** The WebSocket delivery rows: at a moderate rate, then flat out. */
     webSocketPhases: DeliveryScenario[];
     webSocketMessages: WebSocketMessagesOptions;
+    tlsHandshakes: HandshakeOptions;
+    /** The tls scenario's delivery phases (their http2 says the streams per connection) and its held streams. */
+    tlsPhases: DeliveryScenario[];
+    tlsIdleStreams: number;
   };
   fanOut: DeliveryResult[];
   /** The rate curve: one row per system, subscriber count and rate. */
@@ -39,6 +53,7 @@ export interface BenchResults {
   scaling: ScalingRow[];
   /** Issue 18: WebSocket subscribers (both phases), idle WebSockets, WebSockets sending messages to php-fpm. */
   webSocket: { deliveries: DeliveryResult[]; idle: IdleResult[]; messages: WebSocketMessagesResult[] };
+  tls: TlsResults;
   /** Rows that could not be measured, with why. */
   failures: string[];
   /** Wall time of the setup and of each scenario that ran, in seconds. */
@@ -215,6 +230,51 @@ function webSocketIdleTable(r: BenchResults): string[] {
         `${times(m.kiBPerStream, stream?.kiBPerStream)}; ${times(m.connectSeconds, stream?.connectSeconds)} | ` +
         `${fixed(m.serverCpu)} / ${fixed(m.subscriberCpu)} / ${fixed(m.machineCpu)} |`;
     }),
+  ];
+}
+
+/** Issue 19's targets and rows: handshakes, fan-out over h2 against Nchan behind nginx http2, memory per held stream. */
+function tlsLines(r: BenchResults): string[] {
+  const t = r.tls;
+  const [moderate, flatOut] = r.sizes.tlsPhases;
+  const handshake = (prefix: string) => t.handshakes.find((row) => row.label.startsWith(prefix))?.median;
+  const delivery = (prefix: string, rate: number) => t.deliveries.find((row) => row.label.startsWith(prefix) && row.scenario.rate === rate)?.median;
+  const mux = 'muxgate, 1 shard';
+  const nchan = 'Nchan behind nginx http2, 1 worker';
+  const idle = (streamsPerConnection: number | null) => t.idle.find((row) => row.streamsPerConnection === streamsPerConnection)?.median;
+  const o = r.sizes.tlsHandshakes;
+  return [
+    `## TLS and HTTP/2 (issue 19): muxgate 1 shard vs nginx 1 worker, on the same certificate (ECDSA P-256, made for the run)`, '',
+    `Handshakes: ${o.clients} \`openssl s_time -new\` clients for ${o.seconds} s (full handshakes, no session reused, TLS 1.3), against muxgate's ` +
+      'TLS listener and against nginx\'s (the Nchan config below). Fan-out: ' +
+      `${fixed(moderate.subscribers)} SSE subscribers on one channel over TLS and HTTP/2, ${moderate.http2?.streamsPerConnection} streams per connection ` +
+      `(\`bench/subscriber-h2.c\`: libnghttp2 and OpenSSL, windows opened wide), ${moderate.rate} msg/s for ${moderate.messages / moderate.rate} s, then ` +
+      `${fixed(flatOut.messages)} messages flat out; Nchan behind nginx's \`ssl http2\`. Held streams: ${fixed(r.sizes.tlsIdleStreams)} on a channel each, ` +
+      'muxgate 1 shard, over plain HTTP/1.1 and over TLS and HTTP/2 at 1 and 10 streams per connection.', '',
+    '| target | measured |',
+    '| --- | --- |',
+    `| TLS handshakes per second, muxgate 1 shard vs nginx 1 worker (no target; for reference) | ${times(handshake(mux)?.perSecond, handshake('Nchan')?.perSecond)} |`,
+    `| same: server CPU per handshake (for reference) | ${fixed(handshake(mux)?.serverCpuMsPerHandshake, 2)} ms vs ${fixed(handshake('Nchan')?.serverCpuMsPerHandshake, 2)} ms: ` +
+      `${times(handshake(mux)?.serverCpuMsPerHandshake, handshake('Nchan')?.serverCpuMsPerHandshake)} |`,
+    ...[flatOut, moderate].flatMap((phase) => [
+      `| SSE fan-out over h2, ${rateText(phase.rate)}: deliveries/s ≥ 1.0× Nchan behind nginx http2 | ${ratio(delivery(mux, phase.rate)?.rate, delivery(nchan, phase.rate)?.rate, 1.0)} |`,
+      `| same: server CPU per delivery ≤ 1.0× Nchan's | ${ratio(delivery(mux, phase.rate)?.serverCpuPerMillion, delivery(nchan, phase.rate)?.serverCpuPerMillion, 1.0, true)} |`,
+    ]),
+    `| RSS per held stream over TLS + h2, 1 stream per connection; 10 per connection; HTTP/1.1 plain in the same run (KiB) | ` +
+      `${fixed(idle(1)?.kiBPerStream, 2)}; ${fixed(idle(10)?.kiBPerStream, 2)}; ${fixed(idle(null)?.kiBPerStream, 2)} |`,
+    '',
+    '| system | handshakes | s | handshakes/s | server CPU % | **server CPU ms per handshake** | machine busy % |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...t.handshakes.map(({ label, median: m }) => `| ${label} | ${fixed(m.handshakes)} | ${fixed(m.seconds, 1)} | ${fixed(m.perSecond)} | ${fixed(m.serverCpu)} | ` +
+      `**${fixed(m.serverCpuMsPerHandshake, 3)}** | ${fixed(m.machineCpu)} |`),
+    '',
+    ...webSocketDeliveryTable(t.deliveries),
+    '',
+    '| held streams | streams per connection | connect all s | RSS before MiB | RSS after MiB | KiB per stream |',
+    '| --- | ---: | ---: | ---: | ---: | ---: |',
+    ...t.idle.map(({ label, streamsPerConnection, median: m }) => `| ${label} | ${streamsPerConnection ?? 'HTTP/1.1'} | ${fixed(m.connectSeconds, 2)} | ` +
+      `${fixed(m.beforeKiB / 1024, 1)} | ${fixed(m.afterKiB / 1024, 1)} | ${fixed(m.kiBPerStream, 2)} |`),
+    '',
   ];
 }
 
@@ -414,7 +474,8 @@ export function renderReport(r: BenchResults): string {
       'As scenario 1, with WebSockets opened on a channel each; the SSE figure is scenario 1\'s (or the storm\'s) row of the same system ' +
       'in this run. Pushpin in 1 run.', '', ...webSocketIdleTable(r), '');
   }
-  const notes = [...r.failures.map((failure) => `- **failed**: ${failure}`), ...notesOf(r.fanOut), ...notesOf(r.rates), ...notesOf(r.idle), ...notesOf(r.latency), ...notesOf(r.many),
+  if (r.tls.handshakes.length + r.tls.deliveries.length + r.tls.idle.length > 0) lines.push(...tlsLines(r));
+  const notes = [...r.failures.map((failure) => `- **failed**: ${failure}`), ...notesOf(r.tls.deliveries), ...notesOf(r.tls.idle), ...notesOf(r.fanOut), ...notesOf(r.rates), ...notesOf(r.idle), ...notesOf(r.latency), ...notesOf(r.many),
     ...notesOf(r.webSocket.deliveries), ...notesOf(r.webSocket.idle), ...notesOf(r.webSocket.messages.map((row) => ({ ...row, label: `WebSocket messages, ${row.label}` }))),
     ...r.scaling.flatMap((row) => row.fanOut.notes.map((note) => `- scaling, ${row.shards} shard(s): ${note}`))];
   const total = r.durations.reduce((sum, [, seconds]) => sum + seconds, 0);

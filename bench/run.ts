@@ -3,7 +3,7 @@
 // rows: scenario 3's 10,000 subscribers and the peers' backlog, Pushpin's and the 18,000-stream idle rows, the rate
 // curve's 10 msg/s rows and its million deliveries/s: all of it fits in 20 minutes on 2 cores, each scenario's cost is
 // in the report);
-// BENCH_SCENARIOS (default "fan-out,rates,storm,idle,request-path,latency,many,websocket") picks scenarios; BENCH_QUICK=1
+// BENCH_SCENARIOS (default "fan-out,rates,storm,idle,request-path,latency,many,websocket,tls") picks scenarios; BENCH_QUICK=1
 // shrinks every size, for development; BENCH_OUT=dir writes the report there instead. `npm run bench -- --scaling`
 // adds the scaling scenario (alone: BENCH_SCENARIOS=scaling): muxgate's fan-out and request path at 1, 2, 4 and 8
 // shards (those the host has cores for), the clients pinned to cores of their own with taskset where the host has enough.
@@ -18,6 +18,8 @@ import { runIdle, type IdleResult } from './scenarios/idle.ts';
 import { runRequestPath, type RequestPathResult } from './scenarios/request-path.ts';
 import { runScaling } from './scenarios/scaling.ts';
 import { runWebSocketMessages } from './scenarios/websocket-messages.ts';
+import { runHandshakes, type HandshakeOptions } from './scenarios/tls.ts';
+import { TestCa } from '../test/helpers/tls-certs.ts';
 import * as muxgate from './systems/muxgate.ts';
 import * as muxgateNodes from './systems/muxgate-nodes.ts';
 import * as muxgatePhp from './systems/muxgate-php.ts';
@@ -30,7 +32,7 @@ const isQuick = process.env.BENCH_QUICK === '1';
 const runs = Number(process.env.BENCH_RUNS ?? (isQuick ? 1 : 3));
 /** Rows that are long by nature: scenario 3's backlog, 18,000 streams, 10 msg/s. */
 const longRuns = Number(process.env.BENCH_RUNS ?? 1);
-const scenarios = new Set((process.env.BENCH_SCENARIOS ?? 'fan-out,rates,storm,idle,request-path,latency,many,websocket').split(','));
+const scenarios = new Set((process.env.BENCH_SCENARIOS ?? 'fan-out,rates,storm,idle,request-path,latency,many,websocket,tls').split(','));
 if (process.argv.includes('--scaling')) scenarios.add('scaling');
 const DEADLINE_MS = (scenarios.has('scaling') ? 35 : 25) * 60_000;
 const SETUP = fileURLToPath(new URL('./setup-peers.sh', import.meta.url));
@@ -49,8 +51,9 @@ function log(line: string): void {
 }
 
 function hasPeers(): boolean {
-  return ['nginx', 'pushpin', 'wrk', 'condure', 'zurl', 'gcc'].every((command) => spawnSync('sh', ['-c', `command -v ${command}`]).status === 0)
-    && spawnSync('sh', ['-c', 'test -e /usr/lib/nginx/modules/ngx_nchan_module.so']).status === 0;
+  return ['nginx', 'pushpin', 'wrk', 'condure', 'zurl', 'gcc', 'openssl'].every((command) => spawnSync('sh', ['-c', `command -v ${command}`]).status === 0)
+    && ['/usr/lib/nginx/modules/ngx_nchan_module.so', '/usr/include/nghttp2/nghttp2.h', '/usr/include/openssl/ssl.h']
+      .every((path) => spawnSync('sh', ['-c', `test -e ${path}`]).status === 0);
 }
 
 const setupStartedAt = performance.now();
@@ -73,7 +76,8 @@ const pushpinSpec: SystemSpec = { label: 'Pushpin', start: () => pushpin.start()
 
 const results: BenchResults = {
   startedAt: new Date(), loadAtStart: readFileSync('/proc/loadavg', 'latin1').trim(), runs, isQuick,
-  fanOut: [], rates: [], idle: [], requestPath: [], latency: [], many: [], scaling: [], webSocket: { deliveries: [], idle: [], messages: [] }, failures: [], durations: [],
+  fanOut: [], rates: [], idle: [], requestPath: [], latency: [], many: [], scaling: [], webSocket: { deliveries: [], idle: [], messages: [] },
+  tls: { handshakes: [], deliveries: [], idle: [] }, failures: [], durations: [],
   sizes: {} as BenchResults['sizes'],
 };
 
@@ -142,8 +146,19 @@ const webSocketPhases: DeliveryScenario[] = [
   { ...fanOut, messages: isQuick ? 200 : 500, isWebSocket: true },
 ];
 const webSocketMessages = { webSockets: requestPath.connections, seconds: requestPath.seconds, phpChildren: requestPath.phpChildren, keptConnections: requestPath.keptConnections, runs };
+// Issue 19's rows, within 2.5 minutes: handshakes from 4 s_time clients; the fan-out's subscribers over TLS and h2, 10
+// streams per connection, at 100 msg/s then flat out; 2,000 held streams per memory row (1 run: 3 rows of a server start).
+const tlsHandshakes: HandshakeOptions = { clients: 4, seconds: isQuick ? 1 : 2, runs };
+const tlsPhases: DeliveryScenario[] = [
+  { ...fanOut, messages: isQuick ? 60 : 150, rate: 100, http2: { streamsPerConnection: 10 } },
+  { ...fanOut, messages: isQuick ? 100 : 300, http2: { streamsPerConnection: 10 } },
+];
+const tlsIdleStreams = isQuick ? 500 : 2000;
+/** subscriber-h2.c makes its handshakes one after the other: 2,000 at 1 per connection took 30 s from 2 processes. */
+const TLS_IDLE_SUBSCRIBERS = 4;
 results.sizes = {
   fanOut, curveSubscribers, curveRates, idleStreams, latency, many, requestPath, scalingShards, stormPhpChildren: STORM_PHP_CHILDREN, webSocketPhases, webSocketMessages,
+  tlsHandshakes, tlsPhases, tlsIdleStreams,
 };
 
 async function idleRows(specs: SystemSpec[], streams: number, runCount: number, isWebSocket = false): Promise<void> {
@@ -218,6 +233,43 @@ await runIfSelected('websocket', async () => {
   log('websocket: messages to php-fpm');
   results.webSocket.messages = await attempt('websocket, messages to php-fpm', () => runWebSocketMessages(webSocketMessages, attempt)) ?? [];
   for (const row of results.webSocket.messages) log(`websocket: messages: ${row.label}: ${Math.round(row.median.messagesPerSecond)} messages/s, p99 ${row.median.p99} ms`);
+});
+await runIfSelected('tls', async () => {
+  const ca = new TestCa();
+  const { certFile, keyFile } = ca.leaf('bench', '19');
+  const muxTls: SystemSpec = { label: 'muxgate, 1 shard, TLS', start: () => muxgate.startTls(1, certFile, keyFile) };
+  const nchanTls: SystemSpec = { label: 'Nchan behind nginx http2, 1 worker', start: () => nchan.startTls(1, certFile, keyFile) };
+  try {
+    for (const spec of [muxTls, nchanTls]) {
+      log(`tls: handshakes, ${spec.label}`);
+      const row = await attempt(`tls, handshakes, ${spec.label}`, () => runHandshakes(spec, tlsHandshakes));
+      if (row === undefined) continue;
+      log(`tls: handshakes, ${spec.label}: ${Math.round(row.median.perSecond)}/s, ${row.median.serverCpuMsPerHandshake.toFixed(3)} server CPU ms each`);
+      results.tls.handshakes.push(row);
+    }
+    for (const spec of [muxTls, nchanTls]) {
+      log(`tls: fan-out over h2, ${spec.label}`);
+      const rows = await attempt(`tls, fan-out over h2, ${spec.label}`, () => runDeliveryPhases(spec, tlsPhases)) ?? [];
+      for (const row of rows) {
+        log(`tls: ${spec.label} at ${row.scenario.rate === 0 ? 'flat out' : `${row.scenario.rate}/s`}: ${Math.round(row.median.rate)} deliveries/s, ` +
+          `p99 ${row.median.p99} ms, ${row.median.serverCpuPerMillion.toFixed(2)} CPU s per million, ${row.median.expected - row.median.received} missing`);
+      }
+      results.tls.deliveries.push(...rows);
+    }
+    const muxPlain: SystemSpec = { label: 'muxgate, 1 shard', start: () => muxgate.start(1) };
+    for (const streamsPerConnection of [null, 1, 10]) {
+      const spec = streamsPerConnection === null ? muxPlain : muxTls;
+      const what = `${spec.label}, ${streamsPerConnection === null ? 'HTTP/1.1' : `h2, ${streamsPerConnection} per connection`}`;
+      log(`tls: held streams, ${what}`);
+      const http2 = streamsPerConnection === null ? undefined : { streamsPerConnection };
+      const row = await attempt(`tls, held streams, ${what}`, () => runIdle(spec, tlsIdleStreams, TLS_IDLE_SUBSCRIBERS, longRuns, false, http2));
+      if (row === undefined) continue;
+      log(`tls: held streams, ${what}: ${row.median.kiBPerStream.toFixed(2)} KiB per stream`);
+      results.tls.idle.push({ ...row, streamsPerConnection });
+    }
+  } finally {
+    ca.remove();
+  }
 });
 await runIfSelected('scaling', async () => {
   for (const shards of scalingShards) {

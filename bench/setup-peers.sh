@@ -1,8 +1,9 @@
 #!/bin/sh
 # Installs the peers the benchmark compares muxgate with (Nchan, Pushpin, nginx in front of php-fpm), wrk, and gcc
-# (the bench builds its subscriber, bench/subscriber.c, on first use), from Debian's packages.
+# (the bench builds its subscribers, bench/subscriber.c and bench/subscriber-h2.c with libnghttp2 and OpenSSL, on first
+# use), openssl (the tls scenario's handshakes), from Debian's packages.
 set -eu
-PACKAGES="nginx libnginx-mod-nchan pushpin wrk php-fpm gcc libc6-dev"
+PACKAGES="nginx libnginx-mod-nchan pushpin wrk php-fpm gcc libc6-dev libnghttp2-dev libssl-dev openssl"
 missing=""
 for package in $PACKAGES; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $package"

@@ -1,5 +1,6 @@
-// The orchestrator's side of the subscriber processes: start them (bench/subscriber.c, built with the machine's gcc
-// on first use), open streams, collect their counts. The line protocol is described at the top of subscriber.c.
+// The orchestrator's side of the subscriber processes: start them (bench/subscriber.c, or bench/subscriber-h2.c over
+// TLS and HTTP/2, built with the machine's gcc on first use), open streams, collect their counts. The line protocol is
+// described at the top of subscriber.c.
 import { execFileSync, spawn, type ChildProcessByStdio } from 'node:child_process';
 import { mkdirSync, renameSync, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -8,9 +9,12 @@ import { fileURLToPath } from 'node:url';
 import { LatencyHistogram, type SparseHistogram } from './histogram.ts';
 import { track } from './child-processes.ts';
 
-const SOURCE = fileURLToPath(new URL('./subscriber.c', import.meta.url));
 const BUILD_DIR = fileURLToPath(new URL('./.build/', import.meta.url));
-const BINARY = `${BUILD_DIR}subscriber`;
+/** Each subscriber program: its source, and the libraries it links. */
+const PROGRAMS = {
+  subscriber: { source: fileURLToPath(new URL('./subscriber.c', import.meta.url)), libraries: [] as string[] },
+  'subscriber-h2': { source: fileURLToPath(new URL('./subscriber-h2.c', import.meta.url)), libraries: ['-lnghttp2', '-lssl', '-lcrypto'] },
+};
 /** RFC 6455's example key: subscriber.c checks the answer's Sec-WebSocket-Accept against the RFC's value for it. */
 const WEBSOCKET_KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
 
@@ -40,8 +44,10 @@ interface Stats {
   histogram: SparseHistogram | null;
 }
 
-/** Builds bench/.build/subscriber when missing or older than subscriber.c. */
-function subscriberBinary(): string {
+/** Builds bench/.build/<program> when missing or older than its source. */
+function subscriberBinary(program: keyof typeof PROGRAMS): string {
+  const { source, libraries } = PROGRAMS[program];
+  const binary = `${BUILD_DIR}${program}`;
   const mtime = (path: string) => {
     try {
       return statSync(path).mtimeMs;
@@ -49,16 +55,16 @@ function subscriberBinary(): string {
       return -1;
     }
   };
-  if (mtime(BINARY) >= mtime(SOURCE)) return BINARY;
+  if (mtime(binary) >= mtime(source)) return binary;
   mkdirSync(BUILD_DIR, { recursive: true });
-  const building = `${BINARY}.${process.pid}`;
+  const building = `${binary}.${process.pid}`;
   try {
-    execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-o', building, SOURCE], { stdio: ['ignore', 'inherit', 'inherit'] });
+    execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-o', building, source, ...libraries], { stdio: ['ignore', 'inherit', 'inherit'] });
   } catch (error) {
-    throw new Error(`building ${SOURCE} failed (gcc missing? bench/setup-peers.sh installs it): ${(error as Error).message}`);
+    throw new Error(`building ${source} failed (gcc or a library missing? bench/setup-peers.sh installs them): ${(error as Error).message}`);
   }
-  renameSync(building, BINARY);
-  return BINARY;
+  renameSync(building, binary);
+  return binary;
 }
 
 function parseOpened(fields: string[]): Opened {
@@ -113,10 +119,11 @@ class Subscriber {
     });
   }
 
+  /** `last`: isWebSocket (0|1) for subscriber.c, the streams per connection for subscriber-h2.c. */
   async open(port: number, count: number, firstSource: number, firstIndex: number, request: string, channel: string, isChannelEach: boolean,
-    isWebSocket: boolean): Promise<Opened> {
+    last: number): Promise<Opened> {
     const line = ['open', port, count, firstSource, firstIndex, isChannelEach ? 1 : 0, encodeURIComponent(channel), encodeURIComponent(request),
-      isWebSocket ? 1 : 0].join(' ');
+      last].join(' ');
     return parseOpened(await this.ask(line, 'opened'));
   }
 
@@ -138,11 +145,19 @@ class Subscriber {
   }
 }
 
+/** Subscribers over TLS and HTTP/2: this many streams share a connection. */
+export interface Http2Subscribers {
+  streamsPerConnection: number;
+}
+
 export class SubscriberPool {
   private readonly subscribers: Subscriber[];
+  private readonly http2: Http2Subscribers | undefined;
 
-  constructor(processes: number) {
-    const binary = subscriberBinary();
+  /** `http2`: bench/subscriber-h2.c's processes, whose `open` request is a path (the system's `http2Path`). */
+  constructor(processes: number, http2?: Http2Subscribers) {
+    const binary = subscriberBinary(http2 === undefined ? 'subscriber' : 'subscriber-h2');
+    this.http2 = http2;
     this.subscribers = Array.from({ length: processes }, () => new Subscriber(binary));
   }
 
@@ -161,7 +176,8 @@ export class SubscriberPool {
     const counts = this.subscribers.map((_, i) => Math.floor(total / n) + (i < total % n ? 1 : 0));
     const replies = await Promise.all(this.subscribers.map((subscriber, i) => subscriber.open(
       port, counts[i], i, counts.slice(0, i).reduce((sum, c) => sum + c, 0),
-      options.request ?? 'GET /s HTTP/1.1\r\nHost: bench\r\n\r\n', options.channel ?? '', options.isChannelEach ?? false, options.isWebSocket ?? false,
+      options.request ?? 'GET /s HTTP/1.1\r\nHost: bench\r\n\r\n', options.channel ?? '', options.isChannelEach ?? false,
+      this.http2?.streamsPerConnection ?? (options.isWebSocket ? 1 : 0),
     )));
     const failedOpens = new Map<string, number>();
     for (const [status, count] of replies.flatMap((reply) => reply.failedOpens)) failedOpens.set(status, (failedOpens.get(status) ?? 0) + count);

@@ -8,11 +8,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const SCRIPT = join(import.meta.dirname, 'setup', 'system-deps.sh');
-const ON_PATH = ['php', 'prometheus', 'promtool', 'redis-server', 'redis-cli', 'curl', 'ss', 'openssl'];
+const ON_PATH = ['php', 'prometheus', 'promtool', 'redis-server', 'redis-cli', 'curl', 'ss', 'openssl', 'nghttp', 'h2load'];
 const EVERYTHING_APT_INSTALLS: Record<string, string[]> = {
   'php-fpm': ['usr/sbin/php-fpm8.2'], 'php-cli': ['bin/php'], prometheus: ['bin/prometheus', 'bin/promtool'],
   'redis-server': ['bin/redis-server'], 'redis-tools': ['bin/redis-cli'], chromium: ['usr/bin/chromium'],
   curl: ['bin/curl'], iproute2: ['bin/ss'], openssl: ['bin/openssl'],
+  'nghttp2-client': ['bin/nghttp', 'bin/h2load'],
 };
 
 interface Machine {
@@ -96,12 +97,12 @@ test('php-fpm is found on PATH or as a versioned /usr/sbin/php-fpmX.Y, as test/h
 
 test('not root: it stops with exit 1 and the exact apt-get command for the missing packages, each named once', () => {
   withMachine({ uid: 1000, hasSudo: true }, (machine) => {
-    machine.remove('usr/bin/chromium', 'bin/promtool', 'bin/prometheus', 'bin/ss');
+    machine.remove('usr/bin/chromium', 'bin/promtool', 'bin/prometheus', 'bin/ss', 'bin/nghttp', 'bin/h2load');
     const result = machine.run();
     assert.equal(result.status, 1);
     assert.equal(result.stdout, '');
-    assert.equal(result.stderr, 'muxgate tests: prometheus, promtool, /usr/bin/chromium, ss missing; install them, then run npm test again:\n' +
-      '  sudo apt-get update && sudo apt-get install -y --no-install-recommends prometheus chromium iproute2\n');
+    assert.equal(result.stderr, 'muxgate tests: prometheus, promtool, /usr/bin/chromium, ss, nghttp, h2load missing; install them, then run npm test again:\n' +
+      '  sudo apt-get update && sudo apt-get install -y --no-install-recommends prometheus chromium iproute2 nghttp2-client\n');
     assert.deepEqual(result.aptCalls, []);
   });
   withMachine({ uid: 1000 }, (machine) => {

@@ -1,7 +1,7 @@
 // Scenarios 2-4 and the rate curve: subscribers on one channel or one address each, messages published flat out or
 // at a rate; the runs of one or several phases (rates) on one server start and one set of subscribers, each measured afresh.
 import { PublisherProcess } from '../publisher-process.ts';
-import { SubscriberPool } from '../subscriber-pool.ts';
+import { SubscriberPool, type Http2Subscribers } from '../subscriber-pool.ts';
 import type { Address, RunningSystem } from '../systems/system.ts';
 import { measureDeliveries, warmUp, type DeliveryRun, type PublishPlan } from './delivery-run.ts';
 import { medianOf } from '../stats.ts';
@@ -25,6 +25,8 @@ export interface DeliveryScenario {
   runs: number;
   /** WebSocket subscribers (the system's `webSocketRequest`) instead of streams. */
   isWebSocket?: boolean;
+  /** Subscribers over TLS and HTTP/2 (bench/subscriber-h2.c on the system's `http2Path`) instead of HTTP/1.1. */
+  http2?: Http2Subscribers;
   /** Cores for the server and for the subscribers and the publisher (`taskset` lists), when the host has enough. */
   pinning?: Pinning;
 }
@@ -50,7 +52,7 @@ export async function runDeliveryScenario(spec: SystemSpec, scenario: DeliverySc
 export async function runDeliveryPhases(spec: SystemSpec, phases: DeliveryScenario[]): Promise<DeliveryResult[]> {
   const [scenario] = phases;
   const system = await spec.start();
-  const pool = new SubscriberPool(scenario.subscriberProcesses);
+  const pool = new SubscriberPool(scenario.subscriberProcesses, scenario.http2);
   const publisher = new PublisherProcess();
   const notes: string[] = [];
   try {
@@ -67,7 +69,8 @@ export async function runDeliveryPhases(spec: SystemSpec, phases: DeliveryScenar
       // Several nodes: an even share of the subscribers on each.
       const share = Math.floor(scenario.subscribers / ports.length) + (i < scenario.subscribers % ports.length ? 1 : 0);
       const opened = await pool.open(ports[i], share, {
-        request: isWebSocket ? system.webSocketRequest : byToken ? system.tokenStreamRequest : system.subscribeRequest, channel: CHANNEL,
+        request: scenario.http2 !== undefined ? system.http2Path : isWebSocket ? system.webSocketRequest : byToken ? system.tokenStreamRequest : system.subscribeRequest,
+        channel: CHANNEL,
         isChannelEach: scenario.isAddressEach, isWebSocket,
       });
       tokens.push(...opened.tokens);

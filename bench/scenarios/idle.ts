@@ -2,7 +2,7 @@
 // connect all.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { CpuMeter, rssKiB } from '../proc-stats.ts';
-import { SubscriberPool } from '../subscriber-pool.ts';
+import { SubscriberPool, type Http2Subscribers } from '../subscriber-pool.ts';
 import type { SystemSpec } from './delivery-scenario.ts';
 import { medianOf } from '../stats.ts';
 
@@ -34,7 +34,9 @@ function serverRssKiB(pids: number[]): number {
   return pids.reduce((sum, pid) => sum + rssKiB(pid), 0);
 }
 
-export async function runIdle(spec: SystemSpec, streams: number, subscriberProcesses: number, runs: number, isWebSocket = false): Promise<IdleResult> {
+/** `http2`: the streams are held over TLS and HTTP/2 (the system's `http2Path`), so many per connection. */
+export async function runIdle(spec: SystemSpec, streams: number, subscriberProcesses: number, runs: number, isWebSocket = false,
+  http2?: Http2Subscribers): Promise<IdleResult> {
   const results: IdleRun[] = [];
   const notes: string[] = [];
   let label = spec.label;
@@ -42,7 +44,7 @@ export async function runIdle(spec: SystemSpec, streams: number, subscriberProce
   for (let i = 0; i < runs; i++) {
     const system = await spec.start();
     label = system.label;
-    const pool = new SubscriberPool(subscriberProcesses);
+    const pool = new SubscriberPool(subscriberProcesses, http2);
     try {
       await sleep(SETTLE_MS);
       const pids = system.serverPids();
@@ -51,7 +53,7 @@ export async function runIdle(spec: SystemSpec, streams: number, subscriberProce
       const backendPids = system.backendPids?.();
       const cpu = new CpuMeter([pids, pool.pids, backendPids ?? []]);
       const startedAt = performance.now();
-      const request = isWebSocket ? system.webSocketRequest : system.subscribeRequest;
+      const request = http2 !== undefined ? system.http2Path : isWebSocket ? system.webSocketRequest : system.subscribeRequest;
       const { failedOpens } = await pool.open(system.port, streams, { request, channel: 'idle', isChannelEach: true, isWebSocket });
       const connectSeconds = (performance.now() - startedAt) / 1000;
       const { processes: [serverCpu, subscriberCpu, backendCpu], machine: machineCpu } = cpu.read();

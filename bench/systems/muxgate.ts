@@ -53,6 +53,7 @@ export async function start(shards: number, env: Record<string, string> = {}): P
     subscribeRequest: 'GET /s?channel={channel} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n',
     webSocketRequest: webSocketOpening('/s?channel={channel}'),
     tokenStreamRequest: 'GET /s HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n',
+    http2Path: '/s?channel={channel}',
     publishUrl: new URL(mux.pushUrl).origin,
     serverPids: () => [mux.child.pid!],
     backendPids: () => [backend.pid!],
@@ -75,4 +76,10 @@ export async function start(shards: number, env: Record<string, string> = {}): P
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** muxgate serving TLS (and HTTP/2 by ALPN) on the certificate's files; the push listener stays plain. */
+export async function startTls(shards: number, certFile: string, keyFile: string): Promise<MuxgateSystem> {
+  const system = await start(shards, { MUX_TLS_CERT: certFile, MUX_TLS_KEY: keyFile });
+  return { ...system, label: `${system.label}, TLS` };
 }

@@ -29,6 +29,8 @@ export interface RunningSystem {
   subscribeRequest: string;
   /** The raw RFC 6455 opening a WebSocket subscriber sends (`webSocketOpening`); `{channel}` as above. */
   webSocketRequest: string;
+  /** Over TLS and HTTP/2 (the tls scenario): the path an h2 subscriber GETs; `{channel}` as above. */
+  http2Path?: string;
   /** muxgate only: the request of a stream addressed by its token (named in the X-Token response header). */
   tokenStreamRequest?: string;
   /** Base URL publishes go to (keep-alive). */

@@ -42,6 +42,9 @@ check() {
   command -v ss >/dev/null 2>&1 || need ss iproute2
   # The TLS tests make their certificates with openssl.
   command -v openssl >/dev/null 2>&1 || need openssl openssl
+  # HTTP/2 conformance and load: nghttp and h2load against the TLS and h2c listeners.
+  command -v nghttp >/dev/null 2>&1 || need nghttp nghttp2-client
+  command -v h2load >/dev/null 2>&1 || need h2load nghttp2-client
 }
 
 check
