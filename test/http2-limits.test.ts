@@ -138,7 +138,7 @@ test('the server\'s SETTINGS cap concurrent streams at MUX_H2_MAX_STREAMS; a str
   await assertServed('the streams beyond the cap');
 });
 
-test('rapid reset (CVE-2023-44487): streams opened and reset in a loop end the connection after a burst; few reach php-fpm', async () => {
+test('rapid reset (CVE-2023-44487): streams opened and reset in a loop end the connection after a burst; those reset in the read that opened them never reach php-fpm', async () => {
   const rssBefore = await rss();
   requestLog.clear();
   const client = await RawHttp2.connect(mux.url);
@@ -159,8 +159,10 @@ test('rapid reset (CVE-2023-44487): streams opened and reset in a loop end the c
   }
   await assertServed('a rapid reset');
   const reachedBackend = requestLog.lines().filter((line) => line.includes('rapid-reset')).length;
-  // nghttp2's reset limit (a burst of 1000, then 33/s) ends the session after about 2000 streams.
-  assert.ok(reachedBackend <= 2000, `${reachedBackend} reset streams reached php-fpm`);
+  // nghttp2's reset limit (a burst of 1000, then 33/s) ends the session after about 2000 streams; a stream reset in the
+  // read that brought it never starts its FastCGI request (about 1,000 reached php-fpm when they started at once).
+  assert.ok(reachedBackend <= 100, `${reachedBackend} reset streams reached php-fpm`);
+  await waitForMetric(mux.metricsUrl, 'muxgate_http2_resets_before_start_total', (n) => n > 0);
   const growth = (await rss()) - rssBefore;
   assert.ok(growth < RSS_GROWTH_LIMIT, `resident memory grew by ${growth} bytes`);
 });

@@ -70,13 +70,20 @@ export class Gateway {
   }
 
   /**
-   * A request stream of an HTTP/2 connection: forwarded at once, for HTTP/1.1's one-at-a-time rule does not apply; the
-   * connection's stream cap (MUX_H2_MAX_STREAMS) bounds its FastCGI requests in progress.
+   * A request stream of an HTTP/2 connection: forwarded without waiting for the others, for HTTP/1.1's one-at-a-time
+   * rule does not apply; the connection's stream cap (MUX_H2_MAX_STREAMS) bounds its FastCGI requests in progress.
+   * It starts once the read that brought it is done: a stream reset in the same read (rapid reset, CVE-2023-44487,
+   * sends HEADERS and RST_STREAM together) is closed by then and never reaches the backend.
    */
   handleHttp2(req: Http2ServerRequest, res: Http2ServerResponse): void {
+    setImmediate(this.#startHttp2, req, res);
+  }
+
+  readonly #startHttp2 = (req: Http2ServerRequest, res: Http2ServerResponse): void => {
+    if (res.stream.closed || res.stream.destroyed) return void this.#ctx.metrics.http2ResetBeforeStart.inc();
     // node:http2's compatibility API has the members of IncomingMessage and ServerResponse the gateway uses.
     this.#start(req as unknown as IncomingMessage, res as unknown as ServerResponse);
-  }
+  };
 
   /** A WebSocket opening whose handshake is valid: the backend accepts it, or answers it as an ordinary request. */
   open(req: IncomingMessage, res: ServerResponse, opening: WebSocketOpening): void {

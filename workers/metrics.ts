@@ -59,6 +59,11 @@ export function createShardMetrics(shard: number) {
         this.set(shardLabel, connections.http2Streams);
       },
     }),
+    http2ResetBeforeStart: new Counter({
+      name: 'muxgate_http2_resets_before_start_total',
+      help: 'HTTP/2 request streams the client reset before their FastCGI request started (rapid reset): never sent to the backend.',
+      registers: [registry],
+    }),
     tlsHandshakes: new Counter({
       name: 'muxgate_tls_handshakes_total',
       help: 'TLS handshakes on the public listener, by result: ok, failed (not TLS, refused by OpenSSL, or the client left), timeout.',
