@@ -1,5 +1,6 @@
 // Latency histogram with 0.1 ms buckets, sent between processes as [bucket, count] pairs. The subscribers
-// (bench/subscriber.c) record into the same buckets: BUCKET_US and BUCKETS there must match these.
+// (bench/subscriber.c, bench/subscriber-h2.c) record into the same buckets: BUCKET_US and BUCKETS in
+// bench/subscriber-common.h must match these.
 
 const BUCKET_US = 100;
 const BUCKETS = 600_000; // 60 s; slower deliveries land in the last bucket

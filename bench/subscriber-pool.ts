@@ -15,6 +15,8 @@ const PROGRAMS = {
   subscriber: { source: fileURLToPath(new URL('./subscriber.c', import.meta.url)), libraries: [] as string[] },
   'subscriber-h2': { source: fileURLToPath(new URL('./subscriber-h2.c', import.meta.url)), libraries: ['-lnghttp2', '-lssl', '-lcrypto'] },
 };
+/** What both programs include. */
+const COMMON_HEADER = fileURLToPath(new URL('./subscriber-common.h', import.meta.url));
 /** RFC 6455's example key: subscriber.c checks the answer's Sec-WebSocket-Accept against the RFC's value for it. */
 const WEBSOCKET_KEY = 'dGhlIHNhbXBsZSBub25jZQ==';
 
@@ -44,7 +46,7 @@ interface Stats {
   histogram: SparseHistogram | null;
 }
 
-/** Builds bench/.build/<program> when missing or older than its source. */
+/** Builds bench/.build/<program> when missing or older than its source or the header they share. */
 function subscriberBinary(program: keyof typeof PROGRAMS): string {
   const { source, libraries } = PROGRAMS[program];
   const binary = `${BUILD_DIR}${program}`;
@@ -55,7 +57,7 @@ function subscriberBinary(program: keyof typeof PROGRAMS): string {
       return -1;
     }
   };
-  if (mtime(binary) >= mtime(source)) return binary;
+  if (mtime(binary) >= Math.max(mtime(source), mtime(COMMON_HEADER))) return binary;
   mkdirSync(BUILD_DIR, { recursive: true });
   const building = `${binary}.${process.pid}`;
   try {

@@ -56,18 +56,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SOURCE_ADDRESSES 9 /* 127.0.0.1..9: each has its own ephemeral ports */
+#include "subscriber-common.h"
+
 #define MAX_CONNECTING 256
 #define MAX_RETRIES 10
 /* Retries back off 100 ms more each time, as an EventSource would wait before reconnecting. */
 #define RETRY_STEP_MS 100
 #define MAX_HEAD 65536
-#define READ_BUFFER 65536
-#define BUCKET_US 100
-#define BUCKETS 600000 /* 60 s; slower deliveries land in the last bucket */
-#define MAX_EVENTS 256
-/* Marker values beyond this stop growing (garbage digits must not wrap around). */
-#define VALUE_CAP 100000000000000000ULL
 /* RFC 6455 section 1.3's example: the accept value of the key every WebSocket opening must send. */
 #define WEBSOCKET_ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 #define MAX_CONTROL_PAYLOAD 125
@@ -124,65 +119,13 @@ static struct {
 
 static Subscription **subscriptions;
 static size_t subscription_count, subscription_capacity;
-static int epoll_fd;
-static unsigned char read_buffer[READ_BUFFER];
-static uint32_t histogram[BUCKETS];
-static uint64_t deliveries;
-static double last_at_ms;
-static uint64_t closed_count;
 /* `send 1`: WebSockets send their next message when the last one comes back. */
 static int is_sending;
 /* Retries waiting for their time: the subscriptions in RETRY_WAIT. */
 static Subscription **retries;
 static size_t retry_count, retry_capacity;
-/* The clock the publisher reads: Node's performance.timeOrigin (the wall clock when the process started) plus
- * performance.now() (the monotonic clock since then). Anchored the same way here: wall clock once at start, then
- * monotonic. */
-static int64_t origin_wall_ns, origin_mono_ns;
-static char stdin_tag; /* epoll data for stdin: its address */
-
-/* Output line being built. */
-static char *out;
-static size_t out_length, out_capacity;
-
-static int64_t clock_ns(clockid_t clock) {
-  struct timespec ts;
-  clock_gettime(clock, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static int64_t mono_ms(void) { return clock_ns(CLOCK_MONOTONIC) / 1000000; }
-
-/* Epoch ns on the publisher's clock. */
-static int64_t epoch_ns(void) { return origin_wall_ns + (clock_ns(CLOCK_MONOTONIC) - origin_mono_ns); }
-
-static void *grow(void *array, size_t *capacity, size_t needed, size_t size) {
-  if (needed <= *capacity) return array;
-  size_t next = *capacity < 16 ? 16 : *capacity;
-  while (next < needed) next *= 2;
-  array = realloc(array, next * size);
-  if (array == NULL) {
-    fputs("subscriber: out of memory\n", stderr);
-    exit(1);
-  }
-  *capacity = next;
-  return array;
-}
-
-static void out_append(const char *data, size_t length) {
-  out = grow(out, &out_capacity, out_length + length + 1, 1);
-  memcpy(out + out_length, data, length);
-  out_length += length;
-}
-
-static void out_printf(const char *format, ...) {
-  char small[64];
-  va_list args;
-  va_start(args, format);
-  int n = vsnprintf(small, sizeof small, format, args);
-  va_end(args);
-  out_append(small, (size_t)n < sizeof small ? (size_t)n : sizeof small - 1);
-}
 
 static void out_encoded(const char *text) {
   static const char hex[] = "0123456789ABCDEF";
@@ -194,54 +137,6 @@ static void out_encoded(const char *text) {
       out_append(escaped, 3);
     }
   }
-}
-
-/* Sends the line built so far (stdout is blocking: the orchestrator reads it). */
-static void out_flush(void) {
-  out_append("\n", 1);
-  size_t done = 0;
-  while (done < out_length) {
-    ssize_t n = write(STDOUT_FILENO, out + done, out_length - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) {
-      struct pollfd writable = {.fd = STDOUT_FILENO, .events = POLLOUT};
-      poll(&writable, 1, -1);
-      continue;
-    }
-    if (n <= 0) exit(1); /* the orchestrator is gone */
-    done += (size_t)n;
-  }
-  out_length = 0;
-}
-
-static void fail(const char *format, ...) {
-  char message[512];
-  va_list args;
-  va_start(args, format);
-  vsnprintf(message, sizeof message, format, args);
-  va_end(args);
-  for (char *p = message; *p != 0; p++) if (*p == '\n' || *p == '\r') *p = ' ';
-  out_length = 0;
-  out_append("failed ", 7);
-  out_append(message, strlen(message));
-  out_flush();
-  exit(1);
-}
-
-static char *percent_decode(const char *text) {
-  char *decoded = malloc(strlen(text) + 1);
-  char *d = decoded;
-  for (const char *p = text; *p != 0; p++) {
-    if (*p == '%' && isxdigit((unsigned char)p[1]) && isxdigit((unsigned char)p[2])) {
-      char hex[3] = {p[1], p[2], 0};
-      *d++ = (char)strtol(hex, NULL, 16);
-      p += 2;
-    } else {
-      *d++ = *p;
-    }
-  }
-  *d = 0;
-  return decoded;
 }
 
 /* --- streams --- */
@@ -610,14 +505,6 @@ static int next_timeout_ms(void) {
 
 /* --- commands --- */
 
-/* Splits a line at single spaces (empty fields kept). */
-static int split(char *line, char **fields, int max) {
-  int n = 0;
-  char *field;
-  while (n < max && (field = strsep(&line, " ")) != NULL) fields[n++] = field;
-  return n;
-}
-
 static void command_open(char **fields, int n) {
   if (n != 9) fail("open: expected 8 arguments, got %d", n - 1);
   if (batch.active) fail("open: the previous open is not done");
@@ -643,17 +530,6 @@ static void command_open(char **fields, int n) {
   }
   batch.active = 1;
   while (batch.launched < batch.count && batch.launched < MAX_CONNECTING) launch();
-}
-
-static void command_stats(int final) {
-  out_printf("stats %llu %.3f %llu %d", (unsigned long long)deliveries, last_at_ms, (unsigned long long)closed_count, final);
-  if (final) {
-    for (int i = 0; i < BUCKETS; i++) if (histogram[i] != 0) out_printf(" %d:%u", i, histogram[i]);
-    deliveries = 0;
-    last_at_ms = 0;
-    memset(histogram, 0, sizeof histogram);
-  }
-  out_flush();
 }
 
 static void command_send(int on) {
@@ -683,28 +559,6 @@ static void on_command(char *line) {
   else if (strcmp(fields[0], "send") == 0 && n == 2) command_send(atoi(fields[1]));
   else if (strcmp(fields[0], "close") == 0) close_all_and_exit();
   else fail("unknown command: %.100s", fields[0]);
-}
-
-static void on_stdin(void) {
-  static char *line;
-  static size_t line_length, line_capacity;
-  for (;;) {
-    line = grow(line, &line_capacity, line_length + READ_BUFFER + 1, 1);
-    ssize_t n = read(STDIN_FILENO, line + line_length, READ_BUFFER);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN) return;
-    /* The orchestrator is gone: nothing left to measure. */
-    if (n <= 0) close_all_and_exit();
-    line_length += (size_t)n;
-    char *start = line, *newline;
-    while ((newline = memchr(start, '\n', line_length - (size_t)(start - line))) != NULL) {
-      *newline = 0;
-      on_command(start);
-      start = newline + 1;
-    }
-    line_length -= (size_t)(start - line);
-    memmove(line, start, line_length);
-  }
 }
 
 int main(void) {
