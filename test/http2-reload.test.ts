@@ -2,29 +2,22 @@
 // pushes and open new streams; new connections get the new certificate over h2.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync } from 'node:fs';
 import http2 from 'node:http2';
 import type tls from 'node:tls';
 import { PHP_ROOT, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, type Muxgate } from './helpers/muxgate.ts';
-import { TestCa, type Leaf } from './helpers/tls-certs.ts';
+import { ServedPair, TestCa, type Leaf } from './helpers/tls-certs.ts';
 
 const ca = new TestCa();
 const first: Leaf = ca.leaf('first', '2E01');
 const second: Leaf = ca.leaf('second', '2E02');
-/** The files muxgate is told of; the reload copies the second leaf over them. */
-const served = { certFile: ca.file('served.pem', ''), keyFile: ca.file('served.key', '') };
+const served = new ServedPair(ca);
 let fpm: PhpFpm;
 let mux: Muxgate;
 
-function serve(leaf: Leaf): void {
-  copyFileSync(leaf.certFile, served.certFile);
-  copyFileSync(leaf.keyFile, served.keyFile);
-}
-
 before(async () => {
-  serve(first);
+  served.serve(first);
   fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 8 });
   mux = await startMuxgate({ ...phpBackend(fpm), MUX_SHARDS: '2', MUX_LOG_LEVEL: 'info', MUX_TLS_CERT: served.certFile, MUX_TLS_KEY: served.keyFile });
 });
@@ -115,7 +108,7 @@ test('SIGHUP under held HTTP/2 streams: they keep receiving, their sessions open
     assert.deepEqual(new Set(held.map(({ token }) => token.split('.')[1])), new Set(['0', '1']), 'the sessions are on both shards');
     for (const { serialNumber } of before) assert.equal(serialNumber, first.serialNumber);
 
-    serve(second);
+    served.serve(second);
     mux.child.kill('SIGHUP');
     const reloaded = await mux.waitForLog((l) => l.msg === 'TLS certificate reloaded: new handshakes use it');
     assert.equal((reloaded.certificate as { serialNumber: string }).serialNumber, second.serialNumber);

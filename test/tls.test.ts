@@ -13,7 +13,7 @@ import { PHP_ROOT, ScriptLog, openStream, phpBackend, push } from './helpers/fix
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, type Muxgate } from './helpers/muxgate.ts';
 import { RawHttp, decodeChunked } from './helpers/raw-http.ts';
-import { TestCa, type Leaf } from './helpers/tls-certs.ts';
+import { ServedPair, TestCa, type Leaf } from './helpers/tls-certs.ts';
 import { TestWebSocket, wsUrl } from './helpers/websocket-client.ts';
 import { waitUntil } from './helpers/wait.ts';
 import { eventParams, messageParams } from '../workers/cgi-params.ts';
@@ -28,19 +28,13 @@ const HANDSHAKE_TIMEOUT_S = 2;
 const ca = new TestCa();
 const first: Leaf = ca.leaf('first', '1A01');
 const second: Leaf = ca.leaf('second', '1A02');
-/** The files muxgate is told of; a reload copies another leaf over them. */
-const served = { certFile: ca.file('served.pem', ''), keyFile: ca.file('served.key', '') };
+const served = new ServedPair(ca);
 const eventLog = new ScriptLog();
 let fpm: PhpFpm;
 let mux: Muxgate;
 
-function serve(leaf: Leaf): void {
-  copyFileSync(leaf.certFile, served.certFile);
-  copyFileSync(leaf.keyFile, served.keyFile);
-}
-
 before(async () => {
-  serve(first);
+  served.serve(first);
   fpm = await startPhpFpm({ documentRoot: PHP_ROOT, maxChildren: 8, env: { EVENT_LOG: eventLog.path } });
   mux = await startMuxgate({
     ...phpBackend(fpm), MUX_SHARDS: '2', MUX_EVENTS: 'close', MUX_HEADERS_TIMEOUT: String(HANDSHAKE_TIMEOUT_S),
@@ -233,7 +227,7 @@ test('SIGHUP reloads the certificate under held streams: they keep receiving, ne
   const ws = await TestWebSocket.open(wsUrl(mux.url, '/websocket.php?room=reload'), { ca: ca.pem });
   try {
     assert.equal(await servedSerial(), first.serialNumber);
-    serve(second);
+    served.serve(second);
     mux.child.kill('SIGHUP');
     const reloaded = await mux.waitForLog((l) => l.msg === 'TLS certificate reloaded: new handshakes use it');
     assert.equal((reloaded.certificate as { serialNumber: string }).serialNumber, second.serialNumber);
@@ -270,7 +264,7 @@ test('a reload with a bad pair is logged and the pair in use kept', async () => 
     assert.equal((await httpsGet(`${mux.url}/echo.php`)).status, 200);
   } finally {
     client.close();
-    serve(second);
+    served.serve(second);
   }
 });
 
@@ -350,9 +344,8 @@ test('bad TLS files stop muxgate at start with exit 2, naming the variable and w
 });
 
 test('a shard restarted after a reload serves the reloaded certificate', async () => {
-  const files = { certFile: ca.file('restart.pem', ''), keyFile: ca.file('restart.key', '') };
-  copyFileSync(first.certFile, files.certFile);
-  copyFileSync(first.keyFile, files.keyFile);
+  const files = new ServedPair(ca, 'restart');
+  files.serve(first);
   const config = loadConfig({
     ...phpBackend(fpm), MUX_SHARDS: '1', MUX_TLS_CERT: files.certFile, MUX_TLS_KEY: files.keyFile,
     MUX_LISTEN: '127.0.0.1:0', MUX_PUSH_LISTEN: '127.0.0.1:0', MUX_METRICS_LISTEN: '127.0.0.1:0', MUX_SHUTDOWN_GRACE: '1',
@@ -362,8 +355,7 @@ test('a shard restarted after a reload serves the reloaded certificate', async (
   const metricsUrl = `http://127.0.0.1:${server.metrics.port}/metrics`;
   try {
     assert.equal(await servedSerial(url), first.serialNumber);
-    copyFileSync(second.certFile, files.certFile);
-    copyFileSync(second.keyFile, files.keyFile);
+    files.serve(second);
     assert.equal(server.reloadTls(), true);
     assert.equal(await servedSerial(url), second.serialNumber);
     await server.shards.threadOf(0)!.terminate();

@@ -3,7 +3,7 @@
 // they arrive: SETTINGS acknowledged unless told not to, nothing else answered.
 import net from 'node:net';
 import tls from 'node:tls';
-import { Waiters } from './waiters.ts';
+import { Waiters, socketClosed } from './waiters.ts';
 
 export const FRAME_DATA = 0x0;
 export const FRAME_HEADERS = 0x1;
@@ -300,14 +300,7 @@ export class RawHttp2 {
   }
 
   waitForClose(timeoutMs = 10_000): Promise<void> {
-    if (this.hasClosed) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`connection still open after ${timeoutMs} ms; ${this.describe()}`)), timeoutMs);
-      this.socket.once('close', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
+    return socketClosed(this.socket, this.hasClosed, timeoutMs, () => this.describe());
   }
 
   close(): void {

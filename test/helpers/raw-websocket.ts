@@ -2,7 +2,7 @@
 // reserved bits, bad opcodes, random bytes), and the server's frames as they arrive, decoded strictly.
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { Waiters } from './waiters.ts';
+import { Waiters, socketClosed } from './waiters.ts';
 
 /** A frame the server sent: server frames are never masked (RFC 6455 §5.1). */
 export interface ServerFrame {
@@ -155,14 +155,7 @@ export class RawWebSocket {
   }
 
   waitForClose(timeoutMs = 10_000): Promise<void> {
-    if (this.hasClosed) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`connection still open after ${timeoutMs} ms; ${this.describe()}`)), timeoutMs);
-      this.socket.once('close', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-    });
+    return socketClosed(this.socket, this.hasClosed, timeoutMs, () => this.describe());
   }
 
   /**

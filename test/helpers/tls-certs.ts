@@ -1,7 +1,7 @@
 // Certificates for the TLS tests, made by `openssl` in a directory of their own: a test CA and leaves it signed for
 // localhost and 127.0.0.1, each with its own key and serial number.
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -52,6 +52,22 @@ export class TestCa {
 
   remove(): void {
     rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** The files muxgate is told of (MUX_TLS_CERT, MUX_TLS_KEY), empty until a leaf is served; a reload copies another over them. */
+export class ServedPair {
+  readonly certFile: string;
+  readonly keyFile: string;
+
+  constructor(ca: TestCa, name = 'served') {
+    this.certFile = ca.file(`${name}.pem`, '');
+    this.keyFile = ca.file(`${name}.key`, '');
+  }
+
+  serve(leaf: Leaf): void {
+    copyFileSync(leaf.certFile, this.certFile);
+    copyFileSync(leaf.keyFile, this.keyFile);
   }
 }
 

@@ -1,5 +1,6 @@
 // Event-driven waits for a test client: each change of its state wakes the waits, which end as soon as their condition
 // holds, or fail at once when the connection has closed (rather than at their timeout).
+import type { Socket } from 'node:net';
 
 export class Waiters {
   readonly #waiters = new Set<() => void>();
@@ -43,4 +44,16 @@ export class Waiters {
   wake(): void {
     for (const waiter of this.#waiters) waiter();
   }
+}
+
+/** Resolves once the socket has closed (at once if `hasClosed`); rejects after `timeoutMs` with the client's state. */
+export function socketClosed(socket: Socket, hasClosed: boolean, timeoutMs: number, describe: () => string): Promise<void> {
+  if (hasClosed) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`connection still open after ${timeoutMs} ms; ${describe()}`)), timeoutMs);
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
 }
