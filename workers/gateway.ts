@@ -43,8 +43,8 @@ export interface GatewayContext {
   warnings: RepeatedWarnings;
 }
 
-const FAILURE_HEADERS = { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' };
-const FAILURE_HEADERS_HTTP2 = { 'Content-Type': 'text/plain; charset=utf-8' };
+/** A failure's head: the connection closes after it (writeHead leaves Connection out over HTTP/2, where the stream ends). */
+const FAILURE_HEADERS = ['Content-Type', 'text/plain; charset=utf-8', 'Connection', 'close'];
 
 /** What a failed exchange answers the client. */
 const FAILURE_STATUS: Record<ExchangeFailure, [number, string]> = {
@@ -81,6 +81,9 @@ export class Gateway {
 
   readonly #startHttp2 = (req: Http2ServerRequest, res: Http2ServerResponse): void => {
     if (res.stream.closed || res.stream.destroyed) return void this.#ctx.metrics.http2ResetBeforeStart.inc();
+    // As nginx: without a Host header, HTTP/2's :authority is the host (RFC 9113 §8.3.1), checked as a Host would be.
+    const authority = req.headers[':authority'];
+    if (req.headers.host === undefined && typeof authority === 'string') req.headers.host = authority;
     // node:http2's compatibility API has the members of IncomingMessage and ServerResponse the gateway uses.
     this.#start(req as unknown as IncomingMessage, res as unknown as ServerResponse);
   };
@@ -251,8 +254,7 @@ export class Gateway {
       res.destroy();
       return;
     }
-    // HTTP/2 has no Connection header: the stream ends, not the connection.
-    res.writeHead(status, res.req.httpVersionMajor === 2 ? FAILURE_HEADERS_HTTP2 : FAILURE_HEADERS);
+    writeHead(res, status, undefined, FAILURE_HEADERS);
     res.end(`${status} ${message}\n`);
   }
 }
@@ -268,11 +270,6 @@ function requestProblem(req: IncomingMessage): { status: number; message: string
   }
   let hosts = 0;
   for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i].toLowerCase() === 'host') hosts++;
-  if (req.httpVersionMajor === 2 && req.headers.host === undefined) {
-    // As nginx: without a Host header, HTTP/2's :authority is the host (RFC 9113 §8.3.1), checked as a Host would be.
-    const authority = req.headers[':authority'];
-    if (typeof authority === 'string') req.headers.host = authority;
-  }
   const host = req.headers.host;
   if (hosts > 1 || (host !== undefined && !AUTHORITY.test(host))) return { status: 400, message: 'Bad Request: one valid Host header' };
   const target = parseRequestTarget(req.url ?? '', req.method ?? '');

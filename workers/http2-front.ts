@@ -24,7 +24,7 @@ const STREAM_RESET_RATE = 33;
  * stop: it ends a session whose unsent acknowledgements pile up (1000 by default), that is a client that sends them
  * and does not read.
  */
-export function http2ServerOptions(config: Pick<Readonly<Config>, 'http2MaxStreams' | 'maxRequestHeadBytes'>): ServerOptions {
+function http2ServerOptions(config: Pick<Readonly<Config>, 'http2MaxStreams' | 'maxRequestHeadBytes'>): ServerOptions {
   return {
     maxSessionMemory: MAX_SESSION_MEMORY_MIB,
     maxHeaderListPairs: MAX_HEADER_LIST_PAIRS,
@@ -49,7 +49,7 @@ export class Http2Front {
   readonly #metrics: ShardMetrics;
   readonly #log: Logger;
   readonly #sessions = new Set<ServerHttp2Session>();
-  /** Shared by every stream, called with it as `this`: no closure per stream. */
+  /** Shared by every stream: no closure per stream. */
   readonly #onStreamClose: () => void;
 
   constructor(config: Readonly<Config>, metrics: ShardMetrics, log: Logger, handler: Http2Handler) {

@@ -11,9 +11,9 @@ const CONNECTION_HEADERS = new Set(['connection', 'keep-alive', 'proxy-connectio
 
 /**
  * A response's head, for the client's HTTP version: HTTP/2 has no reason phrase (RFC 9113 §8.3.2) and no
- * connection-specific headers, both left out there.
+ * connection-specific headers, both left out there. Without `statusText`, HTTP/1.1 gets the status's usual phrase.
  */
-export function writeHead(res: ServerResponse, status: number, statusText: string, headers: string[]): void {
+export function writeHead(res: ServerResponse, status: number, statusText: string | undefined, headers: string[]): void {
   if (res.req.httpVersionMajor !== 2) return void res.writeHead(status, statusText, headers);
   const http2Headers: string[] = [];
   for (let i = 0; i < headers.length; i += 2) {
