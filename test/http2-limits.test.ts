@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import http2 from 'node:http2';
 import { PHP_ROOT, ScriptLog, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
+import { Http2Exchange } from './helpers/http2-exchange.ts';
 import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import {
   RawHttp2, FRAME_CONTINUATION, FRAME_DATA, FRAME_HEADERS, FRAME_SETTINGS, FLAG_ACK, FLAG_END_STREAM, H2_ERROR, SETTING,
@@ -50,45 +51,13 @@ async function assertServed(what: string): Promise<void> {
   const session = http2.connect(mux.url, { ca: ca.pem, servername: 'localhost' });
   session.on('error', () => {});
   try {
-    const stream = session.request({ ':path': '/stream.php?hold=stream' });
-    let text = '';
-    let status = 0;
-    let hasClosed = false;
-    // One listener for the stream's life: bytes that came between two waits would be lost to a listener per wait.
-    const waits = new Set<() => void>();
-    const wake = () => {
-      for (const check of waits) check();
-    };
-    stream.on('response', (headers) => { status = Number(headers[':status']); });
-    stream.setEncoding('utf8').on('data', (chunk: string) => {
-      text += chunk;
-      wake();
-    });
-    stream.once('close', () => {
-      hasClosed = true;
-      wake();
-    });
-    const received = (predicate: (t: string) => boolean, step: string) => new Promise<void>((resolve, reject) => {
-      const done = (error?: Error) => {
-        clearTimeout(timer);
-        waits.delete(check);
-        if (error === undefined) resolve();
-        else reject(error);
-      };
-      const timer = setTimeout(() => done(new Error(`after ${what}: no ${step} within 10 s; status ${status}, received ${JSON.stringify(text.slice(0, 300))}`)), 10_000);
-      const check = () => {
-        if (predicate(text)) done();
-        else if (hasClosed) done(new Error(`after ${what}: the stream closed before its ${step}; status ${status}, received ${JSON.stringify(text)}`));
-      };
-      waits.add(check);
-      check();
-    });
-    await received((t) => /token=\S+\n/.test(t), 'token');
-    assert.equal(status, 200);
+    const held = new Http2Exchange(session, { ':path': '/stream.php?hold=stream' });
+    const text = await held.waitFor((t) => /token=\S+\n/.test(t), `the token after ${what}`, 10_000);
+    assert.equal(held.status, 200);
     const token = /token=(\S+)\n/.exec(text)![1];
     await push(mux.pushUrl, [{ tokens: [token], body: `after ${what}` }]);
-    await received((t) => t.includes(`after ${what}`), 'push');
-    stream.close();
+    await held.waitFor((t) => t.includes(`after ${what}`), `the push after ${what}`, 10_000);
+    held.stream.close();
   } finally {
     session.destroy();
   }

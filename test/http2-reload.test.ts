@@ -7,6 +7,7 @@ import type tls from 'node:tls';
 import { PHP_ROOT, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, type Muxgate } from './helpers/muxgate.ts';
+import { Http2Exchange } from './helpers/http2-exchange.ts';
 import { ServedPair, TestCa, type Leaf } from './helpers/tls-certs.ts';
 
 const ca = new TestCa();
@@ -50,37 +51,9 @@ async function connect(): Promise<{ session: http2.ClientHttp2Session; serialNum
 
 /** A held stream on the session (stream.php), its text so far and a wait for what it receives, and its token. */
 async function hold(session: http2.ClientHttp2Session): Promise<{ token: string; waitFor: (needle: string) => Promise<void> }> {
-  const stream = session.request({ ':path': '/stream.php?hold=stream' });
-  let text = '';
-  let hasClosed = false;
-  const waits = new Set<() => void>();
-  const wake = () => {
-    for (const check of waits) check();
-  };
-  stream.setEncoding('utf8').on('data', (chunk: string) => {
-    text += chunk;
-    wake();
-  });
-  stream.once('close', () => {
-    hasClosed = true;
-    wake();
-  });
-  const waitFor = (needle: string) => new Promise<void>((resolve, reject) => {
-    const done = (error?: Error) => {
-      clearTimeout(timer);
-      waits.delete(check);
-      if (error === undefined) resolve();
-      else reject(error);
-    };
-    const timer = setTimeout(() => done(new Error(`no ${JSON.stringify(needle)} within 10 s; received ${JSON.stringify(text)}`)), 10_000);
-    const check = () => {
-      if (text.includes(needle)) done();
-      else if (hasClosed) done(new Error(`the stream closed before ${JSON.stringify(needle)}; received ${JSON.stringify(text)}`));
-    };
-    waits.add(check);
-    check();
-  });
-  await waitFor('\n');
+  const held = new Http2Exchange(session, { ':path': '/stream.php?hold=stream' });
+  const waitFor = async (needle: string) => void await held.waitFor((text) => text.includes(needle), JSON.stringify(needle), 10_000);
+  const text = await held.waitFor((t) => t.includes('\n'), 'the first line', 10_000);
   const token = /token=(\S+)\n/.exec(text)?.[1];
   assert.ok(token !== undefined, `no token in ${JSON.stringify(text)}`);
   return { token, waitFor };

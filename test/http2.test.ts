@@ -3,12 +3,12 @@
 // stream cap, the slow-consumer rule per stream and per connection, streams reset in a loop, GOAWAY at shutdown, metrics.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders } from 'node:http2';
+import http2, { type ClientHttp2Session, type IncomingHttpHeaders } from 'node:http2';
 import { PHP_ROOT, ScriptLog, phpBackend, push } from './helpers/fixtures.ts';
 import { startPhpFpm, type PhpFpm } from './helpers/php-fpm.ts';
 import { startMuxgate, metricValue, waitForMetric, type Muxgate } from './helpers/muxgate.ts';
 import { TestCa } from './helpers/tls-certs.ts';
-import { waitUntil } from './helpers/wait.ts';
+import { Http2Exchange as Exchange } from './helpers/http2-exchange.ts';
 
 const MAX_STREAMS = 8;
 const MAX_BUFFERED_BYTES = 32_768;
@@ -48,42 +48,6 @@ async function connect(url = mux.url, settings: http2.Settings = {}): Promise<Cl
   });
   assert.equal(session.alpnProtocol, 'h2');
   return session;
-}
-
-/** One request stream and what it received so far. */
-class Exchange {
-  readonly stream: ClientHttp2Stream;
-  readonly head: Promise<IncomingHttpHeaders>;
-  text = '';
-  hasEnded = false;
-  readonly closed: Promise<number>;
-
-  constructor(session: ClientHttp2Session, headers: http2.OutgoingHttpHeaders, body?: string | Buffer, isReading = true) {
-    this.stream = session.request(headers, { endStream: body === undefined });
-    this.stream.on('error', () => {});
-    this.head = new Promise((resolve, reject) => {
-      this.stream.once('response', resolve);
-      this.stream.once('close', () => reject(new Error(`stream ${headers[':path']} closed before its head (RST ${this.stream.rstCode})`)));
-    });
-    this.head.catch(() => {});
-    this.closed = new Promise((resolve) => this.stream.once('close', () => resolve(this.stream.rstCode ?? 0)));
-    if (isReading) {
-      this.stream.setEncoding('utf8');
-      this.stream.on('data', (chunk: string) => { this.text += chunk; });
-      this.stream.on('end', () => { this.hasEnded = true; });
-    }
-    if (body !== undefined) this.stream.end(body);
-  }
-
-  waitFor(predicate: (text: string) => boolean, what: string, timeoutMs = 5000): Promise<string> {
-    return waitUntil(() => predicate(this.text) && this.text, timeoutMs, () => `${what} (received ${JSON.stringify(this.text.slice(-300))})`, 10);
-  }
-
-  async token(): Promise<string> {
-    const head = await this.head;
-    assert.equal(head[':status'], 200);
-    return String(head['x-token']);
-  }
 }
 
 /** The promise's value, or a clear failure after timeoutMs. */
@@ -142,6 +106,29 @@ test('a POST over HTTP/2 streams its body to the backend, with a Content-Length 
     const undeclared = await json(new Exchange(session, { ':method': 'POST', ':path': '/echo.php' }, 'hello'));
     assert.equal(undeclared.server.CONTENT_LENGTH, '5');
     assert.equal(undeclared.bodyLength, 5);
+  } finally {
+    session.close();
+  }
+});
+
+test('a request muxgate refuses over HTTP/2 gets its status without Connection, and the connection serves on', async () => {
+  const session = await connect();
+  try {
+    // Declared larger than MUX_MAX_REQUEST_BYTES (8 MiB): refused before the backend, as over HTTP/1.1.
+    const refused = session.request({ ':method': 'POST', ':path': '/echo.php', 'content-length': String(1 << 30) }, { endStream: false });
+    refused.on('error', () => {});
+    let text = '';
+    refused.setEncoding('utf8').on('data', (chunk: string) => { text += chunk; });
+    const [head] = await within(Promise.all([
+      new Promise<IncomingHttpHeaders>((resolve) => refused.once('response', resolve)),
+      new Promise<void>((resolve) => refused.once('end', resolve)),
+    ]), 'the refusal');
+    assert.equal(head[':status'], 413);
+    assert.equal(head.connection, undefined);
+    assert.equal(text, '413 Payload Too Large\n');
+    refused.close();
+    const { server } = await json(get(session, '/echo.php'));
+    assert.equal(server.SERVER_PROTOCOL, 'HTTP/2.0');
   } finally {
     session.close();
   }
